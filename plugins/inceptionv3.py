@@ -1,0 +1,78 @@
+"""InceptionV3 (Szegedy et al. 2016), the ImageNet classifier from keras.applications.
+
+``weights``: ``"imagenet"`` (the default: downloaded once, then cached by Keras in ``~/.keras/models``),
+a path to a weights file, or ``None`` for random initialization. The 1,000 ImageNet class names ship
+with xconv, so labels work offline.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+import xconv
+from xconv import XconvError
+
+IMAGENET_WEIGHTS_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels.h5"
+
+
+def imagenet_class_names() -> list[str]:
+    """The 1,000 ImageNet-1k labels in Keras order ('tiger_cat', 'bull_mastiff', ...)."""
+    text = resources.files("xconv_plugins").joinpath("data/imagenet_classes.txt").read_text()
+    return text.split()
+
+
+def load_weights_file(keras_model, path, model_name: str) -> None:
+    """Load a weights file into ``keras_model``, turning every failure into one line naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise XconvError(f"weights file {path} does not exist (--weights takes a path, 'imagenet' or 'none')")
+    try:
+        keras_model.load_weights(path)
+    except Exception as error:  # noqa: BLE001 - h5py and Keras raise many types for mismatched files
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise XconvError(f"weights file {path} does not fit {model_name}: {reason}") from None
+
+
+def fetch_imagenet(build, model_name: str):
+    """Build with ImageNet weights; offline without a cached copy, say so and name the fix."""
+    try:
+        return build("imagenet")
+    except Exception as error:  # noqa: BLE001 - urllib, socket and Keras' own fetch errors
+        text = str(error)
+        if "fetch" in text.lower() or "url" in text.lower() or isinstance(error, OSError):
+            cache = Path.home() / ".keras" / "models"
+            raise XconvError(
+                f"cannot download the ImageNet weights for {model_name} (offline?) and none are cached in {cache}; "
+                f"pass --weights PATH to a weights file, or --weights none for random weights"
+            ) from None
+        raise
+
+
+class InceptionV3(xconv.Model):
+    name = "inceptionv3"
+    description = "InceptionV3 ImageNet classifier (1,000 classes, 299x299), keras.applications"
+
+    @classmethod
+    def load(cls, weights="default"):
+        import keras
+
+        build = lambda w: keras.applications.InceptionV3(weights=w)  # noqa: E731
+        if weights in ("default", "imagenet"):
+            keras_model = fetch_imagenet(build, cls.name)
+        else:
+            keras_model = build(None)
+            if weights is not None:
+                load_weights_file(keras_model, weights, cls.name)
+        return cls(keras_model, imagenet_class_names(), default_layer="mixed10")
+
+    def preprocess(self, batch):
+        # keras.applications.inception_v3.preprocess_input, without the import: scale to [-1, 1].
+        return np.asarray(batch, dtype=np.float32) / 127.5 - 1.0
+
+
+@xconv.hookimpl
+def xconv_register_models(register):
+    register(InceptionV3)

@@ -1,0 +1,88 @@
+"""Overlay renderer: a heatmap resized to the original photo, colored with an OpenCV colormap, blended.
+
+``cv2.applyColorMap`` returns BGR; the photo is RGB. Blending happens in RGB and the PNG is written
+through cv2 after one conversion back, so colors are right in every viewer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+import xconv
+
+COLORMAPS = ("jet", "turbo", "inferno", "viridis", "magma", "plasma", "hot", "bone", "parula", "rainbow")
+
+
+def colorize(heatmap: np.ndarray, colormap: str = "jet") -> np.ndarray:
+    """float [0, 1] (h, w) -> uint8 RGB (h, w, 3)."""
+    import cv2
+
+    code = getattr(cv2, f"COLORMAP_{colormap.upper()}", None)
+    if code is None:
+        raise xconv.UnknownNameError("colormap", colormap, COLORMAPS)
+    levels = np.uint8(np.round(np.clip(np.nan_to_num(heatmap), 0.0, 1.0) * 255))
+    return cv2.cvtColor(cv2.applyColorMap(levels, code), cv2.COLOR_BGR2RGB)
+
+
+def overlay(photo: np.ndarray, heatmap: np.ndarray, colormap: str = "jet", alpha: float = 0.4) -> np.ndarray:
+    """Blend the colored heatmap, resized (bilinear) to the photo's own size, over the photo."""
+    import cv2
+
+    height, width = photo.shape[:2]
+    resized = cv2.resize(heatmap.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    colored = colorize(resized, colormap).astype(np.float32)
+    blended = (1.0 - alpha) * photo.astype(np.float32) + alpha * colored
+    return np.uint8(np.clip(np.round(blended), 0, 255))
+
+
+def draw_cell_grid(image: np.ndarray, cells: tuple[int, int], color=(255, 255, 255)) -> np.ndarray:
+    """Lines splitting the image into the explained layer's h x w cells: each cell is one heatmap value."""
+    import cv2
+
+    out = image.copy()
+    height, width = out.shape[:2]
+    rows, columns = cells
+    thickness = max(1, round(min(height, width) / 300))
+    for edge in np.linspace(0, height, rows + 1)[1:-1]:
+        cv2.line(out, (0, int(round(edge))), (width - 1, int(round(edge))), color, thickness)
+    for edge in np.linspace(0, width, columns + 1)[1:-1]:
+        cv2.line(out, (int(round(edge)), 0), (int(round(edge)), height - 1), color, thickness)
+    return out
+
+
+def write_png(path: Path, rgb: np.ndarray) -> Path:
+    import cv2
+
+    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+        raise xconv.XconvError(f"could not write {path}")
+    return path
+
+
+class OverlayRenderer(xconv.Renderer):
+    name = "overlay"
+    description = "heatmap blended over the original photo (OpenCV colormap); --grid draws the layer's cells"
+    accepts = ("heatmap",)
+
+    def __init__(self, colormap: str = "jet", alpha: float = 0.4, grid: bool = False, **options):
+        super().__init__(**options)
+        colorize(np.zeros((1, 1)), colormap)  # validate the name before any work
+        self.colormap, self.alpha, self.grid = colormap, alpha, grid
+
+    def render(self, explanation, out_dir):
+        photos = explanation.originals or list(explanation.images)
+        written = []
+        for index, (photo, heatmap) in enumerate(zip(photos, explanation.heatmaps)):
+            image = overlay(photo, heatmap, self.colormap, self.alpha)
+            if self.grid:
+                image = draw_cell_grid(image, heatmap.shape)
+            target = xconv.types.safe_name(explanation.target_names[index])
+            name = f"{explanation.stem(index)}_{explanation.method}_{target}.png"
+            written.append(write_png(Path(out_dir) / name, image))
+        return written
+
+
+@xconv.hookimpl
+def xconv_register_renderers(register):
+    register(OverlayRenderer)

@@ -1,0 +1,159 @@
+"""Every image quirk: formats, modes, orientation, and files that must be refused with one line."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from xconv.images import MAX_PIXELS, ImageError, expand_inputs, load_batch, load_image
+
+RED = (220, 30, 40)
+
+
+def red_image(mode="RGB", size=(12, 8)):
+    return Image.new("RGB", size, RED).convert(mode)
+
+
+@pytest.mark.parametrize("suffix,fmt", [
+    (".jpg", "JPEG"), (".png", "PNG"), (".bmp", "BMP"), (".webp", "WEBP"), (".tif", "TIFF"), (".gif", "GIF"),
+])
+def test_formats_decode_to_rgb_uint8(tmp_path, suffix, fmt):
+    path = tmp_path / f"red{suffix}"
+    options = {"lossless": True} if fmt == "WEBP" else {}
+    red_image().save(path, fmt, **options)
+    image = load_image(path)
+    assert image.dtype == np.uint8 and image.shape == (8, 12, 3)
+    assert np.allclose(image.reshape(-1, 3).mean(0), RED, atol=12)
+
+
+def test_gif_uses_first_frame(tmp_path):
+    path = tmp_path / "anim.gif"
+    frames = [Image.new("RGB", (6, 6), color) for color in [(255, 0, 0), (0, 0, 255)]]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100)
+    image = load_image(path)
+    assert image[..., 0].mean() > 200 and image[..., 2].mean() < 50
+
+
+def test_grayscale_becomes_three_equal_channels(tmp_path):
+    path = tmp_path / "gray.png"
+    Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8) * 4, "L").save(path)
+    image = load_image(path)
+    assert image.shape == (8, 8, 3)
+    assert np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2])
+    assert image[7, 7, 0] == 252
+
+
+def test_palette_image_keeps_its_colors(tmp_path):
+    path = tmp_path / "palette.png"
+    red_image().convert("P", palette=Image.ADAPTIVE, colors=4).save(path)
+    assert np.allclose(load_image(path)[0, 0], RED, atol=8)
+
+
+def test_rgba_is_composited_on_white(tmp_path):
+    path = tmp_path / "alpha.png"
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., 0] = 255  # hidden red under full transparency must not leak through
+    rgba[:2, :, 3] = 255
+    Image.fromarray(rgba, "RGBA").save(path)
+    image = load_image(path)
+    assert tuple(image[0, 0]) == (255, 0, 0)
+    assert tuple(image[3, 3]) == (255, 255, 255)
+
+
+def test_sixteen_bit_grayscale_is_scaled_not_clipped(tmp_path):
+    path = tmp_path / "deep.png"
+    values = np.array([[0, 1000], [30000, 65535]], dtype=np.uint16)
+    Image.fromarray(values).save(path)
+    image = load_image(path)
+    assert image[0, 0, 0] == 0 and image[1, 1, 0] == 255
+    assert 100 < image[1, 0, 0] < 130  # 30000 / 65535 of the range, not clipped to 255
+
+
+def test_cmyk_jpeg_becomes_rgb(tmp_path):
+    path = tmp_path / "cmyk.jpg"
+    red_image("CMYK").save(path, "JPEG", quality=95)
+    image = load_image(path)
+    assert image.shape == (8, 12, 3)
+    assert np.allclose(image.reshape(-1, 3).mean(0), RED, atol=25)
+
+
+def test_exif_orientation_is_honored(tmp_path):
+    path = tmp_path / "rotated.jpg"
+    array = np.zeros((10, 20, 3), np.uint8)
+    array[:, :10] = 255  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # the camera was rotated: display rotated 90 degrees clockwise
+    Image.fromarray(array).save(path, "JPEG", exif=exif.tobytes(), quality=100)
+    image = load_image(path)
+    assert image.shape == (20, 10, 3)
+    assert image[:8].mean() > 200 and image[-8:].mean() < 50  # the white half is now on top
+
+
+def test_empty_file_is_refused(tmp_path):
+    path = tmp_path / "empty.jpg"
+    path.write_bytes(b"")
+    with pytest.raises(ImageError, match="empty file"):
+        load_image(path)
+
+
+def test_truncated_jpeg_is_refused(tmp_path):
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buffer, "JPEG")
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    with pytest.raises(ImageError, match="corrupt or truncated"):
+        load_image(path)
+
+
+def test_corrupt_png_is_refused(tmp_path):
+    buffer = io.BytesIO()
+    red_image().save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    data[40:60] = b"\x00" * 20
+    path = tmp_path / "bad.png"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ImageError) as caught:
+        load_image(path)
+    assert "bad.png" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_text_file_is_not_an_image(tmp_path):
+    path = tmp_path / "notes.jpg"
+    path.write_text("this is not a photo")
+    with pytest.raises(ImageError, match="not an image file"):
+        load_image(path)
+
+
+def test_directory_and_missing_file_are_refused(tmp_path):
+    with pytest.raises(ImageError, match="directory"):
+        load_image(tmp_path)
+    with pytest.raises(ImageError, match="no such file"):
+        load_image(tmp_path / "missing.png")
+
+
+def test_decompression_bomb_is_refused(tmp_path):
+    path = tmp_path / "bomb.png"
+    side = int(MAX_PIXELS ** 0.5) + 100
+    Image.new("1", (side, side)).save(path)  # a few KB on disk, a huge canvas once decoded
+    assert path.stat().st_size < 2_000_000
+    with pytest.raises(ImageError, match="too large"):
+        load_image(path)
+
+
+def test_batch_keeps_good_files_and_lists_bad_ones(tmp_path):
+    good = tmp_path / "good.png"
+    red_image(size=(40, 30)).save(good)
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("nope")
+    batch, originals, paths, errors = load_batch([good, bad, good], (16, 16))
+    assert batch.shape == (2, 16, 16, 3) and batch.dtype == np.uint8
+    assert originals[0].shape == (30, 40, 3)
+    assert paths == [good, good]
+    assert [e.path for e in errors] == [str(bad)]
+
+
+def test_directories_expand_to_their_images(tmp_path):
+    for name in ["b.png", "a.jpg", "notes.txt"]:
+        (tmp_path / name).write_bytes(b"x")
+    assert [p.name for p in expand_inputs([tmp_path])] == ["a.jpg", "b.png"]

@@ -1,0 +1,103 @@
+"""The public Python API; the CLI uses nothing else.
+
+>>> import xconv
+>>> model = xconv.load_model("catsdogs")
+>>> model.class_names
+['cat', 'dog']
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from xconv.errors import XconvError
+from xconv.images import ImageError, load_batch, load_image, resize
+from xconv.registry import get_registry
+from xconv.types import Explanation, Model
+
+MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+def load_model(name_or_path: str | os.PathLike = "catsdogs", weights="default", safe_mode: bool = True) -> Model:
+    """A registered model by name (``weights``: ``"default"``, a plugin-specific name, a path, or ``None``),
+    or any saved Keras classifier by path (loaded with ``safe_mode`` unless you trust the file)."""
+    text = str(name_or_path)
+    if text.endswith(MODEL_FILE_SUFFIXES) or os.sep in text or Path(text).is_file():
+        from xconv.modelfile import load_model_file
+
+        return load_model_file(text, safe_mode=safe_mode)
+    return get_registry().get("model", text).load(weights)
+
+
+def load_images(paths, model: Model):
+    """Decode files for ``model``: (uint8 batch at input size, originals, good paths, list of ImageError)."""
+    return load_batch(paths, model.input_size)
+
+
+def as_batch(model: Model, images) -> tuple[np.ndarray, list[np.ndarray] | None, list[str] | None]:
+    """Accept paths (decoded, errors raised) or a uint8 (N, H, W, 3) array at the model's input size."""
+    if images is None:
+        return None, None, None
+    if isinstance(images, np.ndarray):
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise XconvError(f"images must be uint8 (N, H, W, 3); got {images.dtype} {images.shape}")
+        if tuple(images.shape[1:3]) != model.input_size:
+            raise XconvError(f"images must be {model.input_size} to fit {model.display_name}; got {images.shape[1:3]}")
+        return images, None, None
+    if isinstance(images, (str, os.PathLike)):
+        images = [images]
+    originals = [load_image(path) for path in images]
+    batch = np.stack([resize(image, model.input_size) for image in originals])
+    return batch, originals, [str(path) for path in images]
+
+
+def resolve_targets(model: Model, target, count: int) -> list[int] | None:
+    """None (predicted class), one class name/index for all images, or one per image."""
+    if target is None:
+        return None
+    if isinstance(target, (list, tuple)):
+        if len(target) != count:
+            raise XconvError(f"got {len(target)} targets for {count} images")
+        return [model.class_index(t) for t in target]
+    return [model.class_index(target)] * count
+
+
+def predict(model: Model, images, top: int = 1) -> list[list[tuple[str, float]]]:
+    """Top-``top`` (label, probability) for each image."""
+    batch, _, _ = as_batch(model, images)
+    return model.decode(model.predict(batch), top=top)
+
+
+def explain(model: Model, images, method: str = "gradcam", target=None, layer=None, *, originals=None,
+            sources=None, **options) -> Explanation:
+    """Run explainer ``method`` on ``images`` (paths or a uint8 array at input size; ``None`` for methods
+    that synthesize inputs, such as filter patterns). ``target``: class name or index, one per image,
+    or ``None`` for the predicted class."""
+    explainer_cls = get_registry().get("explainer", method)
+    if explainer_cls.needs_images and images is None:
+        raise XconvError(f"method {method!r} needs at least one image")
+    batch, decoded, paths = as_batch(model, images)
+    explainer = explainer_cls(model, layer=layer, **options)
+    targets = resolve_targets(model, target, 0 if batch is None else len(batch))
+    explanation = explainer.explain(batch, targets)
+    explanation.originals = originals if originals is not None else decoded
+    explanation.sources = [str(s) for s in sources] if sources is not None else paths
+    return explanation
+
+
+def render(explanation: Explanation, renderer: str = "overlay", out_dir: str | os.PathLike = "xconv-out",
+           **options) -> list[Path]:
+    """Write ``explanation`` with renderer ``renderer`` into ``out_dir`` (created); returns the paths written."""
+    renderer_cls = get_registry().get("renderer", renderer)
+    if not renderer_cls.can_render(explanation):
+        fitting = [n for n in get_registry().names("renderer")
+                   if get_registry().get("renderer", n).can_render(explanation)]
+        raise XconvError(f"renderer {renderer!r} cannot draw {explanation.kind} explanations; use one of: {', '.join(fitting)}")
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    return renderer_cls(**options).render(explanation, Path(out_dir))
+
+
+__all__ = ["ImageError", "XconvError", "explain", "load_images", "load_model", "predict", "render"]

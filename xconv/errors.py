@@ -1,0 +1,15 @@
+"""The one exception family for user mistakes: the CLI prints its message as one line, no traceback."""
+
+
+class XconvError(Exception):
+    """A user-facing error; the message is a complete sentence naming what was wrong and how to fix it."""
+
+
+class UnknownNameError(XconvError):
+    """A model, explainer, renderer, layer or class name that does not exist; lists the valid ones."""
+
+    def __init__(self, kind: str, name: str, choices):
+        self.kind, self.name, self.choices = kind, name, list(choices)
+        shown = ", ".join(map(str, self.choices[:40]))
+        more = f" (and {len(self.choices) - 40} more)" if len(self.choices) > 40 else ""
+        super().__init__(f"unknown {kind} {name!r}; choose from: {shown}{more}")

@@ -1,0 +1,135 @@
+"""Decoding and validating user images: every format quirk lives here.
+
+Everything downstream sees one thing only: a uint8 RGB array of shape (H, W, 3). Images that cannot
+be decoded safely raise :class:`ImageError` carrying one readable line, never a library traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from xconv.errors import XconvError
+
+#: Suffixes expanded when a directory is given; decoding itself sniffs content, not names.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".jfif")
+
+#: Refuse images above this many pixels: a small file can declare a huge canvas (decompression bomb).
+MAX_PIXELS = 64_000_000
+
+
+class ImageError(XconvError):
+    """An input file that is not a usable image; the message names the file and the reason."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def expand_inputs(inputs: list[str | os.PathLike]) -> list[Path]:
+    """Expand directories to the images inside them (sorted), keep files as given."""
+    paths: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            paths.extend(
+                sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            )
+        else:
+            paths.append(path)
+    return paths
+
+
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """Decode any common image file to uint8 RGB (H, W, 3), EXIF orientation applied."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    if path.is_dir():
+        raise ImageError(path, "is a directory, not an image file")
+    if not path.exists():
+        raise ImageError(path, "no such file")
+    if path.stat().st_size == 0:
+        raise ImageError(path, "empty file")
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if image.width * image.height > MAX_PIXELS:
+                    raise ImageError(path, f"image too large to decode safely ({image.width}x{image.height})")
+                image.seek(0)  # first frame of an animated GIF/WebP/TIFF
+                image.load()
+                image = ImageOps.exif_transpose(image)
+                return to_rgb(image)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(path, "image too large to decode safely (decompression bomb)") from None
+    except UnidentifiedImageError:
+        raise ImageError(path, "not an image file (unrecognized format)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(path, f"corrupt or truncated image ({first_line(exc)})") from None
+
+
+def to_rgb(image) -> np.ndarray:
+    """Convert any PIL mode (grayscale, palette, alpha, 16-bit, CMYK) to uint8 RGB."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # Integer and float images: stretch their real range to 8 bits instead of clipping at 255.
+        array = np.asarray(image, dtype=np.float64)
+        low, high = float(array.min()), float(array.max())
+        scaled = (array - low) / (high - low) * 255.0 if high > low else np.zeros_like(array)
+        gray = np.round(scaled).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=-1)
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        image = composite_on_white(image.convert("RGBA"))
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
+
+
+def composite_on_white(image):
+    """Flatten transparency onto white, the way viewers show it, so hidden RGB values don't leak in."""
+    from PIL import Image
+
+    background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, image).convert("RGB")
+
+
+def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize uint8 RGB to (H, W): area averaging when shrinking (no aliasing), bilinear when growing."""
+    import cv2
+
+    height, width = size
+    if image.shape[:2] == (height, width):
+        return image
+    shrinking = height * width < image.shape[0] * image.shape[1]
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    return cv2.resize(image, (width, height), interpolation=interpolation)
+
+
+def load_batch(paths, size: tuple[int, int]) -> tuple[np.ndarray, list[np.ndarray], list[Path], list[ImageError]]:
+    """Decode many files at model size; return (batch, originals, good paths, errors) so a bad file loses nothing."""
+    originals, good, errors = [], [], []
+    for path in paths:
+        try:
+            originals.append(load_image(path))
+            good.append(Path(path))
+        except ImageError as error:
+            errors.append(error)
+    if originals:
+        batch = np.stack([resize(image, size) for image in originals])
+    else:
+        batch = np.zeros((0, *size, 3), np.uint8)
+    return batch, originals, good, errors
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,171 @@
+"""Finding layers, also inside nested sub-models, and building feature models that reach them.
+
+``Model.get_layer`` sees only top-level layers, and wiring a nested base's ``layer.output`` to the outer
+``model.inputs`` fails with "Graph disconnected". Here layers are addressed by path
+(``"inception_v3/mixed10"``) and feature models are built by re-tracing the outer graph on a fresh
+input: each layer is called again (sharing its weights), nested models are traced recursively, and the
+symbolic tensors of the wanted layers are captured on the way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xconv.errors import UnknownNameError, XconvError
+
+#: Layer types whose output is a feature map worth showing as activations (conv and pooling layers).
+FEATURE_LAYER_TYPES = (
+    "Conv2D", "SeparableConv2D", "DepthwiseConv2D", "Conv2DTranspose",
+    "MaxPooling2D", "AveragePooling2D",
+)
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    path: str
+    layer: object
+    type: str
+    output_shape: tuple
+
+    @property
+    def is_spatial(self) -> bool:
+        return len(self.output_shape) == 4
+
+
+def iter_layers(model, prefix: str = ""):
+    """Every layer in network order as LayerInfo, descending into nested models (the model itself excluded)."""
+    import keras
+
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        path = prefix + layer.name
+        if isinstance(layer, keras.Model):
+            yield from iter_layers(layer, path + "/")
+        yield LayerInfo(path, layer, type(layer).__name__, output_shape_of(layer))
+
+
+def output_shape_of(layer) -> tuple:
+    try:
+        shape = layer.output.shape
+    except (AttributeError, ValueError):  # layers never called symbolically, or shared with several outputs
+        return ()
+    return tuple(shape)
+
+
+def find_layer(model, name: str) -> LayerInfo:
+    """Resolve a full path or a bare layer name (when unique) to a layer, with the valid names on error."""
+    layers = list(iter_layers(model))
+    exact = [info for info in layers if info.path == name]
+    if exact:
+        return exact[0]
+    by_name = [info for info in layers if info.path.rsplit("/", 1)[-1] == name]
+    if len(by_name) == 1:
+        return by_name[0]
+    if len(by_name) > 1:
+        raise XconvError(f"layer name {name!r} is ambiguous; use one of: {', '.join(i.path for i in by_name)}")
+    raise UnknownNameError("layer", name, [info.path for info in layers if info.is_spatial])
+
+
+def feature_layers(model) -> list[LayerInfo]:
+    """Conv and pooling layers with spatial outputs, in network order (the activations view)."""
+    return [info for info in iter_layers(model) if info.is_spatial and info.type in FEATURE_LAYER_TYPES]
+
+
+def default_cam_layer(model) -> str:
+    """The last layer with a spatial (N, h, w, c) output: the last conv block, also inside a nested base.
+
+    A nested model is listed after its own layers, so its inner last block wins over the nested model's
+    own output, which is the same tensor under a name that ``find_layer`` users would not expect.
+    """
+    spatial = [info for info in iter_layers(model) if info.is_spatial and not is_container(info.layer)]
+    spatial = [info for info in spatial if info.type not in ("InputLayer", "Rescaling", "Normalization")]
+    if not spatial:
+        raise XconvError(f"model {model.name!r} has no layer with a spatial (N, h, w, c) output to explain")
+    return spatial[-1].path
+
+
+def is_container(layer) -> bool:
+    import keras
+
+    return isinstance(layer, keras.Model)
+
+
+def build_feature_model(model, layer_paths: list[str], with_logits: bool = True):
+    """A keras.Model: input -> [each wanted layer's output..., logits, probabilities].
+
+    ``logits`` is the pre-softmax score when the model ends in a softmax (a final ``Activation`` or a
+    ``Dense`` with softmax activation); Grad-CAM differentiates it, as in Selvaraju et al. Otherwise it is
+    the model output itself.
+    """
+    import keras
+
+    wanted = set(layer_paths)
+    inputs = keras.Input(batch_shape=tuple(model.inputs[0].shape), dtype=model.inputs[0].dtype, name="xconv_input")
+    captured: dict[str, object] = {}
+    final = last_layer(model)
+    outputs = _trace(model, inputs, wanted, "", captured, final if with_logits else None)
+    missing = [path for path in layer_paths if path not in captured]
+    if missing:
+        raise XconvError(f"layers {missing} are not on the path from the model input to its output")
+    logits = captured.get("__logits__", outputs)
+    return keras.Model(inputs, [captured[p] for p in layer_paths] + [logits, outputs], name=f"{model.name}_features")
+
+
+def last_layer(model):
+    layer = model.layers[-1]
+    return last_layer(layer) if is_container(layer) else layer
+
+
+def _trace(model, inputs, wanted, prefix, captured, final):
+    """Call the layers of ``model`` on ``inputs`` in graph order, capturing wanted tensors by path."""
+    import keras
+
+    def call(layer, *args, **kwargs):
+        path = prefix + layer.name
+        if is_container(layer) and any(w.startswith(path + "/") for w in wanted) or (
+            is_container(layer) and final is not None and final in iter_layer_objects(layer)
+        ):
+            output = _trace(layer, args[0], wanted, path + "/", captured, final)
+        elif layer is final:
+            output = _call_capturing_logits(layer, args, kwargs, captured)
+        else:
+            output = layer(*args, **kwargs)
+        if path in wanted:
+            captured[path] = output
+        return output
+
+    if isinstance(model, keras.Sequential):
+        x = inputs
+        for layer in model.layers:
+            x = call(layer, x)
+        return x
+    if isinstance(model.input, (list, tuple)):
+        inputs = type(model.input)([inputs])
+    cloned = keras.models.clone_model(model, input_tensors=inputs, clone_function=lambda layer: layer,
+                                      call_function=call)
+    return cloned.outputs[0] if len(cloned.outputs) == 1 else cloned.outputs
+
+
+def iter_layer_objects(model):
+    return [info.layer for info in iter_layers(model)]
+
+
+def _call_capturing_logits(layer, args, kwargs, captured):
+    """Call the model's last layer and keep its pre-softmax input (or pre-activation) as the logits."""
+    import keras
+    from keras import ops
+
+    is_softmax = getattr(layer, "activation", None) in (keras.activations.softmax,) or (
+        getattr(getattr(layer, "activation", None), "__name__", "") == "softmax"
+    )
+    if isinstance(layer, keras.layers.Activation) and is_softmax:
+        captured["__logits__"] = args[0]
+        return layer(*args, **kwargs)
+    if isinstance(layer, keras.layers.Dense) and is_softmax:
+        logits = ops.matmul(args[0], layer.kernel)
+        if layer.use_bias:
+            logits = logits + layer.bias
+        captured["__logits__"] = logits
+        return ops.softmax(logits, axis=-1)
+    return layer(*args, **kwargs)

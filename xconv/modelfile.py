@@ -1,0 +1,81 @@
+"""Saved Keras classifiers given by path, and the xconv metadata stored inside ``.keras`` files.
+
+A ``.keras`` file is a zip archive; xconv adds one member, ``xconv.json``, with the class names and
+display name, so a model file alone is enough to predict and explain with readable labels. Keras
+ignores members it does not know.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+
+from xconv.errors import XconvError
+from xconv.types import Model
+
+METADATA_MEMBER = "xconv.json"
+
+
+class KerasFileModel(Model):
+    """Any saved Keras classifier; it is expected to include its own preprocessing (e.g. a Rescaling layer)."""
+
+    name = "file"
+    description = "a saved Keras classifier (.keras) given by path"
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if METADATA_MEMBER in archive.namelist():
+                return json.loads(archive.read(METADATA_MEMBER))
+    except (zipfile.BadZipFile, OSError, ValueError):
+        pass
+    return {}
+
+
+def write_metadata(path: str | os.PathLike, metadata: dict) -> None:
+    """Add or replace ``xconv.json`` inside a ``.keras`` archive."""
+    path = Path(path)
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist() if name != METADATA_MEMBER}
+    temporary = path.with_name(path.name + ".tmp")
+    with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+        archive.writestr(METADATA_MEMBER, json.dumps(metadata, indent=1))
+    temporary.replace(path)
+
+
+def load_keras_file(path: str | os.PathLike, safe_mode: bool = True):
+    """keras.models.load_model with one-line errors for the usual mistakes."""
+    import keras
+
+    path = Path(path)
+    if not path.is_file():
+        raise XconvError(f"{path}: no such model file")
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=safe_mode)
+    except ValueError as error:
+        if "safe_mode" in str(error) or "lambda" in str(error).lower():
+            raise XconvError(f"{path}: contains code (a Lambda layer); load it only if you trust it, with --unsafe") from None
+        raise XconvError(f"{path}: not a loadable Keras model ({first_line(error)})") from None
+    except Exception as error:  # noqa: BLE001 - h5py, zipfile and Keras raise many types for bad files
+        raise XconvError(f"{path}: not a loadable Keras model ({first_line(error)})") from None
+
+
+def load_model_file(path: str | os.PathLike, safe_mode: bool = True) -> Model:
+    keras_model = load_keras_file(path, safe_mode=safe_mode)
+    metadata = read_metadata(path)
+    classes = int(keras_model.outputs[0].shape[-1])
+    class_names = metadata.get("class_names") or [f"class_{i}" for i in range(classes)]
+    if len(class_names) != classes:
+        raise XconvError(f"{path}: metadata lists {len(class_names)} classes but the model outputs {classes}")
+    return KerasFileModel(keras_model, class_names, default_layer=metadata.get("default_layer"),
+                          display_name=metadata.get("name") or Path(path).stem)
+
+
+def first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0][:200] if lines else type(error).__name__

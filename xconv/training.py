@@ -1,0 +1,270 @@
+"""Training pipeline shared by every trainable model plugin.
+
+Photos are decoded once (through :mod:`xconv.images`, so the training and inference paths see identical
+pixels), kept in memory as uint8, and streamed through tf.data with augmentation layers that run only on
+the training split. Callbacks keep the best checkpoint by validation accuracy, stop early, log CSV
+history and redraw the learning curves after every epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from xconv.errors import XconvError
+from xconv.images import IMAGE_SUFFIXES, ImageError, load_image, resize
+
+
+@dataclass
+class ImageFolder:
+    """One split (train or validation) decoded to memory."""
+
+    images: np.ndarray  # uint8 (N, H, W, 3)
+    labels: np.ndarray  # int32 (N,)
+    class_names: list[str]
+    skipped: list[ImageError] = field(default_factory=list)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 60
+    batch_size: int = 32
+    patience: int = 15
+    augment: bool = True
+    seed: int = 1337
+    learning_rate: float = 1.5e-3
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.1
+    warmup_epochs: int = 3
+
+
+def read_image_folder(directory: str | os.PathLike, image_size: tuple[int, int], class_names=None) -> ImageFolder:
+    """Decode ``directory/<class>/*`` at ``image_size``; unreadable files are skipped and listed, not fatal."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise XconvError(f"{directory}: no such folder (expected <data>/train/<class>/ and <data>/validation/<class>/)")
+    found = sorted(p.name for p in directory.iterdir() if p.is_dir())
+    class_names = list(class_names) if class_names else found
+    if len(class_names) < 2:
+        raise XconvError(f"{directory}: needs at least two class folders, found {found or 'none'}")
+    missing = [name for name in class_names if name not in found]
+    if missing:
+        raise XconvError(f"{directory}: class folders {missing} are missing (found {found})")
+    files = [
+        (path, label)
+        for label, name in enumerate(class_names)
+        for path in sorted((directory / name).iterdir())
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+    ]
+
+    def decode(item):
+        path, label = item
+        try:
+            return resize(load_image(path), image_size), label, None
+        except ImageError as error:
+            return None, label, error
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        results = list(pool.map(decode, files))
+    good = [(image, label) for image, label, error in results if error is None]
+    skipped = [error for _, _, error in results if error is not None]
+    if not good:
+        raise XconvError(f"{directory}: no readable images")
+    images = np.stack([image for image, _ in good])
+    labels = np.array([label for _, label in good], dtype=np.int32)
+    return ImageFolder(images, labels, class_names, skipped)
+
+
+def augmentation(seed: int = 1337):
+    """Random flips, rotations, zooms, shifts and contrast; Keras layers, active only when training=True."""
+    import keras
+    from keras import layers
+
+    return keras.Sequential(
+        [
+            layers.RandomFlip("horizontal", seed=seed),
+            layers.RandomRotation(0.08, fill_mode="reflect", seed=seed + 1),
+            layers.RandomZoom((-0.25, 0.05), fill_mode="reflect", seed=seed + 2),
+            layers.RandomTranslation(0.08, 0.08, fill_mode="reflect", seed=seed + 3),
+            layers.RandomContrast(0.2, seed=seed + 4),
+            layers.RandomBrightness(0.15, value_range=(0, 255), seed=seed + 5),
+        ],
+        name="augmentation",
+    )
+
+
+def make_dataset(folder: ImageFolder, batch_size: int, training: bool, augment: bool, seed: int):
+    """tf.data over the in-memory arrays: shuffled and augmented for training, prefetching always."""
+    import tensorflow as tf
+
+    num_classes = len(folder.class_names)
+    data = tf.data.Dataset.from_tensor_slices((folder.images, folder.labels))
+    if training:
+        data = data.shuffle(len(folder.labels), seed=seed, reshuffle_each_iteration=True)
+    data = data.batch(batch_size)
+    one_hot = lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, num_classes))  # noqa: E731
+    data = data.map(one_hot, num_parallel_calls=tf.data.AUTOTUNE)
+    if training and augment:
+        augmenter = augmentation(seed)
+        data = data.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return data.prefetch(tf.data.AUTOTUNE)
+
+
+def compile_for_training(model, config: TrainConfig, steps_per_epoch: int, learning_rate: float | None = None):
+    """AdamW with linear warm-up then cosine decay, label-smoothed cross-entropy on softmax outputs."""
+    import keras
+
+    rate = learning_rate if learning_rate is not None else config.learning_rate
+    total = max(1, config.epochs * steps_per_epoch)
+    warmup = min(total - 1, config.warmup_epochs * steps_per_epoch)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=rate / 10 if warmup else rate,
+        decay_steps=total - warmup,
+        warmup_target=rate if warmup else None,
+        warmup_steps=warmup,
+        alpha=0.01,
+    )
+    model.compile(
+        optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+        metrics=["accuracy"],
+    )
+
+
+def completed_epochs(history_csv: Path) -> int:
+    """How many epochs an earlier run logged, so --resume continues the epoch count and the schedule."""
+    if not history_csv.exists():
+        return 0
+    with history_csv.open() as handle:
+        return sum(1 for _ in csv.DictReader(handle))
+
+
+def artifact_paths(out: Path) -> dict[str, Path]:
+    stem = out.with_suffix("")
+    return {
+        "checkpoint": out,
+        "history": stem.with_name(stem.name + ".history.csv"),
+        "curves": stem.with_name(stem.name + ".curves.png"),
+    }
+
+
+def fit(model, train: ImageFolder, validation: ImageFolder, out: str | os.PathLike, config: TrainConfig,
+        initial_epoch: int = 0, progress=None, fresh_optimizer: bool = True) -> dict:
+    """Train ``model`` and keep the best checkpoint at ``out``; Ctrl-C stops cleanly with that checkpoint kept.
+
+    Returns a summary: best validation accuracy, epochs run, seconds per epoch, images per second,
+    whether training was interrupted, and the artifact paths.
+    """
+    import keras
+
+    keras.utils.set_random_seed(config.seed)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    paths = artifact_paths(out)
+    train_data = make_dataset(train, config.batch_size, True, config.augment, config.seed)
+    val_data = make_dataset(validation, config.batch_size, False, False, config.seed)
+    steps = int(np.ceil(len(train.labels) / config.batch_size))
+    if fresh_optimizer:
+        compile_for_training(model, config, steps)
+    timer = EpochTimer()
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(str(paths["checkpoint"]), monitor="val_accuracy", mode="max",
+                                        save_best_only=True),
+        keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=config.patience,
+                                      restore_best_weights=True),
+        keras.callbacks.CSVLogger(str(paths["history"]), append=initial_epoch > 0),
+        LearningCurves(paths["history"], paths["curves"]),
+        timer,
+    ]
+    if progress is not None:
+        callbacks.append(progress)
+    interrupted = False
+    try:
+        model.fit(train_data, validation_data=val_data, epochs=config.epochs, initial_epoch=initial_epoch,
+                  callbacks=callbacks, verbose=0)
+    except KeyboardInterrupt:
+        interrupted = True
+    history = read_history(paths["history"])
+    best = max((row["val_accuracy"] for row in history), default=float("nan"))
+    seconds = float(np.median(timer.durations)) if timer.durations else float("nan")
+    return {
+        "best_val_accuracy": best,
+        "epochs_run": len(history),
+        "seconds_per_epoch": seconds,
+        "train_images_per_second": len(train.labels) / seconds if timer.durations else float("nan"),
+        "interrupted": interrupted,
+        "skipped": [str(e) for e in train.skipped + validation.skipped],
+        **{name: str(path) for name, path in paths.items()},
+    }
+
+
+def read_history(history_csv: Path) -> list[dict[str, float]]:
+    if not Path(history_csv).exists():
+        return []
+    with Path(history_csv).open() as handle:
+        return [{key: float(value) for key, value in row.items() if value != ""} for row in csv.DictReader(handle)]
+
+
+def plot_learning_curves(history_csv: Path, png: Path) -> Path:
+    """Training vs validation accuracy and loss, side by side, as in Chollet's book."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_history(history_csv)
+    epochs = [int(row["epoch"]) + 1 for row in rows]
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, metric in zip(axes, ("accuracy", "loss")):
+        axis.plot(epochs, [row[metric] for row in rows], "o-", markersize=3, label=f"training {metric}")
+        axis.plot(epochs, [row[f"val_{metric}"] for row in rows], "s-", markersize=3, label=f"validation {metric}")
+        axis.set_xlabel("epoch")
+        axis.set_title(metric)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(png, dpi=100)
+    plt.close(figure)
+    return png
+
+
+def _callback_base():
+    import keras
+
+    return keras.callbacks.Callback
+
+
+class LearningCurves(_callback_base()):
+    """Redraws the curves PNG after each epoch, so an interrupted run still has them."""
+
+    def __init__(self, history_csv: Path, png: Path):
+        super().__init__()
+        self.history_csv, self.png = Path(history_csv), Path(png)
+
+    def on_epoch_end(self, epoch, logs=None):
+        # CSVLogger writes its row in the same hook; it runs first because it is listed first.
+        if self.history_csv.exists():
+            plot_learning_curves(self.history_csv, self.png)
+
+
+class EpochTimer(_callback_base()):
+    """Wall-clock seconds per epoch, training and validation included, for the benchmark."""
+
+    def __init__(self):
+        super().__init__()
+        self.durations: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        import time
+
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        import time
+
+        self.durations.append(time.perf_counter() - self._start)
