@@ -56,6 +56,7 @@ class CatsDogs(xconv.Model):
     name = "catsdogs"
     description = "small convnet trained from scratch on cats vs. dogs (bundled, works offline); xconv's default"
     trainable = True
+    default_image_size = IMAGE_SIZE
 
     @classmethod
     def load(cls, weights="default"):

@@ -7,6 +7,7 @@ with xconv, so labels work offline.
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 from pathlib import Path
 
@@ -43,7 +44,7 @@ def fetch_imagenet(build, model_name: str):
     except Exception as error:  # noqa: BLE001 - urllib, socket and Keras' own fetch errors
         text = str(error)
         if "fetch" in text.lower() or "url" in text.lower() or isinstance(error, OSError):
-            cache = Path.home() / ".keras" / "models"
+            cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
             raise XconvError(
                 f"cannot download the ImageNet weights for {model_name} (offline?) and none are cached in {cache}; "
                 f"pass --weights PATH to a weights file, or --weights none for random weights"
@@ -73,6 +74,47 @@ class InceptionV3(xconv.Model):
         return np.asarray(batch, dtype=np.float32) / 127.5 - 1.0
 
 
+class InceptionV3Transfer(xconv.Model):
+    """Frozen InceptionV3 base (nested, so Grad-CAM reaches ``inception_v3/mixed10``) plus a new head."""
+
+    name = "inceptionv3-transfer"
+    description = "InceptionV3 base, frozen, with a new pooling + dropout + dense head (xconv train)"
+    trainable = True
+    default_image_size = (224, 224)
+
+    @classmethod
+    def load(cls, weights="default"):
+        if weights in ("default", None, "imagenet"):
+            raise XconvError("inceptionv3-transfer is trained, not loaded: run `xconv train --model "
+                             "inceptionv3-transfer --data DIR --out model.keras`, then use --model model.keras")
+        return xconv.load_model(weights)
+
+    @classmethod
+    def build_for_training(cls, class_names, image_size=(224, 224), weights="default"):
+        import keras
+        from keras import layers
+
+        build_base = lambda w: keras.applications.InceptionV3(  # noqa: E731
+            include_top=False, weights=w, input_shape=(*image_size, 3))
+        if weights in ("default", "imagenet"):
+            base = fetch_imagenet(build_base, cls.name)
+        else:
+            base = build_base(None)
+            if weights is not None:
+                load_weights_file(base, weights, cls.name)
+        base.trainable = False
+        inputs = keras.Input((*image_size, 3), name="image")
+        x = layers.Rescaling(1 / 127.5, offset=-1, name="inception_preprocess")(inputs)
+        # training=False keeps the base's batch norm in inference mode, also when fine-tuning later.
+        x = base(x, training=False)
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = layers.Dropout(0.5, name="dropout")(x)
+        logits = layers.Dense(len(class_names), name="logits")(x)
+        outputs = layers.Activation("softmax", name="predictions", dtype="float32")(logits)
+        return keras.Model(inputs, outputs, name="inceptionv3_transfer")
+
+
 @xconv.hookimpl
 def xconv_register_models(register):
     register(InceptionV3)
+    register(InceptionV3Transfer)

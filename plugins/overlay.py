@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 import xconv
+from xconv.images import save_image
 
 COLORMAPS = ("jet", "turbo", "inferno", "viridis", "magma", "plasma", "hot", "bone", "parula", "rainbow")
 
@@ -52,14 +53,6 @@ def draw_cell_grid(image: np.ndarray, cells: tuple[int, int], color=(255, 255, 2
     return out
 
 
-def write_png(path: Path, rgb: np.ndarray) -> Path:
-    import cv2
-
-    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-        raise xconv.XconvError(f"could not write {path}")
-    return path
-
-
 class OverlayRenderer(xconv.Renderer):
     name = "overlay"
     description = "heatmap blended over the original photo (OpenCV colormap); --grid draws the layer's cells"
@@ -79,7 +72,7 @@ class OverlayRenderer(xconv.Renderer):
                 image = draw_cell_grid(image, heatmap.shape)
             target = xconv.types.safe_name(explanation.target_names[index])
             name = f"{explanation.stem(index)}_{explanation.method}_{target}.png"
-            written.append(write_png(Path(out_dir) / name, image))
+            written.append(save_image(Path(out_dir) / name, image))
         return written
 
 

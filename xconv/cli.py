@@ -233,6 +233,95 @@ def layers(model: str = MODEL_OPTION, weights: Optional[str] = WEIGHTS_OPTION, u
             typer.echo(f"{mark} {info.path:<40} {info.type:<18} {shape}")
 
 
+@app.command()
+@user_errors
+def train(
+    data: Path = typer.Option(..., "--data", help="Folder with train/<class>/ and validation/<class>/ images."),
+    model: str = typer.Option("catsdogs", "--model", "-m", help="Trainable model: catsdogs or inceptionv3-transfer."),
+    epochs: int = typer.Option(60, "--epochs", min=1),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help="Square input size; default: the model's."),
+    out: Path = typer.Option(Path("model.keras"), "--out", "-o", help="Best checkpoint (.keras); history and curves beside it."),
+    patience: int = typer.Option(15, "--patience", min=1, help="Early stopping: epochs without a better val_accuracy."),
+    no_augment: bool = typer.Option(False, "--no-augment", help="Train without data augmentation."),
+    seed: int = typer.Option(1337, "--seed"),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint at --out."),
+    learning_rate: Optional[float] = typer.Option(None, "--learning-rate"),
+    weights: Optional[str] = WEIGHTS_OPTION,
+    fine_tune: int = typer.Option(0, "--fine-tune", min=0, help="Then unfreeze the top N base layers at a low learning rate."),
+):
+    """Train a model on a folder of labelled photos (best checkpoint, early stopping, CSV history, curves)."""
+    from xconv.training import TrainConfig, train as run_training
+
+    if out.suffix != ".keras":
+        raise XconvError(f"--out must end in .keras, got {out}")
+    model_cls = get_registry().get("model", model)
+    if not model_cls.trainable:
+        trainable = [n for n in get_registry().names("model") if get_registry().get("model", n).trainable]
+        raise XconvError(f"model {model!r} cannot be trained; choose from: {', '.join(trainable)}")
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, patience=patience, augment=not no_augment, seed=seed)
+    if learning_rate is not None:
+        config.learning_rate = learning_rate
+    size = (image_size, image_size) if image_size else tuple(model_cls.default_image_size)
+    summary = run_training(data, model_cls, out, config, size, weights=parse_weights(weights), resume=resume,
+                           fine_tune=fine_tune, echo=typer.echo)
+    if summary["interrupted"]:
+        typer.echo("interrupted: the best checkpoint so far is kept")
+    typer.echo(f"best val_accuracy {summary['best_val_accuracy']:.4f} after {summary['epochs_run']} epochs "
+               f"({summary['seconds_per_epoch']:.1f} s/epoch, {summary['train_images_per_second']:.1f} images/s)")
+    for key in ("checkpoint", "history", "curves"):
+        typer.echo(f"wrote {summary[key]}")
+
+
+@app.command()
+@user_errors
+def evaluate(
+    data: Path = typer.Option(..., "--data", help="Folder of <class>/ folders (or with test/ or validation/ inside)."),
+    model: str = MODEL_OPTION,
+    weights: Optional[str] = WEIGHTS_OPTION,
+    out: Path = typer.Option(Path("xconv-out"), "--out", "-o", help="Folder for the confusion-matrix PNG."),
+    flip: bool = typer.Option(False, "--flip", help="Average predictions over each image and its mirror image."),
+    as_json: bool = JSON_OPTION,
+    unsafe: bool = UNSAFE_OPTION,
+):
+    """Accuracy, per-class precision and recall, confusion matrix and the most confidently wrong images."""
+    from xconv.evaluation import evaluate as run_evaluation, plot_confusion
+
+    loaded = open_model(model, weights, unsafe)
+    result = run_evaluation(loaded, data, flip_average=flip)
+    out.mkdir(parents=True, exist_ok=True)
+    png = plot_confusion(result, out / "confusion_matrix.png")
+    report = {**result.as_dict(), "model": loaded.display_name, "confusion_png": str(png)}
+    if as_json:
+        typer.echo(json.dumps(report, indent=1))
+        return
+    typer.echo(f"{loaded.display_name}: accuracy {result.accuracy:.4f} on {result.images} images")
+    for name, row in result.per_class().items():
+        typer.echo(f"  {name:<20} precision {row['precision']:.4f}  recall {row['recall']:.4f}  ({row['support']} images)")
+    width = max(len(n) for n in result.class_names) + 2
+    typer.echo("confusion matrix (rows: true, columns: predicted)")
+    typer.echo(" " * width + "".join(f"{n:>{width}}" for n in result.class_names))
+    for name, row in zip(result.class_names, result.confusion):
+        typer.echo(f"{name:<{width}}" + "".join(f"{c:>{width}}" for c in row))
+    if result.wrong:
+        typer.echo("most confidently wrong:")
+        for item in result.wrong:
+            typer.echo(f"  {item['path']}: {item['true']} predicted as {item['predicted']} ({item['confidence']:.3f})")
+    for line in result.skipped:
+        typer.echo(f"skipped {line}")
+    typer.echo(f"wrote {png}")
+
+
+@app.command()
+@user_errors
+def demo(out: Path = typer.Option(Path("xconv-demo"), "--out", "-o", help="Output folder (created).")):
+    """Offline demo on a cat photo shipped with scikit-image: predict, then every view for both classes."""
+    from xconv.demo import run_demo
+
+    for line in run_demo(out):
+        typer.echo(line)
+
+
 def build_app() -> typer.Typer:
     """The app with plugin commands added through the ``xconv_register_commands`` hook."""
     from xconv.plugins import call_each

@@ -133,3 +133,13 @@ def load_batch(paths, size: tuple[int, int]) -> tuple[np.ndarray, list[np.ndarra
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def save_image(path: str | os.PathLike, rgb: np.ndarray) -> Path:
+    """Write uint8 RGB to PNG/JPEG by suffix (OpenCV wants BGR: converted here, once)."""
+    import cv2
+
+    path = Path(path)
+    if not cv2.imwrite(str(path), cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR)):
+        raise XconvError(f"could not write {path}")
+    return path

@@ -126,7 +126,7 @@ def _trace(model, inputs, wanted, prefix, captured, final):
         if is_container(layer) and any(w.startswith(path + "/") for w in wanted) or (
             is_container(layer) and final is not None and final in iter_layer_objects(layer)
         ):
-            output = _trace(layer, args[0], wanted, path + "/", captured, final)
+            output = _call_nested(layer, args[0], wanted, path + "/", captured, final)
         elif layer is final:
             output = _call_capturing_logits(layer, args, kwargs, captured)
         else:
@@ -145,6 +145,23 @@ def _trace(model, inputs, wanted, prefix, captured, final):
     cloned = keras.models.clone_model(model, input_tensors=inputs, clone_function=lambda layer: layer,
                                       call_function=call)
     return cloned.outputs[0] if len(cloned.outputs) == 1 else cloned.outputs
+
+
+def _call_nested(model, tensor, wanted, prefix, captured, final):
+    """Trace a nested model on its own fresh input, wrap it as one multi-output model, call that on ``tensor``.
+
+    Re-tracing it directly on ``tensor`` would make Keras look for the nested graph's inputs upstream of
+    the outer layers that feed it (a Rescaling, say) and fail as "not connected".
+    """
+    import keras
+
+    inner_input = keras.Input(batch_shape=tuple(model.inputs[0].shape), dtype=model.inputs[0].dtype)
+    inner: dict[str, object] = {}
+    output = _trace(model, inner_input, wanted, prefix, inner, final)
+    names = list(inner)
+    results = keras.Model(inner_input, [output] + [inner[name] for name in names], name=f"{model.name}_traced")(tensor)
+    captured.update(zip(names, results[1:]))
+    return results[0]
 
 
 def iter_layer_objects(model):

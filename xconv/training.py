@@ -268,3 +268,98 @@ class EpochTimer(_callback_base()):
         import time
 
         self.durations.append(time.perf_counter() - self._start)
+
+
+class RichProgress(_callback_base()):
+    """A progress bar over the batches of each epoch on a terminal, and one summary line per epoch."""
+
+    def __init__(self, epochs: int, steps: int, echo=print):
+        super().__init__()
+        self.epochs, self.steps, self.echo = epochs, steps, echo
+        self.bar = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        import sys
+
+        if sys.stderr.isatty():
+            from rich.progress import Progress
+
+            self.bar = Progress(transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task(f"epoch {epoch + 1}/{self.epochs}", total=self.steps)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.bar is not None:
+            self.bar.update(self.task, completed=batch + 1)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+        logs = logs or {}
+        self.echo(f"epoch {epoch + 1}/{self.epochs}: accuracy {logs.get('accuracy', float('nan')):.4f} "
+                  f"loss {logs.get('loss', float('nan')):.4f} val_accuracy {logs.get('val_accuracy', float('nan')):.4f} "
+                  f"val_loss {logs.get('val_loss', float('nan')):.4f}")
+
+
+def unfreeze_top(keras_model, count: int) -> int:
+    """Make the top ``count`` layers of the nested base trainable (batch norm stays frozen); returns how many."""
+    import keras
+
+    bases = [layer for layer in keras_model.layers if isinstance(layer, keras.Model)]
+    if not bases:
+        raise XconvError("--fine-tune needs a model with a nested base (such as inceptionv3-transfer)")
+    base = bases[0]
+    base.trainable = True
+    layers = base.layers
+    for index, layer in enumerate(layers):
+        top = index >= len(layers) - count
+        layer.trainable = top and not isinstance(layer, keras.layers.BatchNormalization)
+    return sum(1 for layer in layers if layer.trainable)
+
+
+def train(data: str | os.PathLike, model_cls, out: str | os.PathLike, config: TrainConfig,
+          image_size: tuple[int, int], weights=None, resume: bool = False, fine_tune: int = 0,
+          echo=print) -> dict:
+    """The whole ``xconv train``: read the folders, build or resume, fit, optionally fine-tune, stamp metadata."""
+    import keras
+
+    from xconv.modelfile import load_keras_file, write_metadata
+
+    data, out = Path(data), Path(out)
+    train_split = read_image_folder(data / "train", image_size)
+    validation_split = read_image_folder(data / "validation", image_size, train_split.class_names)
+    for error in train_split.skipped + validation_split.skipped:
+        echo(f"skipped {error}")
+    echo(f"{len(train_split.labels)} training and {len(validation_split.labels)} validation images, "
+         f"classes {train_split.class_names}, size {image_size[0]}x{image_size[1]}")
+    paths = artifact_paths(out)
+    initial_epoch = 0
+    if resume:
+        if not out.is_file():
+            raise XconvError(f"--resume: no checkpoint at {out} to continue from")
+        keras_model = keras.models.load_model(out, compile=True, safe_mode=True)
+        initial_epoch = completed_epochs(paths["history"])
+        echo(f"resuming from {out} after {initial_epoch} epochs")
+    else:
+        keras_model = model_cls.build_for_training(train_split.class_names, image_size, weights)
+    steps = int(np.ceil(len(train_split.labels) / config.batch_size))
+    progress = RichProgress(config.epochs, steps, echo)
+    metadata = {"class_names": train_split.class_names, "name": out.stem, "trained_as": model_cls.name,
+                "image_size": list(image_size)}
+    try:
+        summary = fit(keras_model, train_split, validation_split, out, config, initial_epoch, progress,
+                      fresh_optimizer=not resume)
+        if fine_tune and not summary["interrupted"]:
+            unfrozen = unfreeze_top(keras_model, fine_tune)
+            echo(f"fine-tuning the top {fine_tune} base layers ({unfrozen} trainable) at a low learning rate")
+            tuning = TrainConfig(**{**config.__dict__, "learning_rate": config.learning_rate / 100, "warmup_epochs": 0})
+            tuning.epochs = summary["epochs_run"] + max(1, config.epochs // 2)
+            summary = fit(keras_model, train_split, validation_split, out, tuning, summary["epochs_run"],
+                          RichProgress(tuning.epochs, steps, echo))
+    finally:
+        if out.is_file():
+            write_metadata(out, metadata)
+    summary["parameters"] = int(keras_model.count_params())
+    summary["trainable_parameters"] = int(sum(int(np.prod(w.shape)) for w in keras_model.trainable_weights))
+    return summary

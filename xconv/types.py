@@ -27,6 +27,8 @@ class Model:
     description: ClassVar[str] = ""
     #: Whether ``xconv train --model NAME`` can build and train this model (see :meth:`build_for_training`).
     trainable: ClassVar[bool] = False
+    #: Input size ``xconv train`` uses unless ``--image-size`` is given.
+    default_image_size: ClassVar[tuple[int, int]] = (224, 224)
 
     def __init__(self, keras_model, class_names, default_layer: str | None = None, display_name: str | None = None):
         self.keras_model = keras_model
@@ -90,7 +92,7 @@ class Model:
         return [[(self.class_names[i], float(row[i])) for i in idx] for row, idx in zip(probabilities, order)]
 
     def class_index(self, target: int | str) -> int:
-        """Resolve a class index or name: exact, then case-insensitive, then a unique prefix ('cat' -> 'cats')."""
+        """Resolve a class index or name: exact, case-insensitive, singular/plural, then a unique prefix."""
         if isinstance(target, (int, np.integer)) or (isinstance(target, str) and target.isdigit()):
             index = int(target)
             if not 0 <= index < len(self.class_names):
@@ -101,6 +103,7 @@ class Model:
             lambda n: n == target,
             lambda n: n.lower() == target.lower(),
             lambda n: n.lower().replace(" ", "_") == target.lower().replace(" ", "_"),
+            lambda n: singular(n) == singular(target),
             lambda n: n.lower().startswith(target.lower()),
         ):
             hits = [i for i, n in enumerate(names) if match(n)]
@@ -147,6 +150,12 @@ class Explanation:
         source = (self.sources or [None] * (index + 1))[index]
         base = Path(source).stem if source else "image"
         return f"{index:03d}_{safe_name(base)}" if len(self) > 1 or not source else safe_name(base)
+
+
+def singular(name: str) -> str:
+    """'Cats' -> 'cat', so class folders named in the plural match a model's singular class names."""
+    name = name.lower().replace(" ", "_")
+    return name[:-1] if name.endswith("s") and not name.endswith("ss") else name
 
 
 def safe_name(text: str) -> str:

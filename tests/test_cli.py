@@ -1,0 +1,160 @@
+"""The CLI through typer's CliRunner and as a real subprocess: outputs, files written, exit codes, errors."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from xconv.cli import build_app
+from xconv.modelfile import write_metadata
+from xconv.testing import random_images, tiny_keras_convnet
+
+runner = CliRunner()
+app = build_app()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    tiny_keras_convnet((32, 32), classes=2, seed=0).save(path)
+    write_metadata(path, {"class_names": ["cat", "dog"], "name": "tiny"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("photos")
+    for index, image in enumerate(random_images(2, (48, 64), seed=1)):
+        Image.fromarray(image).save(folder / f"photo{index}.png")
+    (folder / "broken.jpg").write_text("not an image")
+    return folder
+
+
+def assert_one_line_error(result, *needles):
+    assert result.exit_code != 0
+    lines = [line for line in result.output.splitlines() if line.startswith("xconv: error")]
+    assert lines, result.output
+    assert "Traceback" not in result.output
+    for needle in needles:
+        assert needle in result.output
+
+
+def test_help_does_not_import_tensorflow():
+    code = ("import sys\nfrom xconv.cli import main\nsys.argv = ['xconv', '--help']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'tensorflow imported'\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "explain" in result.stdout and "predict" in result.stdout
+
+
+def test_list_json_names_distributions():
+    result = invoke("list", "--json")
+    assert result.exit_code == 0
+    rows = json.loads(result.output)
+    gradcam = next(r for r in rows if r["name"] == "gradcam")
+    assert gradcam["kind"] == "explainer" and gradcam["distribution"] == "xconv" and gradcam["description"]
+    assert {"catsdogs", "inceptionv3", "overlay"} <= {r["name"] for r in rows}
+
+
+def test_predict_prints_labels_and_json(model_file, photos):
+    result = invoke("predict", photos / "photo0.png", "--model", model_file, "--top", "2", "--json")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output.splitlines()[0])
+    assert record["path"].endswith("photo0.png")
+    assert {p["label"] for p in record["predictions"]} == {"cat", "dog"}
+    assert abs(sum(p["score"] for p in record["predictions"]) - 1) < 1e-4
+
+
+def test_explain_batch_keeps_good_files_lists_bad_and_fails(model_file, photos, tmp_path):
+    out = tmp_path / "out"
+    result = invoke("explain", photos, "--model", model_file, "--target", "cat", "--target", "dog", "--out", out, "--json")
+    assert result.exit_code == 1
+    records = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    errors = [r for r in records if "error" in r]
+    done = [r for r in records if "outputs" in r]
+    assert [Path(r["path"]).name for r in errors] == ["broken.jpg"]
+    assert sorted(Path(r["path"]).name for r in done) == ["photo0.png", "photo1.png"]
+    written = sorted(p.name for p in out.iterdir())
+    assert len(written) == 4 and len(set(written)) == 4  # one per image and target, nothing overwritten
+    assert all(r["layer"] == "conv3" and r["targets"] == ["cat", "dog"] for r in done)
+    for record in done:
+        for path in record["outputs"]:
+            image = np.asarray(Image.open(path))
+            assert image.shape == (48, 64, 3)  # the original photo's size, not the model's
+
+
+def test_explain_text_output_and_grid(model_file, photos, tmp_path):
+    result = invoke("explain", photos / "photo1.png", "--model", model_file, "--out", tmp_path, "--grid",
+                    "--colormap", "viridis")
+    assert result.exit_code == 0, result.output
+    assert "predicted" in result.output and "wrote" in result.output
+    assert len(list(tmp_path.glob("photo1_gradcam_*.png"))) == 1
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["--method", "nope"], ["unknown explainer 'nope'", "gradcam"]),
+    (["--renderer", "nope"], ["unknown renderer 'nope'", "overlay"]),
+    (["--layer", "nope"], ["unknown layer 'nope'", "conv3"]),
+    (["--target", "unicorn"], ["unknown class 'unicorn'", "cat"]),
+    (["--colormap", "nope"], ["unknown colormap 'nope'", "jet"]),
+])
+def test_user_mistakes_are_one_line(model_file, photos, tmp_path, args, needles):
+    result = invoke("explain", photos / "photo0.png", "--model", model_file, "--out", tmp_path, *args)
+    assert_one_line_error(result, *needles)
+
+
+def test_unknown_model_and_missing_files(photos, tmp_path):
+    assert_one_line_error(invoke("predict", photos / "photo0.png", "--model", "nope"), "unknown model 'nope'", "catsdogs")
+    assert_one_line_error(invoke("predict", photos / "photo0.png", "--model", tmp_path / "missing.keras"), "no such model file")
+    assert_one_line_error(invoke("predict", tmp_path / "missing.png", "--model", "inceptionv3", "--weights", tmp_path / "w.h5"),
+                          "does not exist", "--weights")
+
+
+def test_missing_image_is_reported(model_file, tmp_path):
+    result = invoke("predict", tmp_path / "nothing.png", "--model", model_file)
+    assert result.exit_code == 1 and "no such file" in result.output
+
+
+def test_corrupt_model_file(tmp_path, photos):
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(b"garbage")
+    assert_one_line_error(invoke("predict", photos / "photo0.png", "--model", bad), "not a loadable Keras model")
+
+
+def test_layers_marks_default(model_file):
+    result = invoke("layers", "--model", model_file)
+    assert result.exit_code == 0
+    marked = [line for line in result.output.splitlines() if line.startswith("*")]
+    assert len(marked) == 1 and "conv3" in marked[0] and "8x8x16" in marked[0]
+    assert "pool1" in result.output
+
+
+def test_subprocess_explain_end_to_end(model_file, photos, tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run(
+        [sys.executable, "-m", "xconv.cli", "explain", str(photos), "--model", str(model_file), "--out", str(tmp_path)],
+        capture_output=True, text=True, env=env)
+    assert result.returncode == 1  # the broken file
+    assert "broken.jpg: not an image file" in result.stderr and "Traceback" not in result.stderr
+    assert "1 of 3 inputs failed" in result.stderr
+    assert len(list(tmp_path.glob("*.png"))) == 2
+
+
+def test_offline_imagenet_weights_name_the_fix(tmp_path, photos, monkeypatch):
+    """No cached ImageNet weights and no network: one line naming --weights (skipped if a download works)."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
+    result = invoke("predict", photos / "photo0.png", "--model", "inceptionv3")
+    if result.exit_code == 0:
+        pytest.skip("this machine can download the ImageNet weights")
+    assert_one_line_error(result, "--weights PATH", "keras-home")

@@ -1,0 +1,119 @@
+"""Accuracy, per-class precision and recall, a confusion matrix and the most confidently wrong images."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from xconv.errors import XconvError
+from xconv.images import IMAGE_SUFFIXES
+from xconv.types import Model
+
+
+@dataclass
+class Evaluation:
+    class_names: list[str]
+    confusion: np.ndarray  # (true, predicted) counts
+    wrong: list[dict]
+    skipped: list[str]
+    images: int
+
+    @property
+    def accuracy(self) -> float:
+        return float(np.trace(self.confusion) / max(1, self.confusion.sum()))
+
+    def per_class(self) -> dict[str, dict[str, float]]:
+        true_positive = np.diag(self.confusion).astype(float)
+        predicted = self.confusion.sum(axis=0)
+        actual = self.confusion.sum(axis=1)
+        return {
+            name: {
+                "precision": float(true_positive[i] / predicted[i]) if predicted[i] else 0.0,
+                "recall": float(true_positive[i] / actual[i]) if actual[i] else 0.0,
+                "support": int(actual[i]),
+            }
+            for i, name in enumerate(self.class_names)
+        }
+
+    def as_dict(self) -> dict:
+        return {"accuracy": self.accuracy, "images": self.images, "per_class": self.per_class(),
+                "confusion_matrix": self.confusion.tolist(), "class_names": self.class_names,
+                "most_confident_errors": self.wrong, "skipped": self.skipped}
+
+
+def evaluation_folder(data: str | os.PathLike) -> Path:
+    """``DIR/test`` or ``DIR/validation`` if present, else ``DIR`` itself holds the class folders."""
+    data = Path(data)
+    for split in ("test", "validation"):
+        if (data / split).is_dir():
+            return data / split
+    if not data.is_dir():
+        raise XconvError(f"{data}: no such folder")
+    return data
+
+
+def evaluate(model: Model, data: str | os.PathLike, batch_size: int = 32, flip_average: bool = False,
+             show_wrong: int = 10) -> Evaluation:
+    """Classify every image under ``data/<class>/``; folder names are matched to the model's classes."""
+    from xconv.training import read_image_folder
+
+    folder = evaluation_folder(data)
+    folders = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    labels_of_folder = {name: model.class_index(name) for name in folders}
+    split = read_image_folder(folder, model.input_size, folders)
+    files = [p for name in folders for p in sorted((folder / name).iterdir())
+             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    skipped_paths = {e.path for e in split.skipped}
+    files = [p for p in files if str(p) not in skipped_paths]
+    truth = np.array([labels_of_folder[folders[label]] for label in split.labels])
+    probabilities = predict_batches(model, split.images, batch_size, flip_average)
+    predicted = probabilities.argmax(axis=1)
+    classes = len(model.class_names)
+    confusion = np.zeros((classes, classes), np.int64)
+    np.add.at(confusion, (truth, predicted), 1)
+    confidence = probabilities[np.arange(len(predicted)), predicted]
+    wrong_indices = np.flatnonzero(predicted != truth)
+    wrong_indices = wrong_indices[np.argsort(-confidence[wrong_indices])][:show_wrong]
+    wrong = [{"path": str(files[i]), "true": model.class_names[truth[i]],
+              "predicted": model.class_names[predicted[i]], "confidence": float(confidence[i])} for i in wrong_indices]
+    return Evaluation(model.class_names, confusion, wrong, [str(e) for e in split.skipped], len(truth))
+
+
+def predict_batches(model: Model, images: np.ndarray, batch_size: int, flip_average: bool) -> np.ndarray:
+    """Probabilities for many images; with ``flip_average`` also for their mirror images, averaged."""
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start:start + batch_size]
+        probabilities = model.predict(batch)
+        if flip_average:
+            probabilities = (probabilities + model.predict(batch[:, :, ::-1])) / 2
+        outputs.append(probabilities)
+    return np.concatenate(outputs)
+
+
+def plot_confusion(evaluation: Evaluation, png: str | os.PathLike) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = evaluation.class_names
+    size = max(4, 0.6 * len(names) + 2)
+    figure, axis = plt.subplots(figsize=(size, size))
+    axis.imshow(evaluation.confusion, cmap="Blues")
+    axis.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    axis.set_yticks(range(len(names)), names)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    axis.set_title(f"accuracy {evaluation.accuracy:.3f} on {evaluation.images} images")
+    peak = evaluation.confusion.max() or 1
+    for (row, column), count in np.ndenumerate(evaluation.confusion):
+        axis.text(column, row, str(count), ha="center", va="center",
+                  color="white" if count > peak / 2 else "black")
+    figure.tight_layout()
+    figure.savefig(png, dpi=100)
+    plt.close(figure)
+    return Path(png)
