@@ -186,7 +186,7 @@ def fit(model, train: ImageFolder, validation: ImageFolder, out: str | os.PathLi
     interrupted = False
     try:
         model.fit(train_data, validation_data=val_data, epochs=config.epochs, initial_epoch=initial_epoch,
-                  callbacks=callbacks, verbose=0)
+                  callbacks=callbacks, verbose=0, shuffle=False)  # tf.data shuffles already
     except KeyboardInterrupt:
         interrupted = True
     history = read_history(paths["history"])

@@ -1,0 +1,116 @@
+"""Training on a tiny generated dataset: checkpoint, history, curves, resume, skipped files, transfer model."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+import xconv
+from xconv.cli import build_app
+from xconv.modelfile import read_metadata
+from xconv.training import augmentation
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """Reddish 'cats' and bluish 'dogs', 32x40 photos, plus one corrupt file in the training folders."""
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    for split, count in [("train", 10), ("validation", 4)]:
+        for name, color in [("cats", (200, 60, 60)), ("dogs", (60, 60, 200))]:
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for index in range(count):
+                pixels = np.clip(rng.normal(color, 40, (32, 40, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{name}{index}.jpg")
+    (root / "train" / "cats" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    return root
+
+
+def history_rows(path: Path) -> list[dict]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def train(*args):
+    return runner.invoke(build_app(), ["train", *map(str, args)])
+
+
+def test_train_writes_checkpoint_history_curves_and_skips_corrupt(dataset, tmp_path):
+    out = tmp_path / "tiny.keras"
+    result = train("--data", dataset, "--epochs", "2", "--image-size", "32", "--batch-size", "8", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "skipped" in result.output and "corrupt.jpg" in result.output
+    assert out.is_file() and (tmp_path / "tiny.curves.png").is_file()
+    rows = history_rows(tmp_path / "tiny.history.csv")
+    assert len(rows) == 2 and {"accuracy", "val_accuracy", "loss", "val_loss"} <= set(rows[0])
+    assert read_metadata(out)["class_names"] == ["cats", "dogs"]
+    model = xconv.load_model(out)
+    assert model.class_names == ["cats", "dogs"] and model.input_size == (32, 32)
+
+    resumed = train("--data", dataset, "--epochs", "3", "--image-size", "32", "--batch-size", "8", "--out", out, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert "resuming" in resumed.output
+    assert len(history_rows(tmp_path / "tiny.history.csv")) == 3
+
+
+def test_resume_without_checkpoint_is_an_error(dataset, tmp_path):
+    result = train("--data", dataset, "--out", tmp_path / "none.keras", "--resume")
+    assert result.exit_code != 0 and "no checkpoint" in result.output
+
+
+def test_missing_data_folder_is_an_error(tmp_path):
+    result = train("--data", tmp_path / "nope", "--out", tmp_path / "m.keras")
+    assert result.exit_code != 0 and "no such folder" in result.output and "Traceback" not in result.output
+
+
+def test_augmentation_is_random_in_training_and_identity_at_inference():
+    images = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    augment = augmentation(seed=3)
+    np.testing.assert_array_equal(np.asarray(augment(images, training=False)), images)
+    assert not np.allclose(np.asarray(augment(images, training=True)), images)
+
+
+def test_trained_model_is_deterministic_at_inference(dataset, tmp_path):
+    out = tmp_path / "det.keras"
+    assert train("--data", dataset, "--epochs", "1", "--image-size", "32", "--out", out).exit_code == 0
+    model = xconv.load_model(out)
+    batch = np.random.default_rng(2).integers(0, 255, (3, 32, 32, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(model.predict(batch), model.predict(batch))
+
+
+def test_transfer_model_base_is_frozen_and_explainable_by_path(dataset, tmp_path):
+    model_cls = xconv.registry.get_registry().get("model", "inceptionv3-transfer")
+    keras_model = model_cls.build_for_training(["cats", "dogs"], (75, 75), weights=None)
+    trainable = sum(int(np.prod(w.shape)) for w in keras_model.trainable_weights)
+    assert trainable == 2048 * 2 + 2  # only the new dense head
+    out = tmp_path / "transfer.keras"
+    result = train("--data", dataset, "--model", "inceptionv3-transfer", "--weights", "none", "--epochs", "1",
+                   "--image-size", "75", "--out", out)
+    assert result.exit_code == 0, result.output
+    model = xconv.load_model(out)
+    assert model.default_layer == "inception_v3/mixed10"
+    photos = sorted((dataset / "validation" / "cats").glob("*.jpg"))[:2]
+    explained = xconv.explain(model, photos, target="cats")
+    assert explained.layer == "inception_v3/mixed10" and explained.heatmaps.shape == (2, 1, 1)
+
+
+def test_evaluate_reports_metrics_and_confusion_png(dataset, tmp_path):
+    out = tmp_path / "eval.keras"
+    assert train("--data", dataset, "--epochs", "2", "--image-size", "32", "--out", out).exit_code == 0
+    result = runner.invoke(build_app(), ["evaluate", "--data", str(dataset), "--model", str(out), "--json",
+                                         "--out", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    matrix = np.array(report["confusion_matrix"])
+    assert matrix.sum() == 8 == report["images"]  # the validation split: 4 + 4
+    assert report["accuracy"] == pytest.approx(np.trace(matrix) / 8)
+    assert set(report["per_class"]) == {"cats", "dogs"}
+    assert Path(report["confusion_png"]).is_file()
+    assert len(report["most_confident_errors"]) == 8 - np.trace(matrix)
