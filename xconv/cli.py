@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+import numpy as np
 import typer
 
 import xconv
@@ -160,6 +161,11 @@ def explain(
     out: Path = typer.Option(Path("xconv-out"), "--out", "-o", help="Output folder (created)."),
     colormap: str = typer.Option("jet", "--colormap", help="OpenCV colormap for heatmaps."),
     grid: bool = typer.Option(False, "--grid", help="Overlay: draw the explained layer's cell grid (receptive fields)."),
+    channel: Optional[int] = typer.Option(None, "--channel", help="Grid: render only channel K, large."),
+    filters: Optional[str] = typer.Option(None, "--filters", help="Filters: which ones, e.g. 0-15, 3,7,9 or all."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Filters: gradient-ascent steps."),
+    step_size: Optional[float] = typer.Option(None, "--step-size", help="Filters: ascent step size."),
+    size: Optional[int] = typer.Option(None, "--size", min=16, help="Filters: pattern size in pixels."),
     as_json: bool = JSON_OPTION,
     unsafe: bool = UNSAFE_OPTION,
 ):
@@ -167,8 +173,21 @@ def explain(
     loaded = open_model(model, weights, unsafe)
     explainer_cls = get_registry().get("explainer", method)
     renderer_name = renderer or default_renderer(explainer_cls.kind)
-    render_options = {"colormap": colormap, "grid": grid} if renderer_name == "overlay" else {}
+    render_options = given(colormap=colormap if renderer_name == "overlay" or colormap != "jet" else None,
+                           grid=grid or None, channel=channel)
+    options = given(filters=filters, steps=steps, step_size=step_size, size=size)
     layer_option = layer[0] if layer and len(layer) == 1 else (list(layer) if layer else None)
+    if not explainer_cls.needs_images:
+        explanation = xconv.explain(loaded, None, method=method, layer=layer_option, **options)
+        written = [str(p) for p in xconv.render(explanation, renderer_name, out, **render_options)]
+        if as_json:
+            typer.echo(json.dumps({"method": method, "layer": explanation.layer, "outputs": written,
+                                   "scores": np.asarray(explanation.arrays.get("scores", [])).tolist()}))
+        else:
+            typer.echo(f"{method} at {explanation.layer}")
+            for item in written:
+                typer.echo(f"  wrote {item}")
+        return
     targets = [loaded.class_index(t) for t in target] if target else [None]
     paths = xconv.images.expand_inputs(images or [])
     failures = 0
@@ -181,12 +200,17 @@ def explain(
         explanation = None
         for class_index in targets:
             explanation = xconv.explain(loaded, batch, method=method, target=class_index, layer=layer_option,
-                                        originals=originals, sources=good)
+                                        originals=originals, sources=good, **options)
             for path in xconv.render(explanation, renderer_name, out, **render_options):
                 written_per_image[owner_of(path, explanation)].append(str(path))
         for index, path in enumerate(good):
             describe(explanation, index, path, written_per_image[index], targets, loaded, as_json)
     finish(failures, len(paths))
+
+
+def given(**options) -> dict:
+    """Only the options the user set, so each plugin keeps its own defaults."""
+    return {key: value for key, value in options.items() if value is not None}
 
 
 def owner_of(path: Path, explanation) -> int:
@@ -205,7 +229,8 @@ def describe(explanation, index, path, written, targets, model, as_json: bool) -
         typer.echo(json.dumps({"path": str(path), "predicted": label, "score": score, "targets": target_names,
                                "layer": explanation.layer, "outputs": written}))
         return
-    typer.echo(f"{path}: predicted {label} {score:.3f}; explained {', '.join(target_names)} at {explanation.layer}")
+    layers = explanation.layer if isinstance(explanation.layer, str) else f"{len(explanation.layer)} layers"
+    typer.echo(f"{path}: predicted {label} {score:.3f}; explained {', '.join(target_names)} at {layers}")
     for item in written:
         typer.echo(f"  wrote {item}")
 

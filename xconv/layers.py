@@ -91,25 +91,37 @@ def is_container(layer) -> bool:
     return isinstance(layer, keras.Model)
 
 
-def build_feature_model(model, layer_paths: list[str], with_logits: bool = True):
+def build_feature_model(model, layer_paths: list[str], head: bool = True, spatial_size=None):
     """A keras.Model: input -> [each wanted layer's output..., logits, probabilities].
 
     ``logits`` is the pre-softmax score when the model ends in a softmax (a final ``Activation`` or a
     ``Dense`` with softmax activation); Grad-CAM differentiates it, as in Selvaraju et al. Otherwise it is
-    the model output itself.
+    the model output itself. With ``head=False`` the model stops at the wanted layers (no wasted compute
+    above them), and ``spatial_size`` may then set another input size, ``(None, None)`` for any.
     """
     import keras
 
     wanted = set(layer_paths)
-    inputs = keras.Input(batch_shape=tuple(model.inputs[0].shape), dtype=model.inputs[0].dtype, name="xconv_input")
+    shape = tuple(model.inputs[0].shape)
+    if spatial_size is not None:
+        shape = (shape[0], *spatial_size, shape[-1])
+    inputs = keras.Input(batch_shape=shape, dtype=model.inputs[0].dtype, name="xconv_input")
     captured: dict[str, object] = {}
-    final = last_layer(model)
-    outputs = _trace(model, inputs, wanted, "", captured, final if with_logits else None)
+    final = last_layer(model) if head else None
+    try:
+        outputs = _trace(model, inputs, wanted, "", captured, final)
+    except (ValueError, TypeError) as error:
+        if spatial_size is None:
+            raise
+        raise XconvError(f"model {model.name!r} only takes its own input size {shape[1:3]} here: {error}") from None
     missing = [path for path in layer_paths if path not in captured]
     if missing:
         raise XconvError(f"layers {missing} are not on the path from the model input to its output")
+    features = [captured[p] for p in layer_paths]
+    if not head:
+        return keras.Model(inputs, features, name=f"{model.name}_features")
     logits = captured.get("__logits__", outputs)
-    return keras.Model(inputs, [captured[p] for p in layer_paths] + [logits, outputs], name=f"{model.name}_features")
+    return keras.Model(inputs, features + [logits, outputs], name=f"{model.name}_features")
 
 
 def last_layer(model):
@@ -155,7 +167,7 @@ def _call_nested(model, tensor, wanted, prefix, captured, final):
     """
     import keras
 
-    inner_input = keras.Input(batch_shape=tuple(model.inputs[0].shape), dtype=model.inputs[0].dtype)
+    inner_input = keras.Input(batch_shape=tuple(tensor.shape), dtype=model.inputs[0].dtype)
     inner: dict[str, object] = {}
     output = _trace(model, inner_input, wanted, prefix, inner, final)
     names = list(inner)

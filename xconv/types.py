@@ -65,18 +65,42 @@ class Model:
 
         return find_layer(self.keras_model, name).path if name else self.default_layer
 
-    def feature_model(self, layer_paths: list[str]):
+    def feature_model(self, layer_paths: list[str], head: bool = True, spatial_size=None):
         """keras.Model: preprocessed input -> [each layer's output..., logits, probabilities]; built once, cached.
 
         Layer paths reach into nested sub-models (``"inception_v3/mixed10"``); see :mod:`xconv.layers`.
+        ``head=False`` stops at the layers (for activations and gradient ascent); ``spatial_size`` then
+        allows another input size.
         """
-        from xconv.layers import build_feature_model, find_layer
+        from xconv.layers import build_feature_model
 
-        paths = tuple(find_layer(self.keras_model, path).path for path in layer_paths)
+        paths = tuple(self.layer_path(path) for path in layer_paths)
+        key = (paths, head, None if spatial_size is None else tuple(spatial_size))
         cache = self.__dict__.setdefault("_feature_models", {})
-        if paths not in cache:
-            cache[paths] = build_feature_model(self.keras_model, list(paths))
-        return cache[paths]
+        if key not in cache:
+            cache[key] = build_feature_model(self.keras_model, list(paths), head=head, spatial_size=spatial_size)
+        return cache[key]
+
+    def feature_layers(self) -> list[str]:
+        """Paths of every conv and pooling layer with a spatial output, in network order."""
+        from xconv.layers import feature_layers
+
+        return [info.path for info in feature_layers(self.keras_model)]
+
+    def layer_order(self) -> dict[str, int]:
+        """Layer path -> position in network order (nested layers included)."""
+        from xconv.layers import iter_layers
+
+        return {info.path: index for index, info in enumerate(iter_layers(self.keras_model))}
+
+    def preprocess_affine(self) -> tuple[np.ndarray, np.ndarray]:
+        """(scale, offset) per channel with preprocess(x) == scale * x + offset, for optimizing in pixel space."""
+        probe = np.array([[[[0, 0, 0]], [[255, 255, 255]], [[128, 64, 32]]]], np.uint8)
+        out = np.asarray(self.preprocess(probe), np.float64)[0, :, 0]
+        scale, offset = (out[1] - out[0]) / 255.0, out[0]
+        if not np.allclose(scale * np.array([128, 64, 32]) + offset, out[2], atol=1e-4):
+            raise XconvError(f"{self.display_name}: preprocess is not affine; gradient ascent in pixel space needs it")
+        return scale.astype(np.float32), offset.astype(np.float32)
 
     def preprocess(self, batch: np.ndarray) -> np.ndarray:
         """uint8 (N, H, W, 3) at input size -> float32 model input. Default: the model rescales itself."""

@@ -1,0 +1,54 @@
+"""Intermediate activations: every channel of every conv and pooling layer for each input image.
+
+One multi-output model over all requested layers, built once per model and layer set, run batch by
+batch: the view from Chollet's "Visualizing intermediate activations".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import xconv
+
+
+class Activations(xconv.Explainer):
+    name = "activations"
+    description = "feature maps of every conv/pool layer (or --layer ...), for the grid renderer"
+    kind = "activations"
+
+    def __init__(self, model, layer=None, layers=None, batch_size: int = 8, **options):
+        super().__init__(model, layer=layer, **options)
+        requested = layers if layers is not None else ([layer] if isinstance(layer, str) else layer)
+        paths = [model.layer_path(name) for name in requested] if requested else model.feature_layers()
+        if not paths:
+            raise xconv.XconvError(f"{model.display_name} has no conv or pooling layers; name layers with --layer")
+        order = model.layer_order()
+        self.layers = sorted(dict.fromkeys(paths), key=order.__getitem__)
+        self.batch_size = batch_size
+
+    def explain(self, images, targets=None):
+        import tensorflow as tf
+
+        feature_model = self.model.feature_model(self.layers)
+        run = tf.function(lambda x: feature_model(x, training=False), reduce_retracing=True)
+        collected = [[] for _ in range(len(self.layers) + 2)]
+        for start in range(0, len(images), self.batch_size):
+            outputs = run(tf.constant(self.model.preprocess(images[start:start + self.batch_size])))
+            for bucket, output in zip(collected, outputs):
+                bucket.append(np.asarray(output, np.float32))
+        arrays = [np.concatenate(bucket) for bucket in collected]
+        activations = dict(zip(self.layers, arrays[:len(self.layers)]))
+        probabilities = arrays[-1]
+        predictions = [top[0] for top in self.model.decode(probabilities, top=1)]
+        predicted = probabilities.argmax(axis=1).tolist()
+        return xconv.Explanation(
+            method=self.name, kind=self.kind, model_name=self.model.display_name,
+            arrays={"activations": activations}, layer=list(self.layers), images=images,
+            targets=predicted, target_names=[self.model.class_names[i] for i in predicted],
+            predictions=predictions,
+        )
+
+
+@xconv.hookimpl
+def xconv_register_explainers(register):
+    register(Activations)

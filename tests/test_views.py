@@ -1,0 +1,151 @@
+"""Activations and filter patterns: equal to direct Keras computations, ordered, batched, nested-model safe."""
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+import xconv
+from xconv.testing import TinyModel, random_images, tiny_keras_convnet
+from xconv_plugins.filters import parse_filters
+from xconv_plugins.grid import channel_images, layer_grid, tile
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return TinyModel(tiny_keras_convnet((32, 32), classes=3, seed=2), ["x", "y", "z"])
+
+
+def test_activations_equal_direct_keras_for_every_layer_in_order(tiny):
+    images = random_images(3, (32, 32), seed=4)
+    explained = xconv.explain(tiny, images, method="activations")
+    assert list(explained.activations) == ["conv1", "pool1", "conv2", "pool2", "conv3"]
+    keras_model = tiny.keras_model
+    for name, maps in explained.activations.items():
+        direct = keras.Model(keras_model.inputs, keras_model.get_layer(name).output)(images.astype(np.float32))
+        assert maps.dtype == np.float32 and maps.shape == tuple(direct.shape)
+        np.testing.assert_allclose(maps, np.asarray(direct), atol=1e-5)
+
+
+def test_named_layers_come_back_in_network_order(tiny):
+    explained = xconv.explain(tiny, random_images(1, (32, 32)), method="activations", layers=["conv3", "pool1"])
+    assert list(explained.activations) == ["pool1", "conv3"]
+    assert explained.activations["pool1"].shape == (1, 16, 16, 8)
+
+
+def nested_sequential():
+    base = tiny_keras_convnet((32, 32), classes=3, seed=5)
+    backbone = keras.Model(base.inputs, base.get_layer("conv3").output, name="backbone")
+    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Rescaling(1.0, name="pre"), backbone,
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2, activation="softmax")])
+    return TinyModel(model, ["cat", "dog"]), backbone
+
+
+def test_activations_reach_into_nested_models():
+    model, backbone = nested_sequential()
+    images = random_images(2, (32, 32), seed=6)
+    explained = xconv.explain(model, images, method="activations", layers=["backbone/conv2", "pool1"])
+    assert list(explained.activations) == ["backbone/pool1", "backbone/conv2"]
+    direct = keras.Model(backbone.inputs, backbone.get_layer("conv2").output)(images.astype(np.float32))
+    np.testing.assert_allclose(explained.activations["backbone/conv2"], np.asarray(direct), atol=1e-5)
+
+
+def test_grid_size_follows_channel_count_and_map_size():
+    maps = np.random.default_rng(0).normal(size=(8, 8, 40)).astype(np.float32)
+    picture = layer_grid(maps, "layer")
+    tile_side = 32  # 8x8 maps are enlarged 4x to stay readable
+    rows, columns, margin = 3, 16, 2
+    label_width = 8 * len(str(rows * columns)) + 8
+    assert picture.shape == (40 + rows * (tile_side + margin) - margin, label_width + columns * (tile_side + margin) - margin, 3)
+
+
+def test_dead_channel_is_blank_not_nan():
+    maps = np.zeros((4, 4, 2), np.float32)
+    maps[..., 1] = np.arange(16).reshape(4, 4)
+    gray, dead = channel_images(maps)
+    assert dead.tolist() == [True, False]
+    assert (gray[0] == 255).all() and gray[1].min() < gray[1].max()
+
+
+def test_tiling_places_each_channel_in_rows():
+    tiles = np.arange(6, dtype=np.uint8)[:, None, None].repeat(2, 1).repeat(2, 2)
+    grid = tile(tiles, columns=4, margin=1, fill=99)
+    assert grid.shape == (2 * 3 - 1, 4 * 3 - 1)
+    assert grid[0, 0] == 0 and grid[0, 3] == 1 and grid[3, 0] == 4 and grid[3, 3] == 5 and grid[3, 6] == 99 and grid[2, 0] == 99
+
+
+def test_grid_renderer_writes_one_png_per_image_and_layer(tiny, tmp_path):
+    explained = xconv.explain(tiny, random_images(2, (32, 32)), method="activations", layers=["conv1", "conv3"])
+    written = xconv.render(explained, "grid", tmp_path)
+    assert len(written) == 4 and len({p.name for p in written}) == 4
+    single = xconv.render(explained, "grid", tmp_path / "one", channel=3)
+    assert all("channel3" in p.name for p in single)
+    with pytest.raises(xconv.XconvError, match="out of range"):
+        xconv.render(explained, "grid", tmp_path / "bad", channel=99)
+
+
+def test_parse_filters_specs():
+    assert parse_filters("0-3,7", 10) == [0, 1, 2, 3, 7]
+    assert parse_filters("all", 3) == [0, 1, 2]
+    assert parse_filters(None, 40) == list(range(16))
+    assert parse_filters(range(2), 5) == [0, 1]
+    with pytest.raises(xconv.XconvError, match="out of range"):
+        parse_filters("5-12", 8)
+    with pytest.raises(xconv.XconvError, match="0-15"):
+        parse_filters("a-b", 8)
+
+
+def responsive_filters(model, layer, count):
+    """Filters that some random photo-like input switches on (a random net has a few that nothing does)."""
+    probe = keras.Model(model.keras_model.inputs, model.keras_model.get_layer(layer).output)
+    maps = np.asarray(probe(random_images(16, (32, 32), seed=1).astype(np.float32)))
+    return maps[:, 2:-2, 2:-2, :count].max(axis=(0, 1, 2)) > 0  # the score ignores a 2-pixel border
+
+
+def test_ascent_raises_each_filters_activation_above_gray(tiny):
+    explained = xconv.explain(tiny, None, method="filters", layer="conv2", filters="0-7", steps=25)
+    assert explained.patterns.shape == (8, 32, 32, 3) and explained.patterns.dtype == np.uint8
+    gray = np.array(explained.metadata["gray_scores"])
+    responsive = responsive_filters(tiny, "conv2", 8)
+    assert responsive.sum() >= 6
+    assert (explained.scores[responsive] > gray[responsive]).all(), (explained.scores, gray)
+    assert (explained.scores >= gray).all()
+
+
+def test_more_steps_reach_higher_activation(tiny):
+    few = xconv.explain(tiny, None, method="filters", layer="conv3", filters="0-3", steps=3)
+    many = xconv.explain(tiny, None, method="filters", layer="conv3", filters="0-3", steps=40)
+    responsive = responsive_filters(tiny, "conv3", 4)
+    assert responsive.any()
+    assert (many.scores[responsive] > few.scores[responsive]).all() and (many.scores >= few.scores).all()
+
+
+def test_batched_and_one_at_a_time_ascent_agree(tiny):
+    together = xconv.explain(tiny, None, method="filters", layer="conv2", filters=[1, 4, 6], steps=15, seed=3)
+    for position, index in enumerate([1, 4, 6]):
+        alone = xconv.explain(tiny, None, method="filters", layer="conv2", filters=[index], steps=15, seed=3)
+        a = together.patterns[position].astype(float).ravel() - 128
+        b = alone.patterns[0].astype(float).ravel() - 128
+        assert np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)) > 0.95
+
+
+def test_filters_work_in_nested_models_and_render_as_grid(tmp_path):
+    model, _ = nested_sequential()
+    explained = xconv.explain(model, None, method="filters", layer="backbone/conv2", filters="0-3", steps=10, size=48)
+    assert explained.patterns.shape == (4, 48, 48, 3) and explained.layer == "backbone/conv2"
+    [path] = xconv.render(explained, "grid", tmp_path)
+    picture = np.asarray(Image.open(path))
+    assert picture.shape[0] > 48 and picture.shape[1] > 4 * 48
+
+
+def test_overlay_grid_draws_the_layer_cells(tiny, tmp_path):
+    image = random_images(1, (32, 32), seed=8)
+    explained = xconv.explain(tiny, image)
+    [plain] = xconv.render(explained, "overlay", tmp_path / "plain")
+    [gridded] = xconv.render(explained, "overlay", tmp_path / "grid", grid=True)
+    a, b = np.asarray(Image.open(plain)), np.asarray(Image.open(gridded))
+    changed_rows = np.flatnonzero((a != b).any(axis=(1, 2)))
+    assert changed_rows.size > 0
+    # The 8x8 layer splits a 32-pixel image every 4 pixels: the interior lines are at rows 4, 8, ..., 28.
+    horizontal = [row for row in range(32) if (b[row] == 255).all()]
+    assert horizontal == [4, 8, 12, 16, 20, 24, 28]
