@@ -17,7 +17,7 @@ def chelsea() -> np.ndarray:
 
 
 def run_demo(out: str | Path, model_name: str = "catsdogs") -> list[str]:
-    """Predict, then Grad-CAM for every class, written into ``out``; returns the lines to print."""
+    """Predict, Grad-CAM for every class, the first layers' activations and some filter patterns, into ``out``."""
     from xconv.images import resize, save_image
 
     out = Path(out)
@@ -32,5 +32,11 @@ def run_demo(out: str | Path, model_name: str = "catsdogs") -> list[str]:
     for class_name in model.class_names:
         explanation = xconv.explain(model, batch, "gradcam", target=class_name, originals=[photo], sources=[source])
         written += xconv.render(explanation, "overlay", out)
+    first_layers = model.feature_layers()[:2]
+    activations = xconv.explain(model, batch, "activations", layers=first_layers, sources=[source])
+    written += xconv.render(activations, "grid", out)
+    middle_layer = model.feature_layers()[len(model.feature_layers()) // 2]
+    patterns = xconv.explain(model, None, "filters", layer=middle_layer, filters="0-15")
+    written += xconv.render(patterns, "grid", out)
     lines += [f"wrote {path}" for path in written]
     return lines

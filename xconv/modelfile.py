@@ -79,3 +79,13 @@ def load_model_file(path: str | os.PathLike, safe_mode: bool = True) -> Model:
 def first_line(error: BaseException) -> str:
     lines = str(error).strip().splitlines()
     return lines[0][:200] if lines else type(error).__name__
+
+
+def export_for_inference(checkpoint: str | os.PathLike, destination: str | os.PathLike, metadata: dict) -> Path:
+    """Re-save a training checkpoint without its optimizer state (a third of the size) and stamp metadata."""
+    keras_model = load_keras_file(checkpoint, safe_mode=True)
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    keras_model.save(destination)
+    write_metadata(destination, metadata)
+    return destination

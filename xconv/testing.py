@@ -44,3 +44,60 @@ def random_images(count: int, size=(32, 32), seed: int = 0) -> np.ndarray:
     smooth = np.stack([cv2.GaussianBlur(image, (0, 0), 1.5) for image in noise])
     span = smooth.max() - smooth.min()
     return np.uint8((smooth - smooth.min()) / (span if span else 1.0) * 255)
+
+
+def check_explainer(explainer_cls, model: Model | None = None, images: np.ndarray | None = None,
+                    out_dir=None, **options):
+    """Contract check for plugin authors: run ``explainer_cls`` on a tiny model and check what it returns.
+
+    Checks the class attributes, that the Explanation carries the method and kind, holds arrays free of
+    NaN, has one entry per image (for image methods), and that every installed renderer accepting its
+    kind writes files for it. Returns the Explanation for further, method-specific assertions.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from xconv.registry import get_registry
+    from xconv.types import Explainer, Explanation
+
+    assert issubclass(explainer_cls, Explainer), f"{explainer_cls} is not an xconv.Explainer subclass"
+    for attribute in ("name", "description", "kind"):
+        assert getattr(explainer_cls, attribute, ""), f"{explainer_cls.__name__}.{attribute} is empty"
+    model = model or tiny_convnet()
+    if explainer_cls.needs_images:
+        images = images if images is not None else random_images(3, model.input_size, seed=1)
+    else:
+        images = None
+    explainer = explainer_cls(model, **options)
+    explanation = explainer.explain(images, None)
+    assert isinstance(explanation, Explanation), f"explain() returned {type(explanation).__name__}"
+    assert explanation.method == explainer_cls.name and explanation.kind == explainer_cls.kind
+    assert explanation.arrays, "the explanation holds no arrays"
+    for name, value in _flatten(explanation.arrays):
+        array = np.asarray(value)
+        assert array.size and not (np.issubdtype(array.dtype, np.floating) and np.isnan(array).any()), \
+            f"array {name} is empty or has NaN"
+        if images is not None and array.ndim >= 1 and name != "scores":
+            assert len(array) == len(images), f"array {name} has {len(array)} entries for {len(images)} images"
+    if explanation.kind == "heatmap":
+        heatmaps = explanation.heatmaps
+        assert heatmaps.ndim == 3 and heatmaps.min() >= 0 and heatmaps.max() <= 1, "heatmaps must be in [0, 1]"
+        assert explanation.targets is not None and len(explanation.targets) == len(images)
+    registry = get_registry()
+    renderers = [n for n in registry.names("renderer") if registry.get("renderer", n).can_render(explanation)]
+    with tempfile.TemporaryDirectory() as scratch:
+        target = Path(out_dir or scratch)
+        for renderer in renderers:
+            folder = target / renderer
+            folder.mkdir(parents=True, exist_ok=True)
+            written = registry.get("renderer", renderer)().render(explanation, folder)
+            assert written and all(Path(p).is_file() for p in written), f"renderer {renderer} wrote nothing"
+    return explanation
+
+
+def _flatten(arrays: dict, prefix: str = ""):
+    for name, value in arrays.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{prefix}{name}.")
+        else:
+            yield prefix + name, value

@@ -1,0 +1,95 @@
+"""The class-activation-map family (Grad-CAM, Grad-CAM++, LayerCAM, ...): one shared compiled pass.
+
+For a target class c with pre-softmax score y_c and feature maps A of the explained layer, a CAM is
+    L_c = ReLU(sum_k alpha_k A^k)    (or, per position, ReLU(sum_k alpha_kij A^k_ij)),
+scaled to [0, 1] per image (all zeros when it is all zero, never NaN). Subclasses override only
+:meth:`CAMExplainer.channel_weights`, which receives the features and the gradients d y_c / d A.
+Everything runs as one compiled forward and backward pass per batch; gradients are per image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from xconv.types import Explainer, Explanation
+
+
+class CAMExplainer(Explainer):
+    """Base class for gradient-weighted class activation maps; set ``name`` and ``channel_weights``."""
+
+    kind = "heatmap"
+
+    def __init__(self, model, layer=None, batch_size: int = 16, **options):
+        super().__init__(model, layer=model.layer_path(layer), **options)
+        self.batch_size = batch_size
+        self._step = None
+
+    def channel_weights(self, features, gradients):
+        """Weights from features and gradients (N, h, w, c): shape (N, c), or (N, h, w, c) per position."""
+        raise NotImplementedError
+
+    def cam(self, features, gradients):
+        """ReLU of the weighted channel sum, each map divided by its maximum (guarded against all-zero maps)."""
+        import tensorflow as tf
+
+        weights = self.channel_weights(features, gradients)
+        if weights.shape.rank == 2:
+            weights = weights[:, None, None, :]
+        maps = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))
+        peak = tf.reduce_max(maps, axis=(1, 2), keepdims=True)
+        return tf.math.divide_no_nan(maps, peak)
+
+    def compiled_step(self):
+        """tf.function: (inputs, targets with -1 for 'predicted') -> (maps, chosen targets, probabilities)."""
+        if self._step is not None:
+            return self._step
+        import tensorflow as tf
+
+        feature_model = self.model.feature_model([self.layer])
+        height, width = self.model.input_size
+
+        @tf.function(input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32),
+                                      tf.TensorSpec([None], tf.int32)], reduce_retracing=True)
+        def step(inputs, targets):
+            with tf.GradientTape() as tape:
+                features, logits, probabilities = feature_model(inputs, training=False)
+                chosen = tf.where(targets < 0, tf.argmax(probabilities, axis=-1, output_type=tf.int32), targets)
+                # Each image's score depends only on its own features, so the gradient of the sum is
+                # the per-image gradient, computed in one backward pass.
+                scores = tf.gather(logits, chosen, axis=1, batch_dims=1)
+            gradients = tape.gradient(scores, features)
+            return self.cam(features, gradients), chosen, probabilities
+
+        self._step = step
+        return step
+
+    def explain(self, images, targets=None):
+        step = self.compiled_step()
+        requested = np.full(len(images), -1, np.int32) if targets is None else np.asarray(targets, np.int32)
+        maps, chosen, probabilities = [], [], []
+        for start in range(0, len(images), self.batch_size):
+            inputs = self.model.preprocess(images[start:start + self.batch_size])
+            batch_maps, batch_chosen, batch_probabilities = step(inputs, requested[start:start + self.batch_size])
+            maps.append(batch_maps.numpy())
+            chosen.append(batch_chosen.numpy())
+            probabilities.append(batch_probabilities.numpy())
+        return heatmap_explanation(self, np.concatenate(maps), np.concatenate(chosen), np.concatenate(probabilities),
+                                   images)
+
+
+def heatmap_explanation(explainer: Explainer, heatmaps, targets, probabilities, images) -> Explanation:
+    """The Explanation every heatmap method returns: maps, targets, predictions and target scores."""
+    model = explainer.model
+    targets = np.asarray(targets).tolist()
+    return Explanation(
+        method=explainer.name,
+        kind="heatmap",
+        model_name=model.display_name,
+        arrays={"heatmaps": np.asarray(heatmaps, np.float32)},
+        layer=explainer.layer,
+        images=images,
+        targets=targets,
+        target_names=[model.class_names[i] for i in targets],
+        predictions=[top[0] for top in model.decode(probabilities, top=1)],
+        metadata={"target_scores": probabilities[np.arange(len(targets)), targets].tolist()},
+    )
