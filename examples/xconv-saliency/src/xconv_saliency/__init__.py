@@ -1,0 +1,83 @@
+"""xconv-saliency: two explainers that are not built into xconv, written against its public API only.
+
+* ``smoothgrad`` (Smilkov et al. 2017): the gradient of the class score with respect to the input
+  pixels, averaged over noisy copies of the image, which removes the speckle of a plain gradient.
+* ``gradcam++`` (Chattopadhay et al. 2018): Grad-CAM with positive-gradient weights that credit every
+  instance of a class, not only the strongest one; it overrides one method of ``xconv.CAMExplainer``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import xconv
+
+xconv_api_version = "1.0"
+
+
+class GradCAMPlusPlus(xconv.CAMExplainer):
+    name = "gradcam++"
+    description = "Grad-CAM++ (Chattopadhay et al. 2018), from the xconv-saliency example plugin"
+
+    def channel_weights(self, features, gradients):
+        import tensorflow as tf
+
+        # The closed form for an exponential score: alpha = g^2 / (2 g^2 + sum(A) g^3).
+        squared, cubed = tf.square(gradients), tf.pow(gradients, 3)
+        total = tf.reduce_sum(features, axis=(1, 2), keepdims=True)
+        denominator = 2.0 * squared + total * cubed
+        alpha = tf.math.divide_no_nan(squared, tf.where(denominator != 0, denominator, tf.ones_like(denominator)))
+        return tf.reduce_sum(alpha * tf.nn.relu(gradients), axis=(1, 2))
+
+
+class SmoothGrad(xconv.Explainer):
+    name = "smoothgrad"
+    description = "SmoothGrad input saliency (Smilkov et al. 2017), from the xconv-saliency example plugin"
+    kind = "heatmap"
+
+    def __init__(self, model, layer=None, samples: int = 16, noise: float = 0.15, seed: int = 0, **options):
+        super().__init__(model, layer="input", **options)
+        self.samples, self.noise, self.seed = int(samples), float(noise), seed
+        self._step = None
+
+    def compiled_step(self):
+        if self._step is not None:
+            return self._step
+        import tensorflow as tf
+
+        scores_model = self.model.feature_model([])  # no layer: just [logits, probabilities]
+        samples = self.samples
+
+        @tf.function(reduce_retracing=True)
+        def step(inputs, targets, noise):
+            count = tf.shape(inputs)[0]
+            _, probabilities = scores_model(inputs, training=False)
+            chosen = tf.where(targets < 0, tf.argmax(probabilities, axis=-1, output_type=tf.int32), targets)
+            # All noisy copies of all images go through in one batch: (samples * N, H, W, 3).
+            noisy = tf.repeat(inputs, samples, axis=0) + noise
+            with tf.GradientTape() as tape:
+                tape.watch(noisy)
+                logits, _ = scores_model(noisy, training=False)
+                score = tf.reduce_sum(tf.gather(logits, tf.repeat(chosen, samples), axis=1, batch_dims=1))
+            gradients = tf.reshape(tape.gradient(score, noisy), (count, samples, *noisy.shape[1:]))
+            saliency = tf.reduce_max(tf.abs(tf.reduce_mean(gradients, axis=1)), axis=-1)
+            peak = tf.reduce_max(saliency, axis=(1, 2), keepdims=True)
+            return tf.math.divide_no_nan(saliency, peak), chosen, probabilities
+
+        self._step = step
+        return step
+
+    def explain(self, images, targets=None):
+        inputs = self.model.preprocess(images)
+        spread = self.noise * float(inputs.max() - inputs.min() or 1.0)
+        rng = np.random.default_rng(self.seed)
+        noise = rng.normal(0.0, spread, (len(inputs) * self.samples, *inputs.shape[1:])).astype(np.float32)
+        requested = np.full(len(images), -1, np.int32) if targets is None else np.asarray(targets, np.int32)
+        heatmaps, chosen, probabilities = self.compiled_step()(inputs, requested, noise)
+        return xconv.cam.heatmap_explanation(self, heatmaps.numpy(), chosen.numpy(), probabilities.numpy(), images)
+
+
+@xconv.hookimpl
+def xconv_register_explainers(register):
+    register(SmoothGrad)
+    register(GradCAMPlusPlus)

@@ -1,0 +1,64 @@
+"""The example third-party plugin, installed with pip into a scratch folder and driven through the CLI."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from conftest import REPO
+from xconv.modelfile import write_metadata
+from xconv.testing import random_images, tiny_keras_convnet
+
+EXAMPLE = REPO / "examples" / "xconv-saliency"
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """pip install ./examples/xconv-saliency --target SCRATCH; returns an environment that sees it."""
+    target = tmp_path_factory.mktemp("site")
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
+         "--target", str(target), str(EXAMPLE)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    path = os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def xconv(env, *args):
+    return subprocess.run([sys.executable, "-m", "xconv.cli", *map(str, args)], capture_output=True, text=True, env=env)
+
+
+def test_list_shows_the_plugins_explainers_with_their_distribution(installed):
+    result = xconv(installed, "list", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    for name in ("smoothgrad", "gradcam++"):
+        assert rows[name]["distribution"] == "xconv-saliency" and rows[name]["kind"] == "explainer"
+    assert rows["gradcam"]["distribution"] == "xconv"
+
+
+@pytest.mark.parametrize("method", ["smoothgrad", "gradcam++"])
+def test_each_explainer_runs_through_the_cli(installed, tmp_path, method):
+    model = tmp_path / "tiny.keras"
+    tiny_keras_convnet((32, 32), classes=2).save(model)
+    write_metadata(model, {"class_names": ["cat", "dog"]})
+    photo = tmp_path / "photo.png"
+    Image.fromarray(random_images(1, (40, 48))[0]).save(photo)
+    result = xconv(installed, "explain", photo, "--method", method, "--model", model, "--target", "dog",
+                   "--out", tmp_path / "out", "--json")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout.splitlines()[-1])
+    assert record["targets"] == ["dog"] and len(record["outputs"]) == 1
+    written = Path(record["outputs"][0])
+    assert written.name == f"photo_{method}_dog.png" and Image.open(written).size == (48, 40)
+
+
+def test_the_plugins_own_tests_pass(installed):
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE / "tests")],
+                            capture_output=True, text=True, env=installed, cwd=EXAMPLE)
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert "4 passed" in result.stdout
