@@ -110,3 +110,22 @@ def test_register_rejects_non_subclasses(make_plugin_dist):
             register(object)
     """)
     assert any("fakeplug_wrong" in w and "Renderer subclass" in w for w in get_registry().warnings)
+
+
+def test_plugin_adds_a_cli_command(make_plugin_dist):
+    from typer.testing import CliRunner
+
+    from xconv.cli import build_app
+
+    make_plugin_dist("xconv-hello", "fakeplug_hello", """
+        import typer
+        import xconv
+
+        @xconv.hookimpl
+        def xconv_register_commands(app):
+            @app.command("hello-plugin")
+            def hello(name: str = typer.Option("world")):
+                typer.echo(f"hello {name} from a plugin")
+    """)
+    result = CliRunner().invoke(build_app(), ["hello-plugin", "--name", "xconv"])
+    assert result.exit_code == 0 and "hello xconv from a plugin" in result.output

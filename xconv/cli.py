@@ -85,7 +85,7 @@ def chunks(items: list, size: int):
 
 @app.command("list")
 @user_errors
-def list_plugins(as_json: bool = JSON_OPTION):
+def list_plugins(as_json: bool = typer.Option(False, "--json", help="Print a JSON array instead of a table.")):
     """List every model, explainer and renderer with the distribution that provides it."""
     registry = get_registry()
     rows = [

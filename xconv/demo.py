@@ -19,6 +19,7 @@ def chelsea() -> np.ndarray:
 def run_demo(out: str | Path, model_name: str = "catsdogs") -> list[str]:
     """Predict, Grad-CAM for every class, the first layers' activations and some filter patterns, into ``out``."""
     from xconv.images import resize, save_image
+    from xconv.layers import feature_layers
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -35,7 +36,9 @@ def run_demo(out: str | Path, model_name: str = "catsdogs") -> list[str]:
     first_layers = model.feature_layers()[:2]
     activations = xconv.explain(model, batch, "activations", layers=first_layers, sources=[source])
     written += xconv.render(activations, "grid", out)
-    middle_layer = model.feature_layers()[len(model.feature_layers()) // 2]
+    convolutions = [info.path for info in feature_layers(model.keras_model)
+                    if "Conv" in info.type and tuple(getattr(info.layer, "kernel_size", ())) != (1, 1)]
+    middle_layer = convolutions[len(convolutions) // 2]
     patterns = xconv.explain(model, None, "filters", layer=middle_layer, filters="0-15")
     written += xconv.render(patterns, "grid", out)
     lines += [f"wrote {path}" for path in written]
