@@ -71,12 +71,13 @@ class FilterPatterns(xconv.Explainer):
         self.jitter = int(jitter) if jitter is not None else max(1, self.size // 16)
         self.jit_compile, self.noise = jit_compile, float(noise)
         self.scale, self.offset = model.preprocess_affine()
-        self._functions = None
 
     def functions(self):
-        """(render, ascend, score): compiled once per explainer; shapes fixed by size and chunk."""
-        if self._functions is not None:
-            return self._functions
+        """(render, ascend, score), compiled once per model and setting (cached on the model)."""
+        key = ("filters", self.layer, self.size, self.jitter, self.step_size, self.seed, self.jit_compile)
+        return self.model.cached(key, self._build_functions)
+
+    def _build_functions(self):
         import tensorflow as tf
 
         size, jitter = self.size, self.jitter
@@ -115,12 +116,11 @@ class FilterPatterns(xconv.Explainer):
             update = (first / (1 - 0.9 ** count)) / (tf.sqrt(second / (1 - 0.999 ** count)) + 1e-8)
             return spectrum + self.step_size * update, (first, second)
 
-        self._functions = (
+        return (
             tf.function(render, jit_compile=self.jit_compile),
             tf.function(ascend, jit_compile=self.jit_compile),
             tf.function(filter_means, reduce_retracing=True),
         )
-        return self._functions
 
     def optimize(self, filters: list[int]) -> np.ndarray:
         """Gradient ascent for one chunk of filters; returns uint8 patterns (F, H, W, 3)."""

@@ -22,7 +22,6 @@ class CAMExplainer(Explainer):
     def __init__(self, model, layer=None, batch_size: int = 16, **options):
         super().__init__(model, layer=model.layer_path(layer), **options)
         self.batch_size = batch_size
-        self._step = None
 
     def channel_weights(self, features, gradients):
         """Weights from features and gradients (N, h, w, c): shape (N, c), or (N, h, w, c) per position."""
@@ -40,9 +39,13 @@ class CAMExplainer(Explainer):
         return tf.math.divide_no_nan(maps, peak)
 
     def compiled_step(self):
-        """tf.function: (inputs, targets with -1 for 'predicted') -> (maps, chosen targets, probabilities)."""
-        if self._step is not None:
-            return self._step
+        """tf.function: (inputs, targets with -1 for 'predicted') -> (maps, chosen targets, probabilities).
+
+        Cached on the model per method and layer, so a new explainer for the same job does not retrace.
+        """
+        return self.model.cached((type(self), "cam_step", self.layer), self._build_step)
+
+    def _build_step(self):
         import tensorflow as tf
 
         feature_model = self.model.feature_model([self.layer])
@@ -60,7 +63,6 @@ class CAMExplainer(Explainer):
             gradients = tape.gradient(scores, features)
             return self.cam(features, gradients), chosen, probabilities
 
-        self._step = step
         return step
 
     def explain(self, images, targets=None):

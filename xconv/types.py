@@ -75,10 +75,15 @@ class Model:
         from xconv.layers import build_feature_model
 
         paths = tuple(self.layer_path(path) for path in layer_paths)
-        key = (paths, head, None if spatial_size is None else tuple(spatial_size))
-        cache = self.__dict__.setdefault("_feature_models", {})
+        key = ("feature_model", paths, head, None if spatial_size is None else tuple(spatial_size))
+        return self.cached(key, lambda: build_feature_model(self.keras_model, list(paths), head=head,
+                                                            spatial_size=spatial_size))
+
+    def cached(self, key, build):
+        """Per-model cache for built graphs and compiled functions, so repeated explains never retrace."""
+        cache = self.__dict__.setdefault("_cache", {})
         if key not in cache:
-            cache[key] = build_feature_model(self.keras_model, list(paths), head=head, spatial_size=spatial_size)
+            cache[key] = build()
         return cache[key]
 
     def feature_layers(self) -> list[str]:

@@ -38,11 +38,12 @@ class SmoothGrad(xconv.Explainer):
     def __init__(self, model, layer=None, samples: int = 16, noise: float = 0.15, seed: int = 0, **options):
         super().__init__(model, layer="input", **options)
         self.samples, self.noise, self.seed = int(samples), float(noise), seed
-        self._step = None
 
     def compiled_step(self):
-        if self._step is not None:
-            return self._step
+        # Cached on the model, so a new explainer for the same setting does not retrace.
+        return self.model.cached((type(self), "smoothgrad", self.samples), self._build_step)
+
+    def _build_step(self):
         import tensorflow as tf
 
         scores_model = self.model.feature_model([])  # no layer: just [logits, probabilities]
@@ -64,7 +65,6 @@ class SmoothGrad(xconv.Explainer):
             peak = tf.reduce_max(saliency, axis=(1, 2), keepdims=True)
             return tf.math.divide_no_nan(saliency, peak), chosen, probabilities
 
-        self._step = step
         return step
 
     def explain(self, images, targets=None):

@@ -1,0 +1,122 @@
+"""Filter-pattern ascent: xconv's batched step against the keras-io recipe, measured in one run.
+
+    python benchmarks/filters.py [--filters 16] [--steps 30] [--size 180]
+
+InceptionV3 (random weights, no top) layer mixed3, 180x180, 30 steps, 16 filters. Compared:
+  recipe      keras-io "Visualizing what convnets learn" as written: one filter at a time, normalized
+              gradient steps of 10, the compiled step re-traced for each new filter index
+  warm loop   the same step, traced once (filter index as a tensor), one filter at a time
+  plain batch the same step on a batch of 16, one filter per batch element
+  xconv       all filters in one batch, Fourier/decorrelated parameterization, jitter, Adam, XLA
+Each reports seconds per filter and the mean activation reached (borders excluded, on the final
+image): a better parameterization reaches more activation in the same steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--filters", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--size", type=int, default=180)
+    parser.add_argument("--layer", default="mixed3")
+    args = parser.parse_args()
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    import xconv
+    from xconv.registry import get_registry
+    from xconv_plugins.inceptionv3 import InceptionV3
+
+    keras.utils.set_random_seed(0)
+    base = keras.applications.InceptionV3(include_top=False, weights=None)
+    extractor = keras.Model(base.inputs, base.get_layer(args.layer).output)
+    size, steps, count = args.size, args.steps, args.filters
+
+    def inner_mean(activation, filter_index):
+        return tf.reduce_mean(activation[:, 2:-2, 2:-2, filter_index])
+
+    def recipe_step_fn(img, filter_index, learning_rate):
+        with tf.GradientTape() as tape:
+            tape.watch(img)
+            loss = inner_mean(extractor(img), filter_index)
+        grads = tf.math.l2_normalize(tape.gradient(loss, img))
+        return loss, img + learning_rate * grads
+
+    def initial_image(batch=1):
+        return (tf.random.uniform((batch, size, size, 3)) - 0.5) * 0.25
+
+    def one_at_a_time(step):
+        finals = []
+        for index in range(count):
+            image = initial_image()
+            for _ in range(steps):
+                _, image = step(image, index, 10.0)
+            finals.append(float(inner_mean(extractor(image), index)))
+        return finals
+
+    def run_recipe():
+        step = tf.function(recipe_step_fn)  # a Python int index: one trace per filter, as in the recipe
+        return one_at_a_time(step)
+
+    warm_step = tf.function(recipe_step_fn)
+
+    def run_warm():
+        return one_at_a_time(lambda image, index, rate: warm_step(image, tf.constant(index), tf.constant(rate)))
+
+    @tf.function
+    def batch_step(images, indices):
+        with tf.GradientTape() as tape:
+            tape.watch(images)
+            activation = extractor(images)[:, 2:-2, 2:-2]
+            loss = tf.reduce_sum(tf.reduce_mean(tf.gather(activation, indices, axis=3, batch_dims=1), axis=(1, 2)))
+        grads = tape.gradient(loss, images)
+        grads = grads / (tf.norm(tf.reshape(grads, (count, -1)), axis=1)[:, None, None, None] + 1e-12)
+        return images + 10.0 * grads
+
+    def run_plain_batch():
+        images, indices = initial_image(count), tf.range(count)
+        for _ in range(steps):
+            images = batch_step(images, indices)
+        activation = extractor(images)[:, 2:-2, 2:-2]
+        return tf.reduce_mean(tf.gather(activation, indices, axis=3, batch_dims=1), axis=(1, 2)).numpy().tolist()
+
+    model = InceptionV3(base, [])
+    explainer_cls = get_registry().get("explainer", "filters")
+
+    def run_xconv():
+        explainer = explainer_cls(model, layer=args.layer, filters=range(count), steps=steps, size=size)
+        return explainer.explain().scores.tolist()
+
+    def measure(name, function):
+        start = time.perf_counter()
+        finals = function()
+        seconds = (time.perf_counter() - start) / count
+        return name, seconds, float(np.mean(finals))
+
+    run_plain_batch()  # warm-up: trace the batched step outside the timed run
+    xconv_warm = explainer_cls(model, layer=args.layer, filters=range(count), steps=2, size=size)
+    xconv_warm.explain()  # warm the XLA compilation cache for these shapes
+    rows = [measure("recipe", run_recipe), measure("warm loop", run_warm), measure("plain batch", run_plain_batch),
+            measure("xconv", run_xconv)]
+    recipe_seconds = rows[0][1]
+    print(f"InceptionV3 (random weights) {args.layer}, {size}x{size}, {steps} steps, {count} filters, "
+          f"{os.cpu_count()} CPU cores, TensorFlow {tf.__version__}")
+    print(f"{'method':<12} {'s/filter':>9} {'speed-up':>9} {'activation':>11} {'activation/s':>13}")
+    for name, seconds, activation in rows:
+        print(f"{name:<12} {seconds:>9.3f} {recipe_seconds / seconds:>8.2f}x {activation:>11.4f} "
+              f"{activation / seconds:>13.4f}")
+    del xconv
+
+
+if __name__ == "__main__":
+    main()
