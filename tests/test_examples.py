@@ -1,0 +1,30 @@
+"""The walk-through in examples/ runs end to end and produces every view of the chapter."""
+
+import json
+import os
+import subprocess
+import sys
+
+from PIL import Image
+
+from conftest import REPO
+
+
+def test_walkthrough_reproduces_the_chapter(tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, str(REPO / "examples" / "walkthrough.py"), "--out", str(tmp_path),
+                             "--steps", "8"], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "walkthrough.json").read_text())
+    assert {label for label, _ in report["prediction"]} == {"cat", "dog"}
+    assert report["first_layer"]["name"] == "stem_conv" and report["first_layer"]["shape"][-1] == 32
+    assert len(report["filters"]) == 3
+    for layer, numbers in report["filters"].items():
+        assert max(numbers["scores"]) > max(numbers["gray"]), layer
+    assert set(report["gradcam"]) == {"cat", "dog"}
+    names = {os.path.basename(p) for p in report["pictures"]}
+    assert {"photo_gradcam_cat.png", "photo_gradcam_dog.png", "photo_stem_conv_grid.png",
+            "photo_stem_conv_channel3.png"} <= names
+    assert sum(name.endswith("_filters.png") for name in names) == 3
+    for picture in report["pictures"]:
+        assert Image.open(picture).size[0] > 0
