@@ -15,6 +15,7 @@ import numpy as np
 
 import xconv
 from xconv import XconvError
+from xconv.errors import first_line
 
 IMAGENET_WEIGHTS_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels.h5"
 
@@ -33,8 +34,7 @@ def load_weights_file(keras_model, path, model_name: str) -> None:
     try:
         keras_model.load_weights(path)
     except Exception as error:  # noqa: BLE001 - h5py and Keras raise many types for mismatched files
-        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-        raise XconvError(f"weights file {path} does not fit {model_name}: {reason}") from None
+        raise XconvError(f"weights file {path} does not fit {model_name}: {first_line(error)}") from None
 
 
 def fetch_imagenet(build, model_name: str):

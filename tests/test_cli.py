@@ -158,3 +158,15 @@ def test_offline_imagenet_weights_name_the_fix(tmp_path, photos, monkeypatch):
     if result.exit_code == 0:
         pytest.skip("this machine can download the ImageNet weights")
     assert_one_line_error(result, "--weights PATH", "keras-home")
+
+
+def test_long_batches_never_overwrite_outputs_across_chunks(model_file, tmp_path):
+    # 16 photos fill the first chunk; b/0.png and b/1.png share names and in-chunk positions with a/0, a/1.
+    for folder, count in [("a", 16), ("b", 2)]:
+        (tmp_path / folder).mkdir()
+        for index, image in enumerate(random_images(count, (32, 32), seed=count)):
+            Image.fromarray(image).save(tmp_path / folder / f"{index}.png")
+    out = tmp_path / "out"
+    result = invoke("explain", tmp_path / "a", tmp_path / "b", "--model", model_file, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert len(list(out.glob("*.png"))) == 18

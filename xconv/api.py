@@ -72,10 +72,11 @@ def predict(model: Model, images, top: int = 1) -> list[list[tuple[str, float]]]
 
 
 def explain(model: Model, images, method: str = "gradcam", target=None, layer=None, *, originals=None,
-            sources=None, **options) -> Explanation:
+            sources=None, index_offset: int = 0, **options) -> Explanation:
     """Run explainer ``method`` on ``images`` (paths or a uint8 array at input size; ``None`` for methods
     that synthesize inputs, such as filter patterns). ``target``: class name or index, one per image,
-    or ``None`` for the predicted class."""
+    or ``None`` for the predicted class. ``index_offset`` numbers output files when one long batch is
+    explained in chunks, so files of later chunks never overwrite earlier ones."""
     explainer_cls = get_registry().get("explainer", method)
     if explainer_cls.needs_images and images is None:
         raise XconvError(f"method {method!r} needs at least one image")
@@ -85,6 +86,7 @@ def explain(model: Model, images, method: str = "gradcam", target=None, layer=No
     explanation = explainer.explain(batch, targets)
     explanation.originals = originals if originals is not None else decoded
     explanation.sources = [str(s) for s in sources] if sources is not None else paths
+    explanation.index_offset = index_offset
     return explanation
 
 

@@ -192,8 +192,10 @@ def explain(
     targets = [loaded.class_index(t) for t in target] if target else [None]
     paths = xconv.images.expand_inputs(images or [])
     failures = 0
+    offset = 0
     for group in progress(chunks(paths, 16), f"{method}"):
         batch, originals, good, errors = xconv.load_images(group, loaded)
+        index_offset, offset = offset, offset + len(good)
         failures += report_bad_inputs(errors, as_json)
         if not good:
             continue
@@ -201,7 +203,7 @@ def explain(
         explanation = None
         for class_index in targets:
             explanation = xconv.explain(loaded, batch, method=method, target=class_index, layer=layer_option,
-                                        originals=originals, sources=good, **options)
+                                        originals=originals, sources=good, index_offset=index_offset, **options)
             for path in xconv.render(explanation, renderer_name, out, **render_options):
                 written_per_image[owner_of(path, explanation)].append(str(path))
         for index, path in enumerate(good):

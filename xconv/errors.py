@@ -13,3 +13,9 @@ class UnknownNameError(XconvError):
         shown = ", ".join(map(str, self.choices[:40]))
         more = f" (and {len(self.choices) - 40} more)" if len(self.choices) > 40 else ""
         super().__init__(f"unknown {kind} {name!r}; choose from: {shown}{more}")
+
+
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (or its type name), for one-line reports."""
+    lines = str(error).strip().splitlines()
+    return lines[0][:limit] if lines else type(error).__name__

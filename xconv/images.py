@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xconv.errors import XconvError
+from xconv.errors import XconvError, first_line
 
 #: Suffixes expanded when a directory is given; decoding itself sniffs content, not names.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".jfif")
@@ -128,13 +128,6 @@ def load_batch(paths, size: tuple[int, int]) -> tuple[np.ndarray, list[np.ndarra
     else:
         batch = np.zeros((0, *size, 3), np.uint8)
     return batch, originals, good, errors
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 def save_image(path: str | os.PathLike, rgb: np.ndarray) -> Path:
     """Write uint8 RGB to PNG/JPEG by suffix (OpenCV wants BGR: converted here, once)."""
     import cv2

@@ -12,7 +12,7 @@ import os
 import zipfile
 from pathlib import Path
 
-from xconv.errors import XconvError
+from xconv.errors import XconvError, first_line
 from xconv.types import Model
 
 METADATA_MEMBER = "xconv.json"
@@ -74,11 +74,6 @@ def load_model_file(path: str | os.PathLike, safe_mode: bool = True) -> Model:
         raise XconvError(f"{path}: metadata lists {len(class_names)} classes but the model outputs {classes}")
     return KerasFileModel(keras_model, class_names, default_layer=metadata.get("default_layer"),
                           display_name=metadata.get("name") or Path(path).stem)
-
-
-def first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0][:200] if lines else type(error).__name__
 
 
 def export_for_inference(checkpoint: str | os.PathLike, destination: str | os.PathLike, metadata: dict) -> Path:

@@ -163,6 +163,7 @@ class Explanation:
     target_names: list[str] | None = None
     predictions: list[tuple[str, float]] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    index_offset: int = 0
 
     def __getattr__(self, name):
         # e.heatmaps, e.activations, e.patterns, e.scores read straight from ``arrays``.
@@ -175,10 +176,12 @@ class Explanation:
         return len(self.sources or []) or (0 if self.images is None else len(self.images))
 
     def stem(self, index: int) -> str:
-        """A file-name stem for input ``index`` that is unique within the batch."""
+        """A file-name stem for input ``index``, unique within a run: numbered when the run has several
+        images (``index_offset`` continues the numbering across the chunks of one long batch)."""
         source = (self.sources or [None] * (index + 1))[index]
         base = Path(source).stem if source else "image"
-        return f"{index:03d}_{safe_name(base)}" if len(self) > 1 or not source else safe_name(base)
+        numbered = len(self) > 1 or self.index_offset > 0 or not source
+        return f"{self.index_offset + index:03d}_{safe_name(base)}" if numbered else safe_name(base)
 
 
 def singular(name: str) -> str:
