@@ -18,7 +18,7 @@ IMAGE_SIZE = (128, 128)
 BN_MOMENTUM = 0.9
 
 
-def build_catsdogs(num_classes: int = 2, image_size: tuple[int, int] = IMAGE_SIZE, dropout: float = 0.3):
+def build_catsdogs(num_classes: int = 2, image_size: tuple[int, int] = IMAGE_SIZE, dropout: float = 0.5):
     """Returns an uncompiled keras.Model mapping uint8-range RGB floats to class probabilities."""
     import keras
     from keras import layers

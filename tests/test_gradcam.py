@@ -40,12 +40,22 @@ def test_matches_hand_computed_values():
     # Scores: a = 1*mean(R) + 0.5*mean(G) = 3.75, b = -mean(R) + 2*mean(G) = 2.5; so 'a' is predicted.
     # alpha_k = W[k, c] / 4 (the spatial mean of a constant gradient), then ReLU and division by the max.
     model, image = hand_model()
-    explained = xconv.explain(model, image)
+    explained = xconv.explain(model, image, score="logit")
     assert explained.target_names == ["a"] and explained.predictions[0][0] == "a"
     np.testing.assert_allclose(explained.heatmaps[0], np.array([[0.75, 0.875], [1.0, 1.125]]) / 1.125, atol=1e-6)
-    explained = xconv.explain(model, image, target="b")
+    explained = xconv.explain(model, image, target="b", score="logit")
     np.testing.assert_allclose(explained.heatmaps[0], np.array([[1.75, 1.0], [0.25, 0.0]]) / 1.75, atol=1e-6)
     assert explained.targets == [1] and explained.layer == "feat"
+
+
+def test_two_class_contrast_score_matches_hand_computed_values():
+    # Two classes: by default the score is the log-odds y_a - y_b, so alpha = (W[:, a] - W[:, b]) / 4 =
+    # (0.5, -0.375), and the map is ReLU(0.5 R - 0.375 G) = [[0, 0], [0.75, 1.625]], then / 1.625.
+    model, image = hand_model()
+    explained = xconv.explain(model, image, target="a")
+    np.testing.assert_allclose(explained.heatmaps[0], np.array([[0, 0], [0.75, 1.625]]) / 1.625, atol=1e-6)
+    with pytest.raises(xconv.UnknownNameError, match="contrast"):
+        xconv.explain(model, image, score="nope")
 
 
 def test_all_zero_gradient_gives_zeros_not_nan():
@@ -116,7 +126,7 @@ def test_nested_base_layer_works_without_graph_disconnected(which):
     model = TinyModel(sequential if which == "sequential" else functional, ["cat", "dog"])
     assert model.default_layer == "backbone/conv3"
     images = random_images(3, (32, 32), seed=9)
-    explained = xconv.explain(model, images, target="dog")
+    explained = xconv.explain(model, images, target="dog", score="logit")
     feature_fn = keras.Model(backbone.inputs, backbone.get_layer("conv3").output)
     for index, image in enumerate(images):
         expected, _ = reference_gradcam(feature_fn, gap_then(head), image.astype(np.float32), 1)

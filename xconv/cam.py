@@ -1,6 +1,7 @@
 """The class-activation-map family (Grad-CAM, Grad-CAM++, LayerCAM, ...): one shared compiled pass.
 
-For a target class c with pre-softmax score y_c and feature maps A of the explained layer, a CAM is
+For a target class c with pre-softmax score y_c (see ``SCORES``) and feature maps A of the explained
+layer, a CAM is
     L_c = ReLU(sum_k alpha_k A^k)    (or, per position, ReLU(sum_k alpha_kij A^k_ij)),
 scaled to [0, 1] per image (all zeros when it is all zero, never NaN). Subclasses override only
 :meth:`CAMExplainer.channel_weights`, which receives the features and the gradients d y_c / d A.
@@ -11,7 +12,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from xconv.errors import UnknownNameError
 from xconv.types import Explainer, Explanation
+
+#: What the gradient is taken of: "logit" is y_c (Selvaraju et al.); "contrast" is y_c minus the mean of
+#: the other logits, the log-odds of c for a two-class softmax, whose logits are only defined up to a
+#: shared shift; "auto" picks "contrast" for two classes and "logit" otherwise.
+SCORES = ("auto", "logit", "contrast")
 
 
 class CAMExplainer(Explainer):
@@ -19,9 +26,14 @@ class CAMExplainer(Explainer):
 
     kind = "heatmap"
 
-    def __init__(self, model, layer=None, batch_size: int = 16, **options):
+    def __init__(self, model, layer=None, batch_size: int = 16, score: str = "auto", **options):
         super().__init__(model, layer=model.layer_path(layer), **options)
         self.batch_size = batch_size
+        if score not in SCORES:
+            raise UnknownNameError("score", score, SCORES)
+        if score == "auto":
+            score = "contrast" if len(model.class_names) == 2 else "logit"
+        self.score = score
 
     def channel_weights(self, features, gradients):
         """Weights from features and gradients (N, h, w, c): shape (N, c), or (N, h, w, c) per position."""
@@ -43,13 +55,14 @@ class CAMExplainer(Explainer):
 
         Cached on the model per method and layer, so a new explainer for the same job does not retrace.
         """
-        return self.model.cached((type(self), "cam_step", self.layer), self._build_step)
+        return self.model.cached((type(self), "cam_step", self.layer, self.score), self._build_step)
 
     def _build_step(self):
         import tensorflow as tf
 
         feature_model = self.model.feature_model([self.layer])
         height, width = self.model.input_size
+        contrast = self.score == "contrast"
 
         @tf.function(input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32),
                                       tf.TensorSpec([None], tf.int32)], reduce_retracing=True)
@@ -60,6 +73,9 @@ class CAMExplainer(Explainer):
                 # Each image's score depends only on its own features, so the gradient of the sum is
                 # the per-image gradient, computed in one backward pass.
                 scores = tf.gather(logits, chosen, axis=1, batch_dims=1)
+                if contrast:
+                    others = (tf.reduce_sum(logits, axis=1) - scores) / tf.cast(tf.shape(logits)[1] - 1, logits.dtype)
+                    scores = scores - others
             gradients = tape.gradient(scores, features)
             return self.cam(features, gradients), chosen, probabilities
 

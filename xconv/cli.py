@@ -162,6 +162,7 @@ def explain(
     out: Path = typer.Option(Path("xconv-out"), "--out", "-o", help="Output folder (created)."),
     colormap: str = typer.Option("jet", "--colormap", help="OpenCV colormap for heatmaps."),
     grid: bool = typer.Option(False, "--grid", help="Overlay: draw the explained layer's cell grid (receptive fields)."),
+    score: Optional[str] = typer.Option(None, "--score", help="CAM methods: logit, contrast (log-odds) or auto."),
     channel: Optional[int] = typer.Option(None, "--channel", help="Grid: render only channel K, large."),
     filters: Optional[str] = typer.Option(None, "--filters", help="Filters: which ones, e.g. 0-15, 3,7,9 or all."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Filters: gradient-ascent steps."),
@@ -176,7 +177,7 @@ def explain(
     renderer_name = renderer or default_renderer(explainer_cls.kind)
     render_options = given(colormap=colormap if renderer_name == "overlay" or colormap != "jet" else None,
                            grid=grid or None, channel=channel)
-    options = given(filters=filters, steps=steps, step_size=step_size, size=size)
+    options = given(filters=filters, steps=steps, step_size=step_size, size=size, score=score)
     layer_option = layer[0] if layer and len(layer) == 1 else (list(layer) if layer else None)
     if not explainer_cls.needs_images:
         explanation = xconv.explain(loaded, None, method=method, layer=layer_option, **options)

@@ -38,7 +38,7 @@ class TrainConfig:
     augment: bool = True
     seed: int = 1337
     learning_rate: float = 1.5e-3
-    weight_decay: float = 1e-4
+    weight_decay: float = 0.05
     label_smoothing: float = 0.1
     warmup_epochs: int = 3
 
@@ -89,8 +89,8 @@ def augmentation(seed: int = 1337):
         [
             layers.RandomFlip("horizontal", seed=seed),
             layers.RandomRotation(0.08, fill_mode="reflect", seed=seed + 1),
-            layers.RandomZoom((-0.25, 0.05), fill_mode="reflect", seed=seed + 2),
-            layers.RandomTranslation(0.08, 0.08, fill_mode="reflect", seed=seed + 3),
+            layers.RandomZoom((-0.3, 0.1), fill_mode="reflect", seed=seed + 2),
+            layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", seed=seed + 3),
             layers.RandomContrast(0.2, seed=seed + 4),
             layers.RandomBrightness(0.15, value_range=(0, 255), seed=seed + 5),
         ],
