@@ -3,9 +3,10 @@
 All requested filters are optimized together, one batch element per filter, in one compiled step.
 Images are parameterized as in Lucid (Olah et al. 2017): a Fourier spectrum scaled by 1/frequency
 (so steps favour smooth structure over high-frequency noise), decorrelated colors and a sigmoid to
-stay in the valid pixel range. The start is a gray image with small noise. Each step jitters the image
-by a random translation, so patterns cannot exploit one pixel alignment, and ascends the filter's mean
-activation (borders excluded) with Adam.
+stay in the valid pixel range. The start is a gray image with small noise. Each step can jitter the
+image by a random translation (``jitter`` pixels, off by default), so patterns cannot exploit one pixel
+alignment, and ascends the filter's mean activation (borders excluded) with Adam. A plain pixel
+parameterization (``parameterization="pixels"``) is available for comparison.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ import xconv
 #: Lucid's square root of the ImageNet color correlation matrix (decorrelated color space).
 COLOR_CORRELATION_SQRT = np.array([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], np.float32)
 COLOR_CORRELATION_SQRT /= np.max(np.linalg.norm(COLOR_CORRELATION_SQRT, axis=0))
+
+#: In the pixel parameterization, Adam's step is step_size * this many pixel levels.
+PIXEL_STEP_SCALE = 100.0
 
 
 def parse_filters(spec, channels: int) -> list[int]:
@@ -60,21 +64,29 @@ class FilterPatterns(xconv.Explainer):
 
     def __init__(self, model, layer=None, filters=None, steps: int = 30, step_size: float = 0.05,
                  size: int | None = None, jitter: int | None = None, seed: int = 0, chunk: int = 64,
-                 jit_compile: bool = True, noise: float = 0.01, **options):
+                 jit_compile: bool = False, noise: float = 0.01, parameterization: str = "fourier", **options):
         super().__init__(model, layer=model.layer_path(layer), **options)
         self.size = int(size) if size else model.input_size[0]
+        if self.size is None:
+            raise xconv.XconvError(f"{model.display_name} takes any input size: give the pattern size with --size")
         spatial = None if self.size == model.input_size[0] == model.input_size[1] else (self.size, self.size)
         self.feature_model = model.feature_model([self.layer], head=False, spatial_size=spatial)
         channels = int(self.feature_model.outputs[0].shape[-1])
         self.filters = parse_filters(filters, channels)
         self.steps, self.step_size, self.seed, self.chunk = int(steps), float(step_size), seed, chunk
-        self.jitter = int(jitter) if jitter is not None else max(1, self.size // 16)
+        # Jitter is off by default: over a short run of 30 steps it cost InceptionV3 patterns more than
+        # half their activation (benchmarks/filters.py), while the Fourier basis already keeps them smooth.
+        self.jitter = int(jitter) if jitter is not None else 0
         self.jit_compile, self.noise = jit_compile, float(noise)
+        if parameterization not in ("fourier", "pixels"):
+            raise xconv.UnknownNameError("parameterization", parameterization, ("fourier", "pixels"))
+        self.parameterization = parameterization
         self.scale, self.offset = model.preprocess_affine()
 
     def functions(self):
         """(render, ascend, score), compiled once per model and setting (cached on the model)."""
-        key = ("filters", self.layer, self.size, self.jitter, self.step_size, self.seed, self.jit_compile)
+        key = ("filters", self.layer, self.size, self.jitter, self.step_size, self.seed, self.jit_compile,
+               self.parameterization)
         return self.model.cached(key, self._build_functions)
 
     def _build_functions(self):
@@ -86,12 +98,17 @@ class FilterPatterns(xconv.Explainer):
         scale, offset = tf.constant(self.scale), tf.constant(self.offset)
         feature_model = self.feature_model
 
-        def render(spectrum):
+        def render_pixels(pixels):
+            return tf.clip_by_value(pixels, 0.0, 255.0)
+
+        def render_fourier(spectrum):
             """Spectrum (F, 3, H, W//2+1, 2) -> pixels in [0, 255], (F, H, W, 3)."""
             complex_spectrum = tf.complex(spectrum[..., 0], spectrum[..., 1]) * tf.cast(weights, tf.complex64)
             image = tf.signal.irfft2d(complex_spectrum, fft_length=[size, size]) / 4.0
             image = tf.einsum("fchw,dc->fhwd", image, color)
             return tf.sigmoid(image) * 255.0
+
+        render = render_fourier if self.parameterization == "fourier" else render_pixels
 
         def filter_means(pixels, filters):
             activations = feature_model(pixels * scale + offset, training=False)
@@ -100,9 +117,11 @@ class FilterPatterns(xconv.Explainer):
             return tf.reduce_mean(tf.gather(inner, filters, axis=3, batch_dims=1), axis=(1, 2))
 
         seed = tf.constant(self.seed, tf.int32)
+        step_size = self.step_size * (1.0 if self.parameterization == "fourier" else PIXEL_STEP_SCALE)
 
         def ascend(spectrum, moments, filters, step):
-            shift = tf.random.stateless_uniform([2], tf.stack([seed, step]), -jitter, jitter + 1, dtype=tf.int32)
+            shift = tf.random.stateless_uniform([2], tf.stack([seed, step]), -jitter, jitter + 1, dtype=tf.int32) \
+                if jitter else tf.zeros([2], tf.int32)
             with tf.GradientTape() as tape:
                 tape.watch(spectrum)
                 pixels = tf.roll(render(spectrum), shift, axis=[1, 2])
@@ -114,7 +133,7 @@ class FilterPatterns(xconv.Explainer):
             second = 0.999 * second + 0.001 * tf.square(gradient)
             count = tf.cast(step, tf.float32)
             update = (first / (1 - 0.9 ** count)) / (tf.sqrt(second / (1 - 0.999 ** count)) + 1e-8)
-            return spectrum + self.step_size * update, (first, second)
+            return spectrum + step_size * update, (first, second)
 
         return (
             tf.function(render, jit_compile=self.jit_compile),
@@ -127,10 +146,14 @@ class FilterPatterns(xconv.Explainer):
         import tensorflow as tf
 
         render, ascend, _ = self.functions()
-        shape = (len(filters), 3, self.size, self.size // 2 + 1, 2)
+        if self.parameterization == "fourier":
+            shape, center, spread = (len(filters), 3, self.size, self.size // 2 + 1, 2), 0.0, self.noise
+        else:  # pixels: gray 128 with noise of the same relative size
+            shape, center, spread = (len(filters), self.size, self.size, 3), 128.0, self.noise * 255
         # One noise draw per filter index, so a filter's start does not depend on its batch companions.
         value = tf.constant(np.stack([
-            np.random.default_rng([self.seed, f]).normal(0, self.noise, shape[1:]).astype(np.float32) for f in filters
+            center + np.random.default_rng([self.seed, f]).normal(0, spread, shape[1:]).astype(np.float32)
+            for f in filters
         ]))
         moments = (tf.zeros(shape), tf.zeros(shape))
         targets = tf.constant(filters, tf.int32)

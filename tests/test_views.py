@@ -113,11 +113,11 @@ def test_ascent_raises_each_filters_activation_above_gray(tiny):
 
 
 def test_more_steps_reach_higher_activation(tiny):
-    few = xconv.explain(tiny, None, method="filters", layer="conv3", filters="0-3", steps=3)
-    many = xconv.explain(tiny, None, method="filters", layer="conv3", filters="0-3", steps=40)
-    responsive = responsive_filters(tiny, "conv3", 4)
-    assert responsive.any()
-    assert (many.scores[responsive] > few.scores[responsive]).all() and (many.scores >= few.scores).all()
+    few = xconv.explain(tiny, None, method="filters", layer="conv2", filters="0-7", steps=3)
+    many = xconv.explain(tiny, None, method="filters", layer="conv2", filters="0-7", steps=40)
+    climbing = few.scores > 0  # a filter the ascent has switched on keeps rising with more steps
+    assert climbing.sum() >= 2
+    assert (many.scores[climbing] > few.scores[climbing]).all() and (many.scores >= few.scores).all()
 
 
 def test_batched_and_one_at_a_time_ascent_agree(tiny):

@@ -49,7 +49,7 @@ class Model:
     @property
     def input_size(self) -> tuple[int, int]:
         shape = self.keras_model.inputs[0].shape
-        return int(shape[1]), int(shape[2])
+        return tuple(None if side is None else int(side) for side in shape[1:3])  # None: any size
 
     @property
     def default_layer(self) -> str:
