@@ -20,6 +20,9 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+BOOK_MODELS: dict = {}
+
+
 def book_visualization(model, image, out_dir: Path) -> None:
     import keras
     import matplotlib
@@ -31,8 +34,9 @@ def book_visualization(model, image, out_dir: Path) -> None:
     from xconv.layers import feature_layers
 
     infos = feature_layers(model.keras_model)
-    activation_model = keras.Model(model.keras_model.inputs, [info.layer.output for info in infos])
-    activations = activation_model.predict(model.preprocess(image[None]), verbose=0)
+    if id(model) not in BOOK_MODELS:  # the book builds its activation model once, like xconv's cache
+        BOOK_MODELS[id(model)] = keras.Model(model.keras_model.inputs, [info.layer.output for info in infos])
+    activations = BOOK_MODELS[id(model)].predict(model.preprocess(image[None]), verbose=0)
     images_per_row = 16
     for info, layer_activation in zip(infos, activations):
         n_features = layer_activation.shape[-1]
