@@ -45,3 +45,12 @@ def test_gradcam_points_at_the_requested_animal(catsdogs, photo, axis, dog_first
     dog_share, cat_share = heat_share(dog, axis), heat_share(cat, axis)
     assert dog_share > cat_share
     assert (dog_share > 0.5) == dog_first and (cat_share < 0.5) == dog_first
+
+
+def test_predict_averages_each_photo_with_its_mirror(catsdogs):
+    from xconv.testing import random_images
+
+    batch = random_images(3, catsdogs.input_size, seed=5)
+    single = lambda x: np.asarray(catsdogs.keras_model(catsdogs.preprocess(x), training=False))  # noqa: E731
+    expected = (single(batch) + single(batch[:, :, ::-1])) / 2
+    np.testing.assert_allclose(catsdogs.predict(batch), expected, atol=1e-6)

@@ -27,6 +27,8 @@ class Model:
     description: ClassVar[str] = ""
     #: Whether ``xconv train --model NAME`` can build and train this model (see :meth:`build_for_training`).
     trainable: ClassVar[bool] = False
+    #: Test-time augmentation in :meth:`predict`: average each image with its mirror image.
+    flip_average: ClassVar[bool] = False
     #: Input size ``xconv train`` uses unless ``--image-size`` is given.
     default_image_size: ClassVar[tuple[int, int]] = (224, 224)
 
@@ -112,8 +114,13 @@ class Model:
         return np.asarray(batch, dtype=np.float32)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """Class probabilities (N, classes) for a uint8 batch at input size."""
-        return np.asarray(self.keras_model(self.preprocess(batch), training=False))
+        """Class probabilities (N, classes) for a uint8 batch at input size (averaged with the mirror
+        images when ``flip_average`` is set)."""
+        probabilities = np.asarray(self.keras_model(self.preprocess(batch), training=False))
+        if self.flip_average:
+            mirrored = np.asarray(self.keras_model(self.preprocess(batch[:, :, ::-1]), training=False))
+            probabilities = (probabilities + mirrored) / 2
+        return probabilities
 
     def decode(self, probabilities: np.ndarray, top: int = 1) -> list[list[tuple[str, float]]]:
         """Top-k (label, score) per row, best first."""
