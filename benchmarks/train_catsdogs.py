@@ -3,11 +3,12 @@
     python benchmarks/train_catsdogs.py --data ../shared/data/cats-vs-dogs --out runs/catsdogs.keras --export
 
 This is the exact recipe behind ``plugins/data/catsdogs.keras``: 128x128 inputs, batch 32, AdamW at
-1.5e-3 with 3 warm-up epochs and cosine decay, label smoothing 0.1, the augmentation layers of
-``xconv.training.augmentation``, up to 90 epochs with early stopping after 25 without a better
-validation accuracy (best weights kept). ``--export`` strips the optimizer state and writes the
-bundled file. The CLI equivalent is
-``xconv train --data DIR --model catsdogs --epochs 90 --patience 25 --learning-rate 1.5e-3``.
+1.5e-3 (weight decay 0.05) with 3 warm-up epochs and cosine decay, label smoothing 0.1, dropout 0.5,
+the augmentation layers of ``xconv.training.augmentation``, 80 epochs with early stopping after 25
+without a better validation accuracy (best weights kept). ``--export`` strips the optimizer state
+and writes the bundled file with a 160x160 input (the network is fully convolutional; evaluated at
+160 px it beats 128 px, the FixRes effect of zoom augmentation). The CLI equivalent of the training is
+``xconv train --data DIR --model catsdogs --epochs 80 --patience 25 --learning-rate 1.5e-3``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data/cats-vs-dogs")
     parser.add_argument("--out", default="runs/catsdogs.keras")
-    parser.add_argument("--epochs", type=int, default=90)
+    parser.add_argument("--epochs", type=int, default=80)
+    parser.add_argument("--export-size", type=int, default=160)
     parser.add_argument("--patience", type=int, default=25)
     parser.add_argument("--export", action="store_true", help=f"write the inference model to {BUNDLED}")
     args = parser.parse_args()
@@ -35,7 +37,7 @@ def main() -> None:
     from xconv.modelfile import export_for_inference
     from xconv.registry import get_registry
     from xconv.training import TrainConfig, train
-    from xconv_plugins.catsdogs import IMAGE_SIZE
+    from xconv_plugins.catsdogs import IMAGE_SIZE, build_catsdogs
 
     config = TrainConfig(epochs=args.epochs, patience=args.patience, learning_rate=1.5e-3)
     started = time.perf_counter()
@@ -44,8 +46,8 @@ def main() -> None:
     summary["cpu_cores"] = os.cpu_count()
     print(json.dumps(summary, indent=1))
     if args.export:
-        export_for_inference(args.out, BUNDLED, {"class_names": ["cat", "dog"], "name": "catsdogs",
-                                                 "image_size": list(IMAGE_SIZE)})
+        export_for_inference(args.out, BUNDLED, {"class_names": ["cat", "dog"], "name": "catsdogs"},
+                             rebuild=lambda: build_catsdogs(2, (args.export_size, args.export_size)))
         print(f"wrote {BUNDLED} ({BUNDLED.stat().st_size / 1e6:.1f} MB)")
 
 
