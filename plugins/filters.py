@@ -62,7 +62,7 @@ class FilterPatterns(xconv.Explainer):
     kind = "patterns"
     needs_images = False
 
-    def __init__(self, model, layer=None, filters=None, steps: int = 30, step_size: float = 0.05,
+    def __init__(self, model, layer=None, filters=None, steps: int = 30, step_size: float = 0.5,
                  size: int | None = None, jitter: int | None = None, seed: int = 0, chunk: int = 64,
                  jit_compile: bool = False, noise: float = 0.01, parameterization: str = "fourier", **options):
         super().__init__(model, layer=model.layer_path(layer), **options)
