@@ -52,6 +52,17 @@ def fetch_imagenet(build, model_name: str):
         raise
 
 
+def build_with_weights(build, weights, model_name: str):
+    """``build(keras_weights)`` for xconv's ``weights``: "default"/"imagenet" (downloaded, cached),
+    ``None`` (random) or a weights file path."""
+    if weights in ("default", "imagenet"):
+        return fetch_imagenet(build, model_name)
+    keras_model = build(None)
+    if weights is not None:
+        load_weights_file(keras_model, weights, model_name)
+    return keras_model
+
+
 class InceptionV3(xconv.Model):
     name = "inceptionv3"
     description = "InceptionV3 ImageNet classifier (1,000 classes, 299x299), keras.applications"
@@ -60,13 +71,7 @@ class InceptionV3(xconv.Model):
     def load(cls, weights="default"):
         import keras
 
-        build = lambda w: keras.applications.InceptionV3(weights=w)  # noqa: E731
-        if weights in ("default", "imagenet"):
-            keras_model = fetch_imagenet(build, cls.name)
-        else:
-            keras_model = build(None)
-            if weights is not None:
-                load_weights_file(keras_model, weights, cls.name)
+        keras_model = build_with_weights(lambda w: keras.applications.InceptionV3(weights=w), weights, cls.name)
         return cls(keras_model, imagenet_class_names(), default_layer="mixed10")
 
     def preprocess(self, batch):
@@ -94,14 +99,9 @@ class InceptionV3Transfer(xconv.Model):
         import keras
         from keras import layers
 
-        build_base = lambda w: keras.applications.InceptionV3(  # noqa: E731
-            include_top=False, weights=w, input_shape=(*image_size, 3))
-        if weights in ("default", "imagenet"):
-            base = fetch_imagenet(build_base, cls.name)
-        else:
-            base = build_base(None)
-            if weights is not None:
-                load_weights_file(base, weights, cls.name)
+        base = build_with_weights(
+            lambda w: keras.applications.InceptionV3(include_top=False, weights=w, input_shape=(*image_size, 3)),
+            weights, cls.name)
         base.trainable = False
         inputs = keras.Input((*image_size, 3), name="image")
         x = layers.Rescaling(1 / 127.5, offset=-1, name="inception_preprocess")(inputs)

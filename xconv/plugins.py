@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-import sys
 from dataclasses import dataclass, field
 
 import pluggy
@@ -84,6 +83,3 @@ def one_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
-
-def warn(message: str) -> None:
-    print(f"xconv: warning: {message}", file=sys.stderr)
