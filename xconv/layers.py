@@ -131,8 +131,6 @@ def last_layer(model):
 
 def _trace(model, inputs, wanted, prefix, captured, final):
     """Call the layers of ``model`` on ``inputs`` in graph order, capturing wanted tensors by path."""
-    import keras
-
     def call(layer, *args, **kwargs):
         path = prefix + layer.name
         if is_container(layer) and any(w.startswith(path + "/") for w in wanted) or (
@@ -146,6 +144,16 @@ def _trace(model, inputs, wanted, prefix, captured, final):
         if path in wanted:
             captured[path] = output
         return output
+
+    return retrace(model, inputs, call)
+
+
+def retrace(model, inputs, call):
+    """Run ``model``'s graph again on ``inputs``, each layer call going through ``call(layer, *args, **kwargs)``.
+
+    The layers themselves are shared, not copied; ``call`` may substitute what a layer returns.
+    """
+    import keras
 
     if isinstance(model, keras.Sequential):
         x = inputs

@@ -67,19 +67,29 @@ class Model:
 
         return find_layer(self.keras_model, name).path if name else self.default_layer
 
-    def feature_model(self, layer_paths: list[str], head: bool = True, spatial_size=None):
+    def feature_model(self, layer_paths: list[str], head: bool = True, spatial_size=None,
+                      fold_batch_norms: bool = False):
         """keras.Model: preprocessed input -> [each layer's output..., logits, probabilities]; built once, cached.
 
         Layer paths reach into nested sub-models (``"inception_v3/mixed10"``); see :mod:`xconv.layers`.
         ``head=False`` stops at the layers (for activations and gradient ascent); ``spatial_size`` then
-        allows another input size.
+        allows another input size. ``fold_batch_norms`` merges inference-mode batch norms into the
+        convolutions before them (:mod:`xconv.folding`): the same outputs up to float rounding, faster for
+        loops that run the graph many times.
         """
         from xconv.layers import build_feature_model
 
         paths = tuple(self.layer_path(path) for path in layer_paths)
-        key = ("feature_model", paths, head, None if spatial_size is None else tuple(spatial_size))
-        return self.cached(key, lambda: build_feature_model(self.keras_model, list(paths), head=head,
-                                                            spatial_size=spatial_size))
+        key = ("feature_model", paths, head, None if spatial_size is None else tuple(spatial_size), fold_batch_norms)
+
+        def build():
+            if fold_batch_norms:
+                from xconv.folding import fold_batch_norms as fold
+
+                return fold(self.feature_model(layer_paths, head, spatial_size))
+            return build_feature_model(self.keras_model, list(paths), head=head, spatial_size=spatial_size)
+
+        return self.cached(key, build)
 
     def cached(self, key, build):
         """Per-model cache for built graphs and compiled functions, so repeated explains never retrace."""

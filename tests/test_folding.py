@@ -1,0 +1,83 @@
+"""Batch-norm folding: the folded graph computes the same outputs with the norms merged into the convs."""
+
+import keras
+import numpy as np
+from keras import layers
+
+from xconv.folding import fold_batch_norms
+from xconv.layers import iter_layers
+
+
+def randomize_norms(model, seed=0):
+    """Trained-looking batch-norm statistics, so folding has something to get wrong."""
+    rng = np.random.default_rng(seed)
+    for info in iter_layers(model):
+        if isinstance(info.layer, layers.BatchNormalization):
+            info.layer.set_weights([
+                rng.uniform(0.5, 2.0, w.shape).astype("float32") if "variance" in v.path or "gamma" in v.path
+                else rng.normal(0, 0.5, w.shape).astype("float32")
+                for v, w in zip(info.layer.weights, info.layer.get_weights())
+            ])
+
+
+def layer_types(model):
+    return [info.type for info in iter_layers(model)]
+
+
+def mixed_model():
+    """Conv2D, DepthwiseConv2D (multiplier 2) and SeparableConv2D before norms with and without scale or
+    center, a conv whose raw output is also a model output, a conv with an activation, a nested Sequential."""
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((20, 20, 3))
+    raw = layers.Conv2D(8, 3, name="raw")(inputs)
+    x = layers.BatchNormalization(name="raw_bn")(raw)
+    x = layers.ReLU()(x)
+    x = layers.DepthwiseConv2D(3, depth_multiplier=2, use_bias=True, name="depthwise")(x)
+    x = layers.BatchNormalization(scale=False, name="depthwise_bn")(x)
+    x = layers.Conv2D(6, 1, activation="relu", name="activated")(x)
+    x = layers.BatchNormalization(name="after_relu_bn")(x)
+    nested = keras.Sequential([
+        keras.Input((16, 16, 6)),
+        layers.SeparableConv2D(5, 3, name="separable"),
+        layers.BatchNormalization(center=False, name="separable_bn"),
+        layers.Conv2D(4, 3, use_bias=False, name="plain"),
+        layers.BatchNormalization(name="plain_bn"),
+    ], name="nested")
+    outputs = nested(x)
+    model = keras.Model(inputs, [raw, outputs])
+    randomize_norms(model)
+    return model
+
+
+def test_folded_model_computes_the_same_outputs():
+    model = mixed_model()
+    folded = fold_batch_norms(model)
+    images = np.random.default_rng(2).normal(0, 1, (3, 20, 20, 3)).astype("float32")
+    for expected, got in zip(model(images, training=False), folded(images)):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-4, atol=1e-4)
+
+
+def test_only_norms_after_linear_single_use_convs_are_folded():
+    folded = fold_batch_norms(mixed_model())
+    norms = [info.path.rsplit("/", 1)[-1] for info in iter_layers(folded) if info.type == "BatchNormalization"]
+    # raw's output is a model output, so it stays and so does its norm; "activated" has a ReLU inside.
+    assert sorted(norms) == ["after_relu_bn", "raw_bn"]
+    assert layer_types(folded).count("DepthwiseConv2D") == 1 and layer_types(folded).count("SeparableConv2D") == 1
+
+
+def test_model_without_norms_is_returned_as_is():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, layers.Conv2D(2, 3)(inputs))
+    assert fold_batch_norms(model) is model
+
+
+def test_inceptionv3_features_fold_every_norm():
+    base = keras.applications.InceptionV3(include_top=False, weights=None, input_shape=(96, 96, 3))
+    randomize_norms(base)
+    features = keras.Model(base.inputs, base.get_layer("mixed2").output)
+    folded = fold_batch_norms(features)
+    assert "BatchNormalization" not in layer_types(folded)
+    images = np.random.default_rng(0).uniform(-1, 1, (2, 96, 96, 3)).astype("float32")
+    expected = np.asarray(features(images, training=False))
+    np.testing.assert_allclose(np.asarray(folded(images)), expected, rtol=1e-3, atol=1e-3 * expected.max())

@@ -1,0 +1,109 @@
+"""Fold inference-mode batch normalization into the convolution before it.
+
+In inference a BatchNormalization after a linear convolution is an affine map per output channel, so
+it can be merged into the convolution's kernel and bias. The merged graph computes the same function
+(up to float rounding) with one less pass over every feature map, forward and backward: gradient ascent
+in input space runs the network hundreds of times, and on a CPU those element-wise passes are memory
+bound (InceptionV3 up to ``mixed3``: a forward+backward step 9 % faster on 2 cores).
+
+The folded model is a new graph sharing every other layer with the original; the original is untouched.
+A convolution whose raw output is also used elsewhere (a model output, a skip connection) is left as it
+is, so folding never adds work.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from xconv.layers import retrace
+
+#: Convolutions whose output channels a per-channel affine map can be folded into.
+FOLDABLE = ("Conv2D", "SeparableConv2D", "DepthwiseConv2D")
+
+
+def fold_batch_norms(model):
+    """A keras.Model computing ``model(x, training=False)`` with batch norms folded into their convolutions.
+
+    Nested sub-models are folded too. Returns ``model`` itself when there is nothing to fold.
+    """
+    folded, count = _fold(model, keep=set())
+    if not count:
+        return model
+    # A convolution still present in the folded graph had another consumer: fold the rest only.
+    still_used = {id(layer) for layer in _all_layers(folded) if type(layer).__name__ in FOLDABLE}
+    if still_used:
+        folded, count = _fold(model, keep=still_used)
+    return folded if count else model
+
+
+def _fold(model, keep: set[int]):
+    """Re-trace ``model`` on a fresh input, replacing conv -> batch norm pairs by one folded conv."""
+    import keras
+
+    produced_by: dict[int, tuple] = {}  # id(conv output tensor) -> (conv layer, call args, call kwargs)
+    counter = [0]
+
+    def call(layer, *args, **kwargs):
+        if isinstance(layer, keras.Model):
+            inner, inner_count = _fold(layer, keep)
+            counter[0] += inner_count
+            return inner(*args, **kwargs)
+        source = produced_by.get(id(args[0])) if args else None
+        if isinstance(layer, keras.layers.BatchNormalization) and source and _foldable_norm(layer, args[0]):
+            conv, conv_args, conv_kwargs = source
+            counter[0] += 1
+            return folded_conv(conv, layer, conv_args[0].shape)(*conv_args, **conv_kwargs)
+        output = layer(*args, **kwargs)
+        if type(layer).__name__ in FOLDABLE and id(layer) not in keep and _linear(layer):
+            produced_by[id(output)] = (layer, args, kwargs)
+        return output
+
+    inputs = keras.Input(batch_shape=tuple(model.inputs[0].shape), dtype=model.inputs[0].dtype)
+    outputs = retrace(model, inputs, call)
+    return keras.Model(inputs, outputs, name=f"{model.name}_folded"), counter[0]
+
+
+def folded_conv(conv, norm, input_shape):
+    """A copy of ``conv`` with a bias, whose kernel and bias absorb ``norm``'s inference-mode affine map."""
+    variance = np.asarray(norm.moving_variance, np.float64)
+    gamma = np.asarray(norm.gamma, np.float64) if norm.scale else 1.0
+    beta = np.asarray(norm.beta, np.float64) if norm.center else 0.0
+    factor = gamma / np.sqrt(variance + norm.epsilon)
+    shift = beta - np.asarray(norm.moving_mean, np.float64) * factor
+
+    weights = [np.asarray(w, np.float64) for w in conv.get_weights()]
+    bias = weights.pop() if conv.use_bias else 0.0
+    if type(conv).__name__ == "DepthwiseConv2D":  # output channel c * multiplier + m
+        kernel = weights[0]
+        weights[0] = kernel * factor.reshape(kernel.shape[2], kernel.shape[3])
+    else:  # Conv2D kernel (h, w, in, out) and SeparableConv2D pointwise kernel (1, 1, in, out)
+        weights[-1] = weights[-1] * factor
+    weights.append(bias * factor + shift)
+
+    config = conv.get_config()
+    config.update(use_bias=True, name=f"{conv.name}_{norm.name}_folded")
+    config.pop("bias_constraint", None)
+    layer = type(conv).from_config(config)
+    layer.build(tuple(input_shape))
+    layer.set_weights([w.astype(np.asarray(v).dtype) for w, v in zip(weights, layer.get_weights())])
+    return layer
+
+
+def _foldable_norm(norm, tensor) -> bool:
+    axis = norm.axis if isinstance(norm.axis, int) else (norm.axis[0] if len(norm.axis) == 1 else None)
+    return axis in (-1, len(tensor.shape) - 1)
+
+
+def _linear(conv) -> bool:
+    import keras
+
+    return conv.activation in (keras.activations.linear, None) and conv.data_format == "channels_last"
+
+
+def _all_layers(model):
+    import keras
+
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
