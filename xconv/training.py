@@ -324,7 +324,7 @@ def train(data: str | os.PathLike, model_cls, out: str | os.PathLike, config: Tr
     """The whole ``xconv train``: read the folders, build or resume, fit, optionally fine-tune, stamp metadata."""
     import keras
 
-    from xconv.modelfile import load_keras_file, write_metadata
+    from xconv.modelfile import write_metadata
 
     data, out = Path(data), Path(out)
     train_split = read_image_folder(data / "train", image_size)
