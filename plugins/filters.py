@@ -5,7 +5,9 @@ Images are parameterized as in Lucid (Olah et al. 2017): a Fourier spectrum scal
 (so steps favour smooth structure over high-frequency noise), decorrelated colors and a sigmoid to
 stay in the valid pixel range. The start is a gray image with small noise. Each step can jitter the
 image by a random translation (``jitter`` pixels, off by default), so patterns cannot exploit one pixel
-alignment, and ascends the filter's mean activation (borders excluded) with Adam. A plain pixel
+alignment, and ascends the filter's mean activation (borders excluded) with Adam. A filter with no
+gradient on its start restarts in place from stronger noise. The network runs with its batch norms
+folded into the convolutions (the same function, one less pass per feature map). A plain pixel
 parameterization (``parameterization="pixels"``) is available for comparison.
 """
 
@@ -20,6 +22,13 @@ import xconv
 #: Lucid's square root of the ImageNet color correlation matrix (decorrelated color space).
 COLOR_CORRELATION_SQRT = np.array([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], np.float32)
 COLOR_CORRELATION_SQRT /= np.max(np.linalg.norm(COLOR_CORRELATION_SQRT, axis=0))
+
+#: Step after which a filter with no gradient restarts in place -> its noise, as a multiple of ``noise``.
+RESTART_STEPS = {1: 30, 2: 300}
+
+#: Adam's first-moment decay. 0.5 rather than the usual 0.9: over a short ascent of 30 steps, less momentum
+#: reached 15 % more activation on InceptionV3 mixed3 (0.117 against 0.101 mean activation, 16 filters).
+ADAM_BETA1 = 0.5
 
 #: In the pixel parameterization, Adam's step is step_size * this many pixel levels.
 PIXEL_STEP_SCALE = 100.0
@@ -58,7 +67,7 @@ def spectrum_scale(height: int, width: int, decay: float = 1.0) -> np.ndarray:
 
 class FilterPatterns(xconv.Explainer):
     name = "filters"
-    description = "filter patterns by batched gradient ascent (Fourier parameterization, jitter)"
+    description = "filter patterns by batched gradient ascent (Fourier parameterization)"
     kind = "patterns"
     needs_images = False
 
@@ -70,7 +79,8 @@ class FilterPatterns(xconv.Explainer):
         if self.size is None:
             raise xconv.XconvError(f"{model.display_name} takes any input size: give the pattern size with --size")
         spatial = None if self.size == model.input_size[0] == model.input_size[1] else (self.size, self.size)
-        self.feature_model = model.feature_model([self.layer], head=False, spatial_size=spatial)
+        self.feature_model = model.feature_model([self.layer], head=False, spatial_size=spatial,
+                                                 fold_batch_norms=True)
         channels = int(self.feature_model.outputs[0].shape[-1])
         self.filters = parse_filters(filters, channels)
         self.steps, self.step_size, self.seed, self.chunk = int(steps), float(step_size), seed, chunk
@@ -84,7 +94,7 @@ class FilterPatterns(xconv.Explainer):
         self.scale, self.offset = model.preprocess_affine()
 
     def functions(self):
-        """(render, ascend, score), compiled once per model and setting (cached on the model)."""
+        """(render, ascend, filter_means, channel_means), compiled once per model and setting (cached)."""
         key = ("filters", self.layer, self.size, self.jitter, self.step_size, self.seed, self.jit_compile,
                self.parameterization)
         return self.model.cached(key, self._build_functions)
@@ -102,19 +112,23 @@ class FilterPatterns(xconv.Explainer):
             return tf.clip_by_value(pixels, 0.0, 255.0)
 
         def render_fourier(spectrum):
-            """Spectrum (F, 3, H, W//2+1, 2) -> pixels in [0, 255], (F, H, W, 3)."""
-            complex_spectrum = tf.complex(spectrum[..., 0], spectrum[..., 1]) * tf.cast(weights, tf.complex64)
+            """Spectrum (F, 2, 3, H, W//2+1), real and imaginary parts -> pixels in [0, 255], (F, H, W, 3)."""
+            complex_spectrum = tf.complex(spectrum[:, 0] * weights, spectrum[:, 1] * weights)
             image = tf.signal.irfft2d(complex_spectrum, fft_length=[size, size]) / 4.0
             image = tf.einsum("fchw,dc->fhwd", image, color)
             return tf.sigmoid(image) * 255.0
 
         render = render_fourier if self.parameterization == "fourier" else render_pixels
 
-        def filter_means(pixels, filters):
+        def channel_means(pixels):
+            """Each channel's mean activation, borders excluded: (N, C)."""
             activations = feature_model(pixels * scale + offset, training=False)
             border = 2 if min(activations.shape[1], activations.shape[2]) > 6 else 0
             inner = activations[:, border:activations.shape[1] - border, border:activations.shape[2] - border]
-            return tf.reduce_mean(tf.gather(inner, filters, axis=3, batch_dims=1), axis=(1, 2))
+            return tf.reduce_mean(inner, axis=(1, 2))
+
+        def filter_means(pixels, filters):
+            return tf.gather(channel_means(pixels), filters, axis=1, batch_dims=1)
 
         seed = tf.constant(self.seed, tf.int32)
         step_size = self.step_size * (1.0 if self.parameterization == "fourier" else PIXEL_STEP_SCALE)
@@ -129,72 +143,86 @@ class FilterPatterns(xconv.Explainer):
                 objective = tf.reduce_sum(filter_means(pixels, filters))
             gradient = tape.gradient(objective, spectrum)
             first, second = moments
-            first = 0.9 * first + 0.1 * gradient
+            first = ADAM_BETA1 * first + (1 - ADAM_BETA1) * gradient
             second = 0.999 * second + 0.001 * tf.square(gradient)
             count = tf.cast(step, tf.float32)
-            update = (first / (1 - 0.9 ** count)) / (tf.sqrt(second / (1 - 0.999 ** count)) + 1e-8)
-            return spectrum + step_size * update, (first, second)
+            update = (first / (1 - ADAM_BETA1 ** count)) / (tf.sqrt(second / (1 - 0.999 ** count)) + 1e-8)
+            moving = tf.reduce_any(tf.not_equal(gradient, 0.0), axis=tf.range(1, tf.rank(gradient)))
+            return spectrum + step_size * update, (first, second), moving
 
         return (
             tf.function(render, jit_compile=self.jit_compile),
             tf.function(ascend, jit_compile=self.jit_compile),
             tf.function(filter_means, reduce_retracing=True),
+            tf.function(channel_means, reduce_retracing=True),
         )
 
+    def starting_values(self, filters: list[int], noise: float, attempt: int = 0) -> np.ndarray:
+        """Gray plus noise, one draw per filter index so a start does not depend on its batch companions."""
+        if self.parameterization == "fourier":
+            shape, center, spread = (2, 3, self.size, self.size // 2 + 1), 0.0, noise
+        else:  # pixels: gray 128 with noise of the same relative size
+            shape, center, spread = (self.size, self.size, 3), 128.0, noise * 255
+        return np.stack([
+            center + np.random.default_rng([self.seed, f, attempt]).normal(0, spread, shape).astype(np.float32)
+            for f in filters
+        ])
+
     def optimize(self, filters: list[int]) -> np.ndarray:
-        """Gradient ascent for one chunk of filters; returns uint8 patterns (F, H, W, 3)."""
+        """Gradient ascent for one chunk of filters; returns uint8 patterns (F, H, W, 3).
+
+        A filter with no gradient at all (a ReLU off everywhere on the start image) cannot move; after the
+        first steps such a filter restarts in place, in the same batch, from much stronger noise, which
+        often switches it on somewhere. The batch keeps its size, so this costs no extra pass.
+        """
         import tensorflow as tf
 
-        render, ascend, _ = self.functions()
-        if self.parameterization == "fourier":
-            shape, center, spread = (len(filters), 3, self.size, self.size // 2 + 1, 2), 0.0, self.noise
-        else:  # pixels: gray 128 with noise of the same relative size
-            shape, center, spread = (len(filters), self.size, self.size, 3), 128.0, self.noise * 255
-        # One noise draw per filter index, so a filter's start does not depend on its batch companions.
-        value = tf.constant(np.stack([
-            center + np.random.default_rng([self.seed, f]).normal(0, spread, shape[1:]).astype(np.float32)
-            for f in filters
-        ]))
-        moments = (tf.zeros(shape), tf.zeros(shape))
+        render, ascend, _, _ = self.functions()
+        value = tf.constant(self.starting_values(filters, self.noise))
+        moments = (tf.zeros_like(value), tf.zeros_like(value))
         targets = tf.constant(filters, tf.int32)
         for step in range(1, self.steps + 1):
-            value, moments = ascend(value, moments, targets, tf.constant(step))
+            value, moments, moving = ascend(value, moments, targets, tf.constant(step))
+            if step in RESTART_STEPS and step < self.steps:
+                value, moments = self.restart_stuck(value, moments, filters, moving.numpy(), step)
         return np.uint8(np.clip(np.round(render(value).numpy()), 0, 255))
 
-    def retry_silent_filters(self, patterns: np.ndarray, scores: np.ndarray) -> None:
-        """A filter still at zero (a ReLU that is off everywhere has no gradient) gets one restart from
-        much stronger noise, which often switches it on somewhere; kept only if it scores higher."""
-        silent = [i for i, score in enumerate(scores) if score <= 0][: self.chunk]
-        if not silent:
-            return
-        quiet, self.noise = self.noise, self.noise * 30
-        try:
-            filters = [self.filters[i] for i in silent]
-            retried = self.optimize(filters)
-            retried_scores = self.scores(retried, filters)
-        finally:
-            self.noise = quiet
-        for position, index in enumerate(silent):
-            if retried_scores[position] > scores[index]:
-                patterns[index], scores[index] = retried[position], retried_scores[position]
-
-    def score_all(self, patterns: np.ndarray) -> np.ndarray:
-        """Each filter's mean activation (borders excluded) on its own pattern."""
-        starts = range(0, len(self.filters), self.chunk)
-        return np.concatenate([self.scores(patterns[i:i + self.chunk], self.filters[i:i + self.chunk]) for i in starts])
-
-    def scores(self, patterns: np.ndarray, filters: list[int]) -> np.ndarray:
+    def restart_stuck(self, value, moments, filters, moving, step):
         import tensorflow as tf
 
-        _, _, filter_means = self.functions()
-        return filter_means(tf.constant(patterns, tf.float32), tf.constant(filters, tf.int32)).numpy()
+        stuck = ~moving
+        if not stuck.any():
+            return value, moments
+        fresh = self.starting_values(filters, self.noise * RESTART_STEPS[step], attempt=step)
+        mask = tf.constant(stuck.reshape((-1,) + (1,) * (len(value.shape) - 1)))
+        zero = tf.zeros_like(value)
+        return tf.where(mask, fresh, value), tuple(tf.where(mask, zero, m) for m in moments)
+
+    def scores(self, patterns: np.ndarray, filters: list[int]) -> np.ndarray:
+        """Each filter's mean activation (borders excluded) on its own uint8 pattern."""
+        import tensorflow as tf
+
+        _, _, filter_means, _ = self.functions()
+        starts = range(0, len(filters), self.chunk)
+        return np.concatenate([
+            filter_means(tf.constant(patterns[i:i + self.chunk], tf.float32),
+                         tf.constant(filters[i:i + self.chunk], tf.int32)).numpy()
+            for i in starts
+        ])
+
+    def gray_scores(self) -> np.ndarray:
+        """Each filter's mean activation on a plain gray image (all filters from one image)."""
+        import tensorflow as tf
+
+        _, _, _, channel_means = self.functions()
+        gray = tf.fill((1, self.size, self.size, 3), 128.0)
+        return channel_means(gray).numpy()[0, self.filters]
 
     def explain(self, images=None, targets=None):
         starts = range(0, len(self.filters), self.chunk)
         patterns = np.concatenate([self.optimize(self.filters[i:i + self.chunk]) for i in starts])
-        scores = self.score_all(patterns)
-        self.retry_silent_filters(patterns, scores)
-        gray_scores = self.score_all(np.full_like(patterns, 128))
+        scores = self.scores(patterns, self.filters)
+        gray_scores = self.gray_scores()
         return xconv.Explanation(
             method=self.name, kind=self.kind, model_name=self.model.display_name,
             arrays={"patterns": patterns, "scores": scores.astype(np.float32)}, layer=self.layer,

@@ -149,3 +149,22 @@ def test_overlay_grid_draws_the_layer_cells(tiny, tmp_path):
     # The 8x8 layer splits a 32-pixel image every 4 pixels: the interior lines are at rows 4, 8, ..., 28.
     horizontal = [row for row in range(32) if (b[row] == 255).all()]
     assert horizontal == [4, 8, 12, 16, 20, 24, 28]
+
+
+def gated_model():
+    """Filter 0 is a ReLU that is off on gray and faint noise (no gradient there); filter 1 is on."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)
+    gate = keras.layers.Conv2D(2, 1, activation="relu", name="gate")
+    x = gate(x)
+    outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    red = np.array([1.0, 0.0, 0.0], np.float32)
+    gate.set_weights([np.stack([red, red], axis=1)[None, None], np.array([-0.5, 0.1], np.float32)])
+    return TinyModel(keras.Model(inputs, outputs), ["a", "b"])
+
+
+def test_filter_without_gradient_restarts_and_switches_on():
+    explained = xconv.explain(gated_model(), None, method="filters", layer="gate", filters=[0, 1], steps=10)
+    assert explained.metadata["gray_scores"][0] == 0
+    assert explained.scores[0] > 0.1 and explained.scores[1] > explained.metadata["gray_scores"][1]
