@@ -40,7 +40,7 @@ def main() -> None:
 
     keras.utils.set_random_seed(0)
     base = keras.applications.InceptionV3(include_top=False, weights=None)
-    extractor = keras.Model(base.inputs, base.get_layer(args.layer).output)
+    extractor = keras.Model(base.input, base.get_layer(args.layer).output)
     size, steps, count = args.size, args.steps, args.filters
 
     def inner_mean(activation, filter_index):
