@@ -43,8 +43,14 @@ def main() -> None:
     extractor = keras.Model(base.input, base.get_layer(args.layer).output)
     size, steps, count = args.size, args.steps, args.filters
 
+    map_size = extractor.compute_output_shape((1, args.size, args.size, 3))[1:3]
+    border = 2 if min(map_size) > 6 else 0  # as xconv does, so small maps keep a centre
+
+    def inner(activation):
+        return activation[:, border:activation.shape[1] - border, border:activation.shape[2] - border]
+
     def inner_mean(activation, filter_index):
-        return tf.reduce_mean(activation[:, 2:-2, 2:-2, filter_index])
+        return tf.reduce_mean(inner(activation)[..., filter_index])
 
     def recipe_step_fn(img, filter_index, learning_rate):
         with tf.GradientTape() as tape:
@@ -65,7 +71,7 @@ def main() -> None:
     def displayed(images, indices):
         """Each filter's activation on the saved uint8 picture, fed back through the same preprocessing."""
         pixels = np.stack([deprocess(np.asarray(image)) for image in images]).astype(np.float32) / 127.5 - 1
-        activation = extractor(pixels)[:, 2:-2, 2:-2]
+        activation = inner(extractor(pixels))
         return tf.reduce_mean(tf.gather(activation, indices, axis=3, batch_dims=1), axis=(1, 2)).numpy().tolist()
 
     def one_at_a_time(step):
@@ -91,7 +97,7 @@ def main() -> None:
     def batch_step(images, indices):
         with tf.GradientTape() as tape:
             tape.watch(images)
-            activation = extractor(images)[:, 2:-2, 2:-2]
+            activation = inner(extractor(images))
             loss = tf.reduce_sum(tf.reduce_mean(tf.gather(activation, indices, axis=3, batch_dims=1), axis=(1, 2)))
         grads = tape.gradient(loss, images)
         grads = grads / (tf.norm(tf.reshape(grads, (count, -1)), axis=1)[:, None, None, None] + 1e-12)
@@ -101,7 +107,7 @@ def main() -> None:
         images, indices = initial_image(count), tf.range(count)
         for _ in range(steps):
             images = batch_step(images, indices)
-        activation = extractor(images)[:, 2:-2, 2:-2]
+        activation = inner(extractor(images))
         finals = tf.reduce_mean(tf.gather(activation, indices, axis=3, batch_dims=1), axis=(1, 2)).numpy().tolist()
         return finals, displayed(images, indices)
 

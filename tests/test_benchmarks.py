@@ -1,0 +1,37 @@
+"""The benchmark scripts run and print finite ratios (a tiny configuration: this checks they work, not speed)."""
+
+import math
+import os
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def run_benchmark(name, *args):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / name), *args], capture_output=True,
+                            text=True, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout.splitlines()
+
+
+def table_row(lines, label):
+    [row] = [line for line in lines if line.startswith(label)]
+    return [float(cell.rstrip("x")) for cell in row[len(label):].split()]
+
+
+def test_filter_benchmark_compares_all_methods():
+    lines = run_benchmark("filters.py", "--filters", "2", "--steps", "6", "--size", "96")
+    rows = {label: table_row(lines, label) for label in ("recipe", "warm loop", "plain batch")}
+    rows["xconv"] = table_row([line for line in lines if line.startswith("xconv ")][:1], "xconv")
+    for label, (steps, seconds, vs_recipe, vs_plain, activation, saved, per_second) in rows.items():
+        assert steps == 6 and seconds > 0 and all(math.isfinite(v) for v in (activation, saved, per_second)), label
+    assert rows["recipe"][2] == 1.0 and rows["plain batch"][3] == 1.0
+    assert rows["xconv"][5] > 0  # the ascent switched its filters on
+
+
+def test_gradcam_benchmark_reports_the_ratio_to_a_forward_pass():
+    lines = run_benchmark("gradcam.py", "--repeats", "1", "--batches", "2")
+    forward, gradcam, ratio = table_row(lines, "    2")
+    assert forward > 0 and gradcam > 0 and math.isclose(ratio, gradcam / forward, rel_tol=0.05)
