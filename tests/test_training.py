@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 import xconv
 from xconv.cli import build_app
 from xconv.modelfile import read_metadata
-from xconv.training import augmentation
+from xconv.training import augmentation, recalibrate_batch_norms
 
 runner = CliRunner()
 
@@ -114,3 +114,45 @@ def test_evaluate_reports_metrics_and_confusion_png(dataset, tmp_path):
     assert set(report["per_class"]) == {"cats", "dogs"}
     assert Path(report["confusion_png"]).is_file()
     assert len(report["most_confident_errors"]) == 8 - np.trace(matrix)
+
+
+def test_recalibrated_norms_hold_the_average_statistics_of_the_given_images():
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    features = layers.Conv2D(4, 3)(inputs)
+    norm = layers.BatchNormalization(momentum=0.99)
+    frozen = layers.BatchNormalization()
+    model = keras.Model(inputs, frozen(layers.Conv2D(2, 1)(norm(features))))
+    frozen.trainable = False
+    frozen_statistics = [np.array(frozen.moving_mean), np.array(frozen.moving_variance)]
+    images = np.random.default_rng(1).normal(3, 2, (64, 8, 8, 3)).astype(np.float32)
+
+    assert recalibrate_batch_norms(model, images, batch_size=16) == 2
+    batches = np.asarray(keras.Model(inputs, features)(images)).reshape(4, 16 * 6 * 6, 4)
+    np.testing.assert_allclose(norm.moving_mean, batches.mean(axis=1).mean(axis=0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(norm.moving_variance, batches.var(axis=1).mean(axis=0), rtol=1e-3)
+    assert norm.momentum == 0.99  # restored
+    np.testing.assert_array_equal(frozen.moving_mean, frozen_statistics[0])  # a frozen norm keeps its own
+    np.testing.assert_array_equal(frozen.moving_variance, frozen_statistics[1])
+
+
+def test_export_rebuilds_at_another_size_recalibrates_and_stamps_metadata(tmp_path):
+    from xconv.modelfile import export_for_inference, load_model_file
+    from xconv_plugins.catsdogs import build_catsdogs
+
+    checkpoint, bundle = tmp_path / "checkpoint.keras", tmp_path / "bundle.keras"
+    trained = build_catsdogs(2, (32, 32))
+    trained.save(checkpoint)
+    photos = np.random.default_rng(0).uniform(0, 255, (8, 48, 48, 3)).astype(np.float32)
+    export_for_inference(checkpoint, bundle, {"class_names": ["cat", "dog"], "name": "small"},
+                         rebuild=lambda: build_catsdogs(2, (48, 48)),
+                         finish=lambda keras_model: recalibrate_batch_norms(keras_model, photos))
+    model = load_model_file(bundle)
+    assert model.input_size == (48, 48) and model.class_names == ["cat", "dog"] and model.display_name == "small"
+    stem = model.keras_model.get_layer("stem_bn")
+    assert not np.allclose(stem.moving_mean, 0)  # fresh statistics are 0; recalibrated ones are the photos'
+    np.testing.assert_array_equal(model.keras_model.get_layer("stem_conv").get_weights()[0],
+                                  trained.get_layer("stem_conv").get_weights()[0])

@@ -77,17 +77,20 @@ def load_model_file(path: str | os.PathLike, safe_mode: bool = True) -> Model:
 
 
 def export_for_inference(checkpoint: str | os.PathLike, destination: str | os.PathLike, metadata: dict,
-                         rebuild=None) -> Path:
+                         rebuild=None, finish=None) -> Path:
     """Re-save a training checkpoint without its optimizer state (a third of the size) and stamp metadata.
 
     ``rebuild()`` may return the same architecture built differently (another input size for a fully
-    convolutional net); the checkpoint's weights are copied into it.
+    convolutional net); the checkpoint's weights are copied into it. ``finish(keras_model)`` runs last,
+    before saving (recalibrating batch norms for the deployed input, say).
     """
     keras_model = load_keras_file(checkpoint, safe_mode=True)
     if rebuild is not None:
         rebuilt = rebuild()
         rebuilt.set_weights(keras_model.get_weights())
         keras_model = rebuilt
+    if finish is not None:
+        finish(keras_model)
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     keras_model.save(destination)

@@ -302,6 +302,35 @@ class RichProgress(_callback_base()):
                   f"val_loss {logs.get('val_loss', float('nan')):.4f}")
 
 
+def recalibrate_batch_norms(keras_model, images, batch_size: int = 32) -> int:
+    """Replace every batch norm's moving mean and variance by their average over ``images``; returns the count.
+
+    Why: the moving averages kept during training describe augmented batches (zoomed, contrast-shifted)
+    at the training size, while the deployed model sees clean photos, perhaps at another size (FixRes).
+    Feed the clean training images at the deployed size. Nested models included; weights are untouched.
+    The model runs in training mode, so a dropout placed before a batch norm would skew its statistics.
+    """
+    import keras
+
+    from xconv.layers import iter_layers
+
+    norms = [info.layer for info in iter_layers(keras_model) if isinstance(info.layer, keras.layers.BatchNormalization)]
+    if not norms:
+        return 0
+    momenta = [norm.momentum for norm in norms]
+    try:
+        for count, start in enumerate(range(0, len(images), batch_size), start=1):
+            for norm in norms:
+                # The running mean over the batches so far; the first batch replaces the old statistics.
+                # A norm that stays in inference mode (frozen, or called with training=False) keeps its own.
+                norm.momentum = 1.0 - 1.0 / count
+            keras_model(keras.ops.convert_to_tensor(images[start:start + batch_size], "float32"), training=True)
+    finally:
+        for norm, momentum in zip(norms, momenta):
+            norm.momentum = momentum
+    return len(norms)
+
+
 def unfreeze_top(keras_model, count: int) -> int:
     """Make the top ``count`` layers of the nested base trainable (batch norm stays frozen); returns how many."""
     import keras
