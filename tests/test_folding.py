@@ -53,6 +53,7 @@ def test_folded_model_computes_the_same_outputs():
     model = mixed_model()
     folded = fold_batch_norms(model)
     images = np.random.default_rng(2).normal(0, 1, (3, 20, 20, 3)).astype("float32")
+    assert len(folded.outputs) == len(model.outputs) == 2
     for expected, got in zip(model(images, training=False), folded(images)):
         np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-4, atol=1e-4)
 
@@ -81,3 +82,44 @@ def test_inceptionv3_features_fold_every_norm():
     images = np.random.default_rng(0).uniform(-1, 1, (2, 96, 96, 3)).astype("float32")
     expected = np.asarray(features(images, training=False))
     np.testing.assert_allclose(np.asarray(folded(images)), expected, rtol=1e-3, atol=1e-3 * expected.max())
+
+
+class SubclassedBlock(keras.Model):
+    """A nested model without a graph: folding must call it as it is."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.norm = layers.Conv2D(3, 1), layers.BatchNormalization()
+
+    def call(self, x, training=None):
+        return self.norm(self.conv(x), training=training)
+
+
+def unusual_model():
+    """A conv + norm pair called twice, a conv feeding two norms, a subclassed and a two-input nested model."""
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((10, 10, 3))
+    shared_conv, shared_norm = layers.Conv2D(3, 3, padding="same", name="shared"), layers.BatchNormalization()
+    x = layers.Add()([shared_norm(shared_conv(inputs)), shared_norm(shared_conv(layers.Activation("tanh")(inputs)))])
+    forked = layers.Conv2D(3, 1, name="forked")(x)
+    x = layers.Add()([layers.BatchNormalization()(forked), layers.BatchNormalization()(forked)])
+    x = SubclassedBlock()(x)
+    left, right = keras.Input((10, 10, 3)), keras.Input((10, 10, 3))
+    pair = keras.Model([left, right], layers.Add()([left, right]), name="pair")
+    x = pair([x, layers.BatchNormalization()(layers.Conv2D(3, 1, name="plain")(x))])
+    model = keras.Model(inputs, x)
+    randomize_norms(model)
+    return model
+
+
+def test_shared_forked_subclassed_and_multi_input_graphs_fold_what_they_can():
+    model = unusual_model()
+    folded = fold_batch_norms(model)
+    assert folded is not model
+    images = np.random.default_rng(4).normal(0, 1, (2, 10, 10, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(folded(images)), np.asarray(model(images, training=False)), rtol=1e-4,
+                               atol=1e-4)
+    top = [type(layer).__name__ for layer in folded.layers]
+    # The shared pair (two calls) and "plain" folded; "forked" feeds two norms, so it and they stay.
+    assert top.count("BatchNormalization") == 2 and top.count("Conv2D") == 4
+    assert any(isinstance(layer, SubclassedBlock) for layer in folded.layers)

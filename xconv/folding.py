@@ -7,11 +7,14 @@ in input space runs the network hundreds of times, and on a CPU those element-wi
 bound (InceptionV3 up to ``mixed3``: a forward+backward step 9 % faster on 2 cores).
 
 The folded model is a new graph sharing every other layer with the original; the original is untouched.
-A convolution whose raw output is also used elsewhere (a model output, a skip connection) is left as it
-is, so folding never adds work.
+A convolution whose raw output is also used elsewhere (a model output, a skip connection, a second
+norm) is left as it is, so folding never adds work. Folding is only an optimization: a graph it cannot
+re-trace (a nested subclassed or multi-input model is called as it is) never fails because of it.
 """
 
 from __future__ import annotations
+
+from collections import defaultdict
 
 import numpy as np
 
@@ -24,46 +27,73 @@ FOLDABLE = ("Conv2D", "SeparableConv2D", "DepthwiseConv2D")
 def fold_batch_norms(model):
     """A keras.Model computing ``model(x, training=False)`` with batch norms folded into their convolutions.
 
-    Nested sub-models are folded too. Returns ``model`` itself when there is nothing to fold.
+    Nested sub-models are folded too. Returns ``model`` itself when there is nothing to fold, or when
+    its graph cannot be re-traced.
     """
-    folded, count = _fold(model, keep=set())
-    if not count:
+    try:
+        first = _Folder(keep=set())
+        folded = first.fold(model)
+        if not first.folds:
+            return model
+        # Fold again without the convolutions whose raw output was still needed, or that fed two norms.
+        still_used = {id(layer) for layer in _all_layers(folded) if type(layer).__name__ in FOLDABLE}
+        twice = {conv for conv, norms in first.folds.items() if len(norms) > 1}
+        if not still_used | twice:
+            return folded
+        second = _Folder(keep=still_used | twice)
+        folded = second.fold(model)
+        return folded if second.folds else model
+    except (ValueError, TypeError, AttributeError, NotImplementedError):
         return model
-    # A convolution still present in the folded graph had another consumer: fold the rest only.
-    still_used = {id(layer) for layer in _all_layers(folded) if type(layer).__name__ in FOLDABLE}
-    if still_used:
-        folded, count = _fold(model, keep=still_used)
-    return folded if count else model
 
 
-def _fold(model, keep: set[int]):
-    """Re-trace ``model`` on a fresh input, replacing conv -> batch norm pairs by one folded conv."""
-    import keras
+class _Folder:
+    """One re-tracing pass: conv -> batch norm pairs become one folded conv, except convs in ``keep``."""
 
-    produced_by: dict[int, tuple] = {}  # id(conv output tensor) -> (conv layer, call args, call kwargs)
-    counter = [0]
+    def __init__(self, keep: set[int]):
+        self.keep = keep
+        self.folds: defaultdict[int, set] = defaultdict(set)  # id(conv) -> ids of the norms folded into it
 
-    def call(layer, *args, **kwargs):
-        if isinstance(layer, keras.Model):
-            inner, inner_count = _fold(layer, keep)
-            counter[0] += inner_count
-            return inner(*args, **kwargs)
-        source = produced_by.get(id(args[0])) if args else None
-        if isinstance(layer, keras.layers.BatchNormalization) and source and _foldable_norm(layer, args[0]):
-            conv, conv_args, conv_kwargs = source
-            counter[0] += 1
-            return folded_conv(conv, layer, conv_args[0].shape)(*conv_args, **conv_kwargs)
-        output = layer(*args, **kwargs)
-        if type(layer).__name__ in FOLDABLE and id(layer) not in keep and _linear(layer):
-            produced_by[id(output)] = (layer, args, kwargs)
-        return output
+    def fold(self, model, input_shape=None, name=None):
+        import keras
 
-    inputs = keras.Input(batch_shape=tuple(model.inputs[0].shape), dtype=model.inputs[0].dtype)
-    outputs = retrace(model, inputs, call)
-    return keras.Model(inputs, outputs, name=f"{model.name}_folded"), counter[0]
+        produced_by: dict[int, tuple] = {}  # id(conv output tensor) -> (conv layer, call args, call kwargs)
+        names: set[str] = set()
+
+        def call(layer, *args, **kwargs):
+            if isinstance(layer, keras.Model):
+                if len(args) == 1 and kwargs.get("mask") is None and _retraceable(layer):
+                    inner = self.fold(layer, args[0].shape, unique_name(f"{layer.name}_folded", names))
+                    return inner(args[0], **{k: v for k, v in kwargs.items() if k != "mask"})
+                return layer(*args, **kwargs)
+            source = produced_by.get(id(args[0])) if args else None
+            if isinstance(layer, keras.layers.BatchNormalization) and source and _foldable_norm(layer, args[0]):
+                conv, conv_args, conv_kwargs = source
+                self.folds[id(conv)].add(id(layer))
+                name = unique_name(f"{conv.name}_{layer.name}_folded", names)
+                return folded_conv(conv, layer, conv_args[0].shape, name)(*conv_args, **conv_kwargs)
+            output = layer(*args, **kwargs)
+            if type(layer).__name__ in FOLDABLE and id(layer) not in self.keep and _linear(layer):
+                produced_by[id(output)] = (layer, args, kwargs)
+            return output
+
+        shape = tuple(input_shape) if input_shape is not None else tuple(model.inputs[0].shape)
+        inputs = keras.Input(batch_shape=shape, dtype=model.inputs[0].dtype)
+        outputs = retrace(model, inputs, call)
+        return keras.Model(inputs, outputs, name=name or f"{model.name}_folded")
 
 
-def folded_conv(conv, norm, input_shape):
+def unique_name(name: str, taken: set[str]) -> str:
+    """``name``, or ``name_2``, ``name_3``... for a conv and norm pair called more than once (shared layers)."""
+    candidate, number = name, 1
+    while candidate in taken:
+        number += 1
+        candidate = f"{name}_{number}"
+    taken.add(candidate)
+    return candidate
+
+
+def folded_conv(conv, norm, input_shape, name: str):
     """A copy of ``conv`` with a bias, whose kernel and bias absorb ``norm``'s inference-mode affine map."""
     variance = np.asarray(norm.moving_variance, np.float64)
     gamma = np.asarray(norm.gamma, np.float64) if norm.scale else 1.0
@@ -81,7 +111,7 @@ def folded_conv(conv, norm, input_shape):
     weights.append(bias * factor + shift)
 
     config = conv.get_config()
-    config.update(use_bias=True, name=f"{conv.name}_{norm.name}_folded")
+    config.update(use_bias=True, name=name)
     config.pop("bias_constraint", None)
     layer = type(conv).from_config(config)
     layer.build(tuple(input_shape))
@@ -95,9 +125,18 @@ def _foldable_norm(norm, tensor) -> bool:
 
 
 def _linear(conv) -> bool:
+    """A plain float convolution without activation (LoRA or quantized kernels keep other weights)."""
     import keras
 
-    return conv.activation in (keras.activations.linear, None) and conv.data_format == "channels_last"
+    return (conv.activation in (keras.activations.linear, None) and conv.data_format == "channels_last"
+            and not getattr(conv, "lora_enabled", False) and not getattr(conv, "quantization_mode", None))
+
+
+def _retraceable(model) -> bool:
+    """A Sequential or single-input functional model; subclassed models have no graph to re-trace."""
+    import keras
+
+    return isinstance(model, keras.Sequential) or len(getattr(model, "inputs", None) or ()) == 1
 
 
 def _all_layers(model):
