@@ -105,7 +105,8 @@ class InceptionV3Transfer(xconv.Model):
         base.trainable = False
         inputs = keras.Input((*image_size, 3), name="image")
         x = layers.Rescaling(1 / 127.5, offset=-1, name="inception_preprocess")(inputs)
-        # training=False keeps the base's batch norm in inference mode, also when fine-tuning later.
+        # The frozen base's batch norms run in inference mode; unfreeze_top keeps them frozen when
+        # fine-tuning (Keras's own training flag would override this training=False).
         x = base(x, training=False)
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
         x = layers.Dropout(0.5, name="dropout")(x)

@@ -128,12 +128,15 @@ def test_recalibrated_norms_hold_the_average_statistics_of_the_given_images():
     model = keras.Model(inputs, frozen(layers.Conv2D(2, 1)(norm(features))))
     frozen.trainable = False
     frozen_statistics = [np.array(frozen.moving_mean), np.array(frozen.moving_variance)]
-    images = np.random.default_rng(1).normal(3, 2, (64, 8, 8, 3)).astype(np.float32)
+    images = np.random.default_rng(1).normal(3, 2, (40, 8, 8, 3)).astype(np.float32)
 
-    assert recalibrate_batch_norms(model, images, batch_size=16) == 2
-    batches = np.asarray(keras.Model(inputs, features)(images)).reshape(4, 16 * 6 * 6, 4)
-    np.testing.assert_allclose(norm.moving_mean, batches.mean(axis=1).mean(axis=0), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(norm.moving_variance, batches.var(axis=1).mean(axis=0), rtol=1e-3)
+    assert recalibrate_batch_norms(model, images, batch_size=16) == 1  # batches of 16, 16 and 8 images
+    maps = np.asarray(keras.Model(inputs, features)(images)).reshape(40, 6 * 6, 4)
+    batches = [maps[0:16], maps[16:32], maps[32:40]]
+    weights = np.array([16, 16, 8]) / 40
+    np.testing.assert_allclose(norm.moving_mean, maps.mean(axis=(0, 1)), rtol=1e-4, atol=1e-5)
+    expected_variance = sum(w * b.reshape(-1, 4).var(axis=0) for w, b in zip(weights, batches))
+    np.testing.assert_allclose(norm.moving_variance, expected_variance, rtol=1e-3)
     assert norm.momentum == 0.99  # restored
     np.testing.assert_array_equal(frozen.moving_mean, frozen_statistics[0])  # a frozen norm keeps its own
     np.testing.assert_array_equal(frozen.moving_variance, frozen_statistics[1])

@@ -303,28 +303,34 @@ class RichProgress(_callback_base()):
 
 
 def recalibrate_batch_norms(keras_model, images, batch_size: int = 32) -> int:
-    """Replace every batch norm's moving mean and variance by their average over ``images``; returns the count.
+    """Replace each trainable batch norm's moving statistics by their average over ``images``; returns the count.
 
     Why: the moving averages kept during training describe augmented batches (zoomed, contrast-shifted)
     at the training size, while the deployed model sees clean photos, perhaps at another size (FixRes).
-    Feed the clean training images at the deployed size. Nested models included; weights are untouched.
-    The model runs in training mode, so a dropout placed before a batch norm would skew its statistics.
+    Feed the clean training images at the deployed size. The statistics are the image-weighted mean of
+    the per-batch means and variances (as PyTorch's ``update_bn``); no weight changes. The model runs in
+    training mode, which in Keras overrides a ``training=False`` inside the graph: only norms with
+    ``trainable=False`` (frozen, also through a frozen parent) keep their own statistics. A dropout
+    placed before a batch norm would skew its statistics.
     """
     import keras
 
     from xconv.layers import iter_layers
 
-    norms = [info.layer for info in iter_layers(keras_model) if isinstance(info.layer, keras.layers.BatchNormalization)]
+    norms = [info.layer for info in iter_layers(keras_model)
+             if isinstance(info.layer, keras.layers.BatchNormalization) and info.layer.trainable]
     if not norms:
         return 0
     momenta = [norm.momentum for norm in norms]
+    seen = 0
     try:
-        for count, start in enumerate(range(0, len(images), batch_size), start=1):
+        for start in range(0, len(images), batch_size):
+            batch = images[start:start + batch_size]
             for norm in norms:
-                # The running mean over the batches so far; the first batch replaces the old statistics.
-                # A norm that stays in inference mode (frozen, or called with training=False) keeps its own.
-                norm.momentum = 1.0 - 1.0 / count
-            keras_model(keras.ops.convert_to_tensor(images[start:start + batch_size], "float32"), training=True)
+                # A running mean weighted by images; the first batch replaces the old statistics.
+                norm.momentum = seen / (seen + len(batch))
+            keras_model(keras.ops.convert_to_tensor(batch, "float32"), training=True)
+            seen += len(batch)
     finally:
         for norm, momentum in zip(norms, momenta):
             norm.momentum = momentum
