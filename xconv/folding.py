@@ -18,7 +18,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from xconv.layers import retrace
+from xconv.layers import iter_layer_objects, retrace
 
 #: Convolutions whose output channels a per-channel affine map can be folded into.
 FOLDABLE = ("Conv2D", "SeparableConv2D", "DepthwiseConv2D")
@@ -36,7 +36,7 @@ def fold_batch_norms(model):
         if not first.folds:
             return model
         # Fold again without the convolutions whose raw output was still needed, or that fed two norms.
-        still_used = {id(layer) for layer in _all_layers(folded) if type(layer).__name__ in FOLDABLE}
+        still_used = {id(layer) for layer in iter_layer_objects(folded) if type(layer).__name__ in FOLDABLE}
         twice = {conv for conv, norms in first.folds.items() if len(norms) > 1}
         if not still_used | twice:
             return folded
@@ -138,11 +138,3 @@ def _retraceable(model) -> bool:
 
     return isinstance(model, keras.Sequential) or len(getattr(model, "inputs", None) or ()) == 1
 
-
-def _all_layers(model):
-    import keras
-
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)

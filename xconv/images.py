@@ -128,6 +128,8 @@ def load_batch(paths, size: tuple[int, int]) -> tuple[np.ndarray, list[np.ndarra
     else:
         batch = np.zeros((0, *size, 3), np.uint8)
     return batch, originals, good, errors
+
+
 def save_image(path: str | os.PathLike, rgb: np.ndarray) -> Path:
     """Write uint8 RGB to PNG/JPEG by suffix (OpenCV wants BGR: converted here, once)."""
     import cv2
