@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 
 from xconv.errors import XconvError
-from xconv.images import IMAGE_SUFFIXES
 from xconv.types import Model
 
 
@@ -64,10 +63,6 @@ def evaluate(model: Model, data: str | os.PathLike, batch_size: int = 32, flip_a
     folders = sorted(p.name for p in folder.iterdir() if p.is_dir())
     labels_of_folder = {name: model.class_index(name) for name in folders}
     split = read_image_folder(folder, model.input_size, folders)
-    files = [p for name in folders for p in sorted((folder / name).iterdir())
-             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
-    skipped_paths = {e.path for e in split.skipped}
-    files = [p for p in files if str(p) not in skipped_paths]
     truth = np.array([labels_of_folder[folders[label]] for label in split.labels])
     probabilities = predict_batches(model, split.images, batch_size, flip_average)
     predicted = probabilities.argmax(axis=1)
@@ -77,21 +72,16 @@ def evaluate(model: Model, data: str | os.PathLike, batch_size: int = 32, flip_a
     confidence = probabilities[np.arange(len(predicted)), predicted]
     wrong_indices = np.flatnonzero(predicted != truth)
     wrong_indices = wrong_indices[np.argsort(-confidence[wrong_indices])][:show_wrong]
-    wrong = [{"path": str(files[i]), "true": model.class_names[truth[i]],
+    wrong = [{"path": str(split.paths[i]), "true": model.class_names[truth[i]],
               "predicted": model.class_names[predicted[i]], "confidence": float(confidence[i])} for i in wrong_indices]
     return Evaluation(model.class_names, confusion, wrong, [str(e) for e in split.skipped], len(truth))
 
 
 def predict_batches(model: Model, images: np.ndarray, batch_size: int, flip_average: bool) -> np.ndarray:
-    """Probabilities for many images; with ``flip_average`` also for their mirror images, averaged."""
-    outputs = []
-    for start in range(0, len(images), batch_size):
-        batch = images[start:start + batch_size]
-        probabilities = model.predict(batch)
-        if flip_average:
-            probabilities = (probabilities + model.predict(batch[:, :, ::-1])) / 2
-        outputs.append(probabilities)
-    return np.concatenate(outputs)
+    """Probabilities for many images; ``flip_average`` forces mirror averaging on, else the model decides."""
+    flip = True if flip_average else None
+    return np.concatenate([model.predict(images[start:start + batch_size], flip_average=flip)
+                           for start in range(0, len(images), batch_size)])
 
 
 def plot_confusion(evaluation: Evaluation, png: str | os.PathLike) -> Path:

@@ -28,6 +28,7 @@ class ImageFolder:
     labels: np.ndarray  # int32 (N,)
     class_names: list[str]
     skipped: list[ImageError] = field(default_factory=list)
+    paths: list[Path] = field(default_factory=list)  # the decoded files, in the order of ``images``
 
 
 @dataclass
@@ -71,13 +72,13 @@ def read_image_folder(directory: str | os.PathLike, image_size: tuple[int, int],
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         results = list(pool.map(decode, files))
-    good = [(image, label) for image, label, error in results if error is None]
+    good = [(image, label, path) for (image, label, error), (path, _) in zip(results, files) if error is None]
     skipped = [error for _, _, error in results if error is not None]
     if not good:
         raise XconvError(f"{directory}: no readable images")
-    images = np.stack([image for image, _ in good])
-    labels = np.array([label for _, label in good], dtype=np.int32)
-    return ImageFolder(images, labels, class_names, skipped)
+    images = np.stack([image for image, _, _ in good])
+    labels = np.array([label for _, label, _ in good], dtype=np.int32)
+    return ImageFolder(images, labels, class_names, skipped, [path for _, _, path in good])
 
 
 def augmentation(seed: int = 1337):

@@ -123,11 +123,11 @@ class Model:
         """uint8 (N, H, W, 3) at input size -> float32 model input. Default: the model rescales itself."""
         return np.asarray(batch, dtype=np.float32)
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        """Class probabilities (N, classes) for a uint8 batch at input size (averaged with the mirror
-        images when ``flip_average`` is set)."""
+    def predict(self, batch: np.ndarray, flip_average: bool | None = None) -> np.ndarray:
+        """Class probabilities (N, classes) for a uint8 batch at input size, averaged with the mirror
+        images when ``flip_average`` is set (``None``: the model's own ``flip_average``)."""
         probabilities = np.asarray(self.keras_model(self.preprocess(batch), training=False))
-        if self.flip_average:
+        if self.flip_average if flip_average is None else flip_average:
             mirrored = np.asarray(self.keras_model(self.preprocess(batch[:, :, ::-1]), training=False))
             probabilities = (probabilities + mirrored) / 2
         return probabilities
