@@ -48,15 +48,15 @@ def write_metadata(path: str | os.PathLike, metadata: dict) -> None:
     temporary.replace(path)
 
 
-def load_keras_file(path: str | os.PathLike, safe_mode: bool = True):
-    """keras.models.load_model with one-line errors for the usual mistakes."""
+def load_keras_file(path: str | os.PathLike, safe_mode: bool = True, compile: bool = False):
+    """keras.models.load_model with one-line errors for the usual mistakes (``compile``: keep the optimizer)."""
     import keras
 
     path = Path(path)
     if not path.is_file():
         raise XconvError(f"{path}: no such model file")
     try:
-        return keras.models.load_model(path, compile=False, safe_mode=safe_mode)
+        return keras.models.load_model(path, compile=compile, safe_mode=safe_mode)
     except ValueError as error:
         if "safe_mode" in str(error) or "lambda" in str(error).lower():
             raise XconvError(f"{path}: contains code (a Lambda layer); load it only if you trust it, with --unsafe") from None

@@ -358,9 +358,7 @@ def train(data: str | os.PathLike, model_cls, out: str | os.PathLike, config: Tr
           image_size: tuple[int, int], weights=None, resume: bool = False, fine_tune: int = 0,
           echo=print) -> dict:
     """The whole ``xconv train``: read the folders, build or resume, fit, optionally fine-tune, stamp metadata."""
-    import keras
-
-    from xconv.modelfile import write_metadata
+    from xconv.modelfile import load_keras_file, write_metadata
 
     data, out = Path(data), Path(out)
     train_split = read_image_folder(data / "train", image_size)
@@ -374,7 +372,7 @@ def train(data: str | os.PathLike, model_cls, out: str | os.PathLike, config: Tr
     if resume:
         if not out.is_file():
             raise XconvError(f"--resume: no checkpoint at {out} to continue from")
-        keras_model = keras.models.load_model(out, compile=True, safe_mode=True)
+        keras_model = load_keras_file(out, safe_mode=True, compile=True)
         initial_epoch = completed_epochs(paths["history"])
         echo(f"resuming from {out} after {initial_epoch} epochs")
     else:
