@@ -57,7 +57,7 @@ def main() -> None:
             count = recalibrate_batch_norms(keras_model, clean_photos)
             print(f"recalibrated {count} batch norms on {len(clean_photos)} training photos at {size[0]} px")
 
-        export_for_inference(args.out, BUNDLED, {"class_names": ["cat", "dog"], "name": "catsdogs"},
+        export_for_inference(args.out, BUNDLED, {"class_names": ["cat", "dog"], "name": "catsdogs", "preprocess": "none"},
                              rebuild=lambda: build_catsdogs(2, size), finish=recalibrate)
         print(f"wrote {BUNDLED} ({BUNDLED.stat().st_size / 1e6:.1f} MB)")
 

@@ -11,20 +11,35 @@ import numpy as np
 import xconv
 
 
+def layer_names(value) -> list[str]:
+    """'a,b' or ['a', 'b'] -> ['a', 'b']."""
+    names = value.split(",") if isinstance(value, str) else list(value)
+    if not all(isinstance(name, str) and name.strip() for name in names):
+        raise ValueError("give layer names, comma-separated")
+    return [name.strip() for name in names]
+
+
+layer_names.type_name = "layer,layer,..."
+
+
 class Activations(xconv.Explainer):
     name = "activations"
     description = "feature maps of every conv/pool layer (or --layer ...), for the grid renderer"
     kind = "activations"
+    options = (
+        xconv.Option("layers", layer_names, None, "layers to show (same as repeating --layer); default: all conv/pool"),
+        xconv.Option("batch_size", int, 8, "images per forward pass"),
+    )
 
-    def __init__(self, model, layer=None, layers=None, batch_size: int = 8, **options):
+    def __init__(self, model, layer=None, **options):
         super().__init__(model, layer=layer, **options)
-        requested = layers if layers is not None else ([layer] if isinstance(layer, str) else layer)
+        requested = self.layers if self.layers is not None else ([layer] if isinstance(layer, str) else layer)
         paths = [model.layer_path(name) for name in requested] if requested else model.feature_layers()
         if not paths:
             raise xconv.XconvError(f"{model.display_name} has no conv or pooling layers; name layers with --layer")
-        order = model.layer_order()
+        order = xconv.layers.layer_order(model.keras_model)
         self.layers = sorted(dict.fromkeys(paths), key=order.__getitem__)
-        self.batch_size = batch_size
+        self.layer = list(self.layers)
 
     def explain(self, images, targets=None):
         feature_model = self.model.feature_model(self.layers)
@@ -36,7 +51,8 @@ class Activations(xconv.Explainer):
                 bucket.append(np.asarray(output, np.float32))
         arrays = [np.concatenate(bucket) for bucket in collected]
         activations = dict(zip(self.layers, arrays[:len(self.layers)]))
-        probabilities = arrays[-1]
+        # With the model's test-time augmentation, so the prediction is the one ``xconv predict`` reports.
+        probabilities = np.asarray(self.model.probabilities(self.model.preprocess(images), computed=arrays[-1]))
         predictions = [top[0] for top in self.model.decode(probabilities, top=1)]
         predicted = probabilities.argmax(axis=1).tolist()
         return xconv.Explanation(

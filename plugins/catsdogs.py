@@ -57,20 +57,24 @@ class CatsDogs(xconv.Model):
     description = "small convnet trained from scratch on cats vs. dogs (bundled, works offline); xconv's default"
     trainable = True
     default_image_size = IMAGE_SIZE
-    flip_average = True  # +0.7 % validation accuracy for the bundled model (0.900 -> 0.907, docs/benchmarks.md)
+    options = (
+        # +0.7 % validation accuracy for the bundled model (0.900 -> 0.907, docs/benchmarks.md).
+        xconv.Option("flip", bool, True, "average each photo's prediction with its mirror image's"),
+    )
 
     @classmethod
-    def load(cls, weights="default"):
-        from xconv.modelfile import load_keras_file, read_metadata
-
+    def load(cls, weights="default", flip: bool = True):
         if weights is None:
-            return cls(build_catsdogs(2), ["cat", "dog"])
-        path = bundled_model_path() if weights == "default" else weights
-        if weights == "default" and not path.is_file():
-            raise XconvError(f"the bundled catsdogs model is missing from {path}; reinstall xconv")
-        keras_model = load_keras_file(path, safe_mode=True)
-        class_names = read_metadata(path).get("class_names") or ["cat", "dog"]
-        return cls(keras_model, class_names)
+            model = cls(build_catsdogs(2), ["cat", "dog"])
+        else:
+            path = bundled_model_path() if weights == "default" else weights
+            if weights == "default" and not path.is_file():
+                raise XconvError(f"the bundled catsdogs model is missing from {path}; reinstall xconv")
+            keras_model = xconv.load_keras_file(path, safe_mode=True)
+            class_names = xconv.read_metadata(path).get("class_names") or ["cat", "dog"]
+            model = cls(keras_model, class_names)
+        model.flip_average = flip
+        return model
 
     @classmethod
     def build_for_training(cls, class_names, image_size=IMAGE_SIZE, weights=None):

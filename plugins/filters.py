@@ -57,6 +57,21 @@ def parse_filters(spec, channels: int) -> list[int]:
     return sorted(dict.fromkeys(indices))
 
 
+def filter_spec(value):
+    """Checks the form of a filter selection early; the indices are checked against the layer later."""
+    if isinstance(value, str):
+        if value.strip().lower() != "all" and not re.fullmatch(r"\s*\d+\s*(-\s*\d+\s*)?(,\s*\d+\s*(-\s*\d+\s*)?)*",
+                                                                value):
+            raise ValueError("use ranges and lists such as 0-15 or 1,4,9, or 'all'")
+        return value
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value)
+    return [int(index) for index in value]
+
+
+filter_spec.type_name = "0-15|1,4,9|all"
+
+
 def spectrum_scale(height: int, width: int, decay: float = 1.0) -> np.ndarray:
     """1/frequency weights of the rFFT grid, so all frequencies start with equal energy in the image."""
     fy = np.fft.fftfreq(height)[:, None]
@@ -70,11 +85,24 @@ class FilterPatterns(xconv.Explainer):
     description = "filter patterns by batched gradient ascent (Fourier parameterization)"
     kind = "patterns"
     needs_images = False
+    options = (
+        xconv.Option("filters", filter_spec, None, "which filters (default: the first 16)"),
+        xconv.Option("steps", int, 30, "gradient-ascent steps"),
+        xconv.Option("step_size", float, 0.5, "Adam step size"),
+        xconv.Option("size", int, None, "pattern size in pixels (default: the model's input size)"),
+        xconv.Option("jitter", int, 0, "random translation per step, in pixels"),
+        xconv.Option("seed", int, 0, "random seed of the starting noise"),
+        xconv.Option("chunk", int, 64, "filters optimized together in one batch"),
+        xconv.Option("jit_compile", bool, False, "compile the step with XLA"),
+        xconv.Option("noise", float, 0.01, "spread of the starting noise"),
+        xconv.Option("parameterization", str, "fourier", "image parameterization", choices=("fourier", "pixels")),
+    )
 
-    def __init__(self, model, layer=None, filters=None, steps: int = 30, step_size: float = 0.5,
-                 size: int | None = None, jitter: int | None = None, seed: int = 0, chunk: int = 64,
-                 jit_compile: bool = False, noise: float = 0.01, parameterization: str = "fourier", **options):
+    def __init__(self, model, layer=None, **options):
         super().__init__(model, layer=model.layer_path(layer), **options)
+        filters, steps, size = self.filters, self.steps, self.size
+        if steps < 1 or (size is not None and size < 16):
+            raise xconv.XconvError("filters: steps must be at least 1 and size at least 16 pixels")
         self.size = int(size) if size else model.input_size[0]
         if self.size is None:
             raise xconv.XconvError(f"{model.display_name} takes any input size: give the pattern size with --size")
@@ -83,15 +111,9 @@ class FilterPatterns(xconv.Explainer):
                                                  fold_batch_norms=True)
         channels = int(self.feature_model.outputs[0].shape[-1])
         self.filters = parse_filters(filters, channels)
-        self.steps, self.step_size, self.seed, self.chunk = int(steps), float(step_size), seed, chunk
         # Jitter is off by default: over a short run of 30 steps it cost InceptionV3 patterns more than
         # half their activation (benchmarks/filters.py), while the Fourier basis already keeps them smooth.
-        self.jitter = int(jitter) if jitter is not None else 0
-        self.jit_compile, self.noise = jit_compile, float(noise)
-        if parameterization not in ("fourier", "pixels"):
-            raise xconv.UnknownNameError("parameterization", parameterization, ("fourier", "pixels"))
-        self.parameterization = parameterization
-        self.scale, self.offset = model.preprocess_affine()
+        self.scale, self.offset = xconv.preprocessing.preprocess_affine(model.preprocess, model.display_name)
 
     def functions(self):
         """(render, ascend, filter_means, channel_means), compiled once per model and setting (cached)."""

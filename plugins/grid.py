@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 
 import xconv
-from xconv.images import save_image
-from xconv.types import safe_name
+from xconv import safe_name, save_image
 
 BACKGROUND = 255
 MIN_TILE = 32
@@ -49,9 +48,7 @@ def upscale(tiles: np.ndarray, factor: int) -> np.ndarray:
 
 
 def colorize_gray(gray: np.ndarray, colormap: str, blank: np.ndarray) -> np.ndarray:
-    import cv2
-
-    colored = cv2.cvtColor(cv2.applyColorMap(gray, getattr(cv2, f"COLORMAP_{colormap.upper()}")), cv2.COLOR_BGR2RGB)
+    colored = xconv.apply_colormap(gray, colormap)
     colored[blank] = BACKGROUND
     return colored
 
@@ -111,32 +108,33 @@ class GridRenderer(xconv.Renderer):
     name = "grid"
     description = "channels of each layer tiled in rows (--channel K: one channel large); filter patterns laid out"
     accepts = ("activations", "patterns")
-
-    def __init__(self, channel: int | None = None, columns: int = 16, colormap: str = "viridis", **options):
-        super().__init__(**options)
-        self.channel, self.columns, self.colormap = channel, columns, colormap
+    options = (
+        xconv.Option("channel", int, None, "activations: show only this channel, large"),
+        xconv.Option("columns", int, None, "tiles per row (default: 16 channels, 8 patterns)"),
+        xconv.Option("colormap", str, "viridis", "OpenCV colormap for activations", choices=xconv.COLORMAPS),
+    )
 
     def render(self, explanation, out_dir):
         if explanation.kind == "patterns":
-            return [self.render_patterns(explanation, Path(out_dir))]
+            return [explanation.output(self.render_patterns(explanation, Path(out_dir)))]
         written = []
         for layer, maps in explanation.activations.items():
             for index in range(len(maps)):
                 title = f"{layer}  {maps.shape[1]}x{maps.shape[2]}x{maps.shape[3]}"
                 if self.channel is None:
-                    picture, suffix = layer_grid(maps[index], title, self.columns, self.colormap), "grid"
+                    picture, suffix = layer_grid(maps[index], title, self.columns or 16, self.colormap), "grid"
                 else:
                     picture = single_channel(maps[index], self.channel, f"{title}  channel {self.channel}",
                                              colormap=self.colormap)
                     suffix = f"channel{self.channel}"
                 name = f"{explanation.stem(index)}_{safe_name(layer)}_{suffix}.png"
-                written.append(save_image(Path(out_dir) / name, picture))
+                written.append(explanation.output(save_image(Path(out_dir) / name, picture), index))
         return written
 
     def render_patterns(self, explanation, out_dir: Path) -> Path:
         patterns = explanation.patterns
         filters = explanation.metadata.get("filters", list(range(len(patterns))))
-        columns = min(self.columns if self.columns != 16 else 8, len(patterns))
+        columns = min(self.columns or 8, len(patterns))
         margin = max(4, patterns.shape[1] // 25)
         grid = tile(patterns, columns, margin)
         rows = -(-len(patterns) // columns)

@@ -11,11 +11,8 @@ import os
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
-
 import xconv
-from xconv import XconvError
-from xconv.errors import first_line
+from xconv import XconvError, first_line
 
 IMAGENET_WEIGHTS_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels.h5"
 
@@ -76,7 +73,7 @@ class InceptionV3(xconv.Model):
 
     def preprocess(self, batch):
         # keras.applications.inception_v3.preprocess_input, without the import: scale to [-1, 1].
-        return np.asarray(batch, dtype=np.float32) / 127.5 - 1.0
+        return xconv.preprocessing.preprocess(batch, "tf")
 
 
 class InceptionV3Transfer(xconv.Model):

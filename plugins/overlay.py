@@ -1,7 +1,7 @@
 """Overlay renderer: a heatmap resized to the original photo, colored with an OpenCV colormap, blended.
 
-``cv2.applyColorMap`` returns BGR; the photo is RGB. Blending happens in RGB and the PNG is written
-through cv2 after one conversion back, so colors are right in every viewer.
+Colors come back from ``xconv.apply_colormap`` as RGB, like the photo; blending happens in RGB and
+``xconv.save_image`` converts once for OpenCV's writer, so colors are right in every viewer.
 """
 
 from __future__ import annotations
@@ -11,20 +11,12 @@ from pathlib import Path
 import numpy as np
 
 import xconv
-from xconv.images import save_image
-
-COLORMAPS = ("jet", "turbo", "inferno", "viridis", "magma", "plasma", "hot", "bone", "parula", "rainbow")
 
 
 def colorize(heatmap: np.ndarray, colormap: str = "jet") -> np.ndarray:
     """float [0, 1] (h, w) -> uint8 RGB (h, w, 3)."""
-    import cv2
-
-    code = getattr(cv2, f"COLORMAP_{colormap.upper()}", None)
-    if code is None:
-        raise xconv.UnknownNameError("colormap", colormap, COLORMAPS)
     levels = np.uint8(np.round(np.clip(np.nan_to_num(heatmap), 0.0, 1.0) * 255))
-    return cv2.cvtColor(cv2.applyColorMap(levels, code), cv2.COLOR_BGR2RGB)
+    return xconv.apply_colormap(levels, colormap)
 
 
 def overlay(photo: np.ndarray, heatmap: np.ndarray, colormap: str = "jet", alpha: float = 0.4) -> np.ndarray:
@@ -57,11 +49,11 @@ class OverlayRenderer(xconv.Renderer):
     name = "overlay"
     description = "heatmap blended over the original photo (OpenCV colormap); --grid draws the layer's cells"
     accepts = ("heatmap",)
-
-    def __init__(self, colormap: str = "jet", alpha: float = 0.4, grid: bool = False, **options):
-        super().__init__(**options)
-        colorize(np.zeros((1, 1)), colormap)  # validate the name before any work
-        self.colormap, self.alpha, self.grid = colormap, alpha, grid
+    options = (
+        xconv.Option("colormap", str, "jet", "OpenCV colormap for the heatmap", choices=xconv.COLORMAPS),
+        xconv.Option("alpha", float, 0.4, "weight of the colored heatmap in the blend (0-1)"),
+        xconv.Option("grid", bool, False, "draw the explained layer's cells (each is one heatmap value)"),
+    )
 
     def render(self, explanation, out_dir):
         photos = explanation.originals or list(explanation.images)
@@ -70,9 +62,9 @@ class OverlayRenderer(xconv.Renderer):
             image = overlay(photo, heatmap, self.colormap, self.alpha)
             if self.grid:
                 image = draw_cell_grid(image, heatmap.shape)
-            target = xconv.types.safe_name(explanation.target_names[index])
-            name = f"{explanation.stem(index)}_{explanation.method}_{target}.png"
-            written.append(save_image(Path(out_dir) / name, image))
+            target = xconv.safe_name(explanation.target_names[index])
+            name = f"{explanation.stem(index)}_{xconv.safe_name(explanation.method)}_{target}.png"
+            written.append(explanation.output(xconv.save_image(Path(out_dir) / name, image), index))
         return written
 
 

@@ -107,7 +107,7 @@ def test_explain_text_output_and_grid(model_file, photos, tmp_path):
     (["--renderer", "nope"], ["unknown renderer 'nope'", "overlay"]),
     (["--layer", "nope"], ["unknown layer 'nope'", "conv3"]),
     (["--target", "unicorn"], ["unknown class 'unicorn'", "cat"]),
-    (["--colormap", "nope"], ["unknown colormap 'nope'", "jet"]),
+    (["--colormap", "nope"], ["option colormap of renderer 'overlay' must be one of jet", "got 'nope'"]),
 ])
 def test_user_mistakes_are_one_line(model_file, photos, tmp_path, args, needles):
     result = invoke("explain", photos / "photo0.png", "--model", model_file, "--out", tmp_path, *args)

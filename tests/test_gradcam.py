@@ -54,7 +54,7 @@ def test_two_class_contrast_score_matches_hand_computed_values():
     model, image = hand_model()
     explained = xconv.explain(model, image, target="a")
     np.testing.assert_allclose(explained.heatmaps[0], np.array([[0, 0], [0.75, 1.625]]) / 1.625, atol=1e-6)
-    with pytest.raises(xconv.UnknownNameError, match="contrast"):
+    with pytest.raises(xconv.XconvError, match="one of auto, logit, contrast"):
         xconv.explain(model, image, score="nope")
 
 

@@ -4,7 +4,7 @@ import pytest
 
 import xconv
 from xconv.errors import UnknownNameError, XconvError
-from xconv.registry import get_registry
+from xconv.registry import get_registry, reset_registry
 
 EXPLAINER_PLUGIN = """
 import xconv
@@ -69,10 +69,63 @@ def test_name_clash_is_an_error_naming_both(make_plugin_dist):
     assert registry.get("explainer", "gradcam").name == "gradcam"  # other names keep working
 
 
-def test_clash_with_a_builtin_name_is_reported(make_plugin_dist):
+def test_clash_with_a_builtin_keeps_the_builtin_and_reports_it(make_plugin_dist):
     make_plugin_dist("xconv-impostor", "fakeplug_impostor", EXPLAINER_PLUGIN.format(name="gradcam"))
-    with pytest.raises(XconvError, match="xconv-impostor"):
+    registry = get_registry()
+    assert registry.entry("explainer", "gradcam").distribution == "xconv"
+    impostor = registry.get("explainer", "xconv-impostor:gradcam")
+    assert impostor.description == "test explainer"
+    assert registry.get("explainer", "fakeplug_impostor:gradcam") is impostor
+    [warning] = [w for w in registry.warnings if "gradcam" in w]
+    assert "xconv-impostor:gradcam" in warning and "built-in is used" in warning
+
+
+def test_third_party_clash_is_reachable_by_qualified_name(make_plugin_dist):
+    make_plugin_dist("xconv-one", "fakeplug_q1", EXPLAINER_PLUGIN.format(name="twin"))
+    make_plugin_dist("xconv-two", "fakeplug_q2", EXPLAINER_PLUGIN.format(name="twin"))
+    registry = get_registry()
+    with pytest.raises(XconvError, match="xconv-one:twin"):
+        registry.get("explainer", "twin")
+    assert registry.entry("explainer", "xconv-two:twin").distribution == "xconv-two"
+
+
+def test_disabled_plugin_is_not_loaded_and_resolves_a_clash(make_plugin_dist, monkeypatch):
+    make_plugin_dist("xconv-one", "fakeplug_d1", EXPLAINER_PLUGIN.format(name="twin2"))
+    make_plugin_dist("xconv-two", "fakeplug_d2", EXPLAINER_PLUGIN.format(name="twin2"))
+    monkeypatch.setenv("XCONV_DISABLE_PLUGINS", "xconv-one")
+    registry = get_registry()
+    assert registry.entry("explainer", "twin2").distribution == "xconv-two"
+    assert registry.warnings == []
+    monkeypatch.setenv("XCONV_DISABLE_PLUGINS", "gradcam")  # an entry-point name works too
+    reset_registry()
+    with pytest.raises(UnknownNameError, match="disabled"):
         get_registry().get("explainer", "gradcam")
+
+
+def test_a_name_from_a_refused_plugin_says_why(make_plugin_dist):
+    make_plugin_dist("xconv-future", "fakeplug_why", "xconv_api_version = '2.0'\n" + EXPLAINER_PLUGIN.format(name="future2"))
+    with pytest.raises(XconvError) as caught:
+        get_registry().get("explainer", "future2")
+    message = str(caught.value)
+    assert "fakeplug_why" in message and "xconv-future" in message and "API 2.0" in message
+
+
+def test_a_name_from_a_plugin_that_failed_to_import_mentions_the_failure(make_plugin_dist):
+    make_plugin_dist("xconv-crash", "fakeplug_crash", "raise ImportError('needs torch')\n")
+    with pytest.raises(UnknownNameError) as caught:
+        get_registry().get("explainer", "crashy")
+    assert "fakeplug_crash" in str(caught.value) and "needs torch" in str(caught.value)
+
+
+def test_hook_validation_error_keeps_pluggys_whole_reason_on_one_line(make_plugin_dist):
+    make_plugin_dist("xconv-sig", "fakeplug_sig", """
+        import xconv
+        @xconv.hookimpl
+        def xconv_register_explainers(register, extra):
+            pass
+    """)
+    [warning] = [w for w in get_registry().warnings if "fakeplug_sig" in w]
+    assert "\n" not in warning and "extra" in warning and "xconv-sig" in warning
 
 
 def test_incompatible_api_version_is_refused_with_a_message(make_plugin_dist):

@@ -1,20 +1,29 @@
 """xconv: see how a convolutional network sees an image.
 
-Public API: :func:`load_model`, :func:`explain`, :func:`render`, :func:`predict`, the plugin interfaces
-:class:`Model`, :class:`Explainer`, :class:`Renderer`, :class:`Explanation`, and :data:`hookimpl`.
-Importing xconv does not import TensorFlow; loading a model does.
+Public API: :func:`load_model`, :func:`explain`, :func:`render`, :func:`predict`; the plugin interfaces
+:class:`Model`, :class:`Explainer`, :class:`Renderer`, the :class:`Explanation` and :class:`Output` they
+exchange, :class:`Option` declarations and :data:`hookimpl`; and the helpers plugins build on
+(:func:`heatmap_explanation`, :func:`save_image`, :func:`load_keras_file`, :func:`apply_colormap`, the
+:mod:`xconv.layers` and :mod:`xconv.preprocessing` modules). Importing xconv does not import TensorFlow;
+loading a model does.
 """
 
+from xconv import layers, preprocessing
 from xconv.api import explain, load_images, load_model, predict, render
-from xconv.cam import CAMExplainer
-from xconv.errors import UnknownNameError, XconvError
+from xconv.cam import CAMExplainer, heatmap_explanation
+from xconv.colors import COLORMAPS, apply_colormap
+from xconv.errors import PluginError, UnknownNameError, XconvError, XconvWarning, first_line
 from xconv.hookspecs import API_VERSION, hookimpl
-from xconv.images import ImageError, load_image
-from xconv.types import Explainer, Explanation, Model, Renderer
+from xconv.images import ImageError, load_image, save_image
+from xconv.modelfile import load_keras_file, read_metadata, write_metadata
+from xconv.options import Option
+from xconv.interfaces import Explainer, Explanation, Model, Output, Renderer, safe_name
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "API_VERSION", "CAMExplainer", "Explainer", "Explanation", "ImageError", "Model", "Renderer", "UnknownNameError",
-    "XconvError", "explain", "hookimpl", "load_image", "load_images", "load_model", "predict", "render",
+    "API_VERSION", "COLORMAPS", "CAMExplainer", "Explainer", "Explanation", "ImageError", "Model", "Option", "Output",
+    "PluginError", "Renderer", "UnknownNameError", "XconvError", "XconvWarning", "apply_colormap", "explain",
+    "first_line", "heatmap_explanation", "hookimpl", "layers", "load_image", "load_images", "load_keras_file",
+    "load_model", "predict", "preprocessing", "read_metadata", "render", "safe_name", "save_image", "write_metadata",
 ]

@@ -13,23 +13,42 @@ from pathlib import Path
 
 import numpy as np
 
-from xconv.errors import XconvError
+from xconv.errors import PluginError, XconvError
 from xconv.images import ImageError, load_batch, load_image, resize
+from xconv.options import resolve_options
+from xconv.quiet import quiet_tensorflow
 from xconv.registry import get_registry
-from xconv.types import Explanation, Model
+from xconv.interfaces import Explanation, Model, Output
 
 MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 
-def load_model(name_or_path: str | os.PathLike = "catsdogs", weights="default", safe_mode: bool = True) -> Model:
+def load_model(name_or_path: str | os.PathLike = "catsdogs", weights="default", safe_mode: bool = True,
+               preprocess: str | None = None, **options) -> Model:
     """A registered model by name (``weights``: ``"default"``, a plugin-specific name, a path, or ``None``),
-    or any saved Keras classifier by path (loaded with ``safe_mode`` unless you trust the file)."""
+    or any saved Keras classifier by path (loaded with ``safe_mode`` unless you trust the file).
+
+    ``preprocess`` (files only) says what the network expects its pixels turned into: ``none``, ``unit``,
+    ``tf``, ``torch`` or ``caffe`` (:mod:`xconv.preprocessing`). ``options`` are the model's declared options.
+    """
+    quiet_tensorflow()
     text = str(name_or_path)
     if text.endswith(MODEL_FILE_SUFFIXES) or os.sep in text or Path(text).is_file():
-        from xconv.modelfile import load_model_file
+        from xconv.modelfile import KerasFileModel, load_model_file
 
-        return load_model_file(text, safe_mode=safe_mode)
-    return get_registry().get("model", text).load(weights)
+        resolve_options(KerasFileModel, options)
+        return load_model_file(text, safe_mode=safe_mode, preprocess=preprocess)
+    entry = get_registry().entry("model", text)
+    if preprocess is not None:
+        raise XconvError(f"model {text!r} preprocesses its own input; --preprocess applies to model files")
+    resolved = resolve_options(entry.cls, options)
+    with entry.guarded("load"):
+        model = entry.cls.load(weights, **resolved) if resolved else entry.cls.load(weights)
+    if not isinstance(model, Model):
+        raise PluginError(f"model {text!r} from {entry.distribution}: load() returned {type(model).__name__}, "
+                          f"not an xconv.Model")
+    model.options = resolved
+    return model
 
 
 def load_images(paths, model: Model):
@@ -75,15 +94,22 @@ def explain(model: Model, images, method: str = "gradcam", target=None, layer=No
             sources=None, index_offset: int = 0, **options) -> Explanation:
     """Run explainer ``method`` on ``images`` (paths or a uint8 array at input size; ``None`` for methods
     that synthesize inputs, such as filter patterns). ``target``: class name or index, one per image,
-    or ``None`` for the predicted class. ``index_offset`` numbers output files when one long batch is
+    or ``None`` for the predicted class. ``options``: the method's declared options (``xconv list METHOD``);
+    an unknown or ill-typed one is an error. ``index_offset`` numbers output files when one long batch is
     explained in chunks, so files of later chunks never overwrite earlier ones."""
-    explainer_cls = get_registry().get("explainer", method)
+    entry = get_registry().entry("explainer", method)
+    explainer_cls = entry.cls
     if explainer_cls.needs_images and images is None:
         raise XconvError(f"method {method!r} needs at least one image")
+    resolved = resolve_options(explainer_cls, options)
     batch, decoded, paths = as_batch(model, images)
-    explainer = explainer_cls(model, layer=layer, **options)
     targets = resolve_targets(model, target, 0 if batch is None else len(batch))
-    explanation = explainer.explain(batch, targets)
+    with entry.guarded("explain"):
+        explainer = explainer_cls(model, layer=layer, **resolved)
+        explanation = explainer.explain(batch, targets)
+    if not isinstance(explanation, Explanation):
+        raise PluginError(f"explainer {method!r} from {entry.distribution}: explain() returned "
+                          f"{type(explanation).__name__}, not an xconv.Explanation")
     explanation.originals = originals if originals is not None else decoded
     explanation.sources = [str(s) for s in sources] if sources is not None else paths
     explanation.index_offset = index_offset
@@ -91,15 +117,21 @@ def explain(model: Model, images, method: str = "gradcam", target=None, layer=No
 
 
 def render(explanation: Explanation, renderer: str = "overlay", out_dir: str | os.PathLike = "xconv-out",
-           **options) -> list[Path]:
-    """Write ``explanation`` with renderer ``renderer`` into ``out_dir`` (created); returns the paths written."""
-    renderer_cls = get_registry().get("renderer", renderer)
+           **options) -> list[Output]:
+    """Write ``explanation`` with renderer ``renderer`` into ``out_dir`` (created); returns one
+    :class:`~xconv.Output` per file written: its path, and the input index and target it shows."""
+    registry = get_registry()
+    entry = registry.entry("renderer", renderer)
+    renderer_cls = entry.cls
     if not renderer_cls.can_render(explanation):
-        fitting = [n for n in get_registry().names("renderer")
-                   if get_registry().get("renderer", n).can_render(explanation)]
-        raise XconvError(f"renderer {renderer!r} cannot draw {explanation.kind} explanations; use one of: {', '.join(fitting)}")
+        fitting = [n for n in registry.names("renderer") if registry.get("renderer", n).can_render(explanation)]
+        raise XconvError(f"renderer {renderer!r} cannot draw {explanation.kind} explanations; "
+                         f"use one of: {', '.join(fitting) or 'none installed'}")
+    resolved = resolve_options(renderer_cls, options)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    return renderer_cls(**options).render(explanation, Path(out_dir))
+    with entry.guarded("render"):
+        written = renderer_cls(**resolved).render(explanation, Path(out_dir))
+    return [item if isinstance(item, Output) else Output(Path(item)) for item in written]
 
 
 __all__ = ["ImageError", "XconvError", "explain", "load_images", "load_model", "predict", "render"]

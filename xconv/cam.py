@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from xconv.errors import UnknownNameError
-from xconv.types import Explainer, Explanation
+from xconv.options import Option
+from xconv.interfaces import Explainer, Explanation
 
 #: What the gradient is taken of: "logit" is y_c (Selvaraju et al.); "contrast" is y_c minus the mean of
 #: the other logits, the log-odds of c for a two-class softmax, whose logits are only defined up to a
@@ -25,15 +25,15 @@ class CAMExplainer(Explainer):
     """Base class for gradient-weighted class activation maps; set ``name`` and ``channel_weights``."""
 
     kind = "heatmap"
+    options = (
+        Option("score", str, "auto", "what is differentiated: logit, contrast (log-odds) or auto", choices=SCORES),
+        Option("batch_size", int, 16, "images per compiled forward and backward pass"),
+    )
 
-    def __init__(self, model, layer=None, batch_size: int = 16, score: str = "auto", **options):
+    def __init__(self, model, layer=None, **options):
         super().__init__(model, layer=model.layer_path(layer), **options)
-        self.batch_size = batch_size
-        if score not in SCORES:
-            raise UnknownNameError("score", score, SCORES)
-        if score == "auto":
-            score = "contrast" if len(model.class_names) == 2 else "logit"
-        self.score = score
+        if self.score == "auto":
+            self.score = "contrast" if len(model.class_names) == 2 else "logit"
 
     def channel_weights(self, features, gradients):
         """Weights from features and gradients (N, h, w, c): shape (N, c), or (N, h, w, c) per position."""
@@ -69,6 +69,10 @@ class CAMExplainer(Explainer):
         def step(inputs, targets):
             with tf.GradientTape() as tape:
                 features, logits, probabilities = feature_model(inputs, training=False)
+                # The model's own test-time augmentation, so the predicted class and its probability are
+                # exactly what ``xconv predict`` reports.
+                with tape.stop_recording():
+                    probabilities = self.model.probabilities(inputs, computed=probabilities)
                 chosen = tf.where(targets < 0, tf.argmax(probabilities, axis=-1, output_type=tf.int32), targets)
                 # Each image's score depends only on its own features, so the gradient of the sum is
                 # the per-image gradient, computed in one backward pass.
@@ -96,7 +100,9 @@ class CAMExplainer(Explainer):
 
 
 def heatmap_explanation(explainer: Explainer, heatmaps, targets, probabilities, images) -> Explanation:
-    """The Explanation every heatmap method returns: maps, targets, predictions and target scores."""
+    """The Explanation every heatmap method returns: maps (N, h, w) in [0, 1], targets, predictions and
+    target scores. ``probabilities`` should be ``model.probabilities(...)`` of the inputs (the model's
+    test-time augmentation included), so the explanation reports what ``xconv predict`` does."""
     model = explainer.model
     targets = np.asarray(targets).tolist()
     return Explanation(

@@ -1,7 +1,9 @@
 """The ``xconv`` command line: thin typer commands over the public API.
 
 TensorFlow is imported only inside commands that load a model, so ``xconv --help`` and ``xconv list``
-start fast. User mistakes print one line (``xconv: error: ...``) and exit non-zero, never a traceback.
+start fast. User and plugin mistakes print one line (``xconv: error: ...``) and exit non-zero, never a
+traceback (``--debug`` or ``XCONV_DEBUG=1`` shows it). Plugin options travel as ``-O NAME=VALUE`` and are
+checked against each plugin's declaration (:mod:`xconv.options`).
 """
 
 from __future__ import annotations
@@ -10,15 +12,19 @@ import functools
 import json
 import os
 import sys
+import traceback
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
-import numpy as np
+import click
 import typer
 
 import xconv
-from xconv.errors import XconvError
-from xconv.registry import get_registry
+from xconv.errors import XconvError, XconvWarning
+from xconv.options import declared_options, parse_assignments, resolve_options, route_options
+from xconv.quiet import debugging
+from xconv.registry import disable_plugins, get_registry
 
 app = typer.Typer(
     name="xconv",
@@ -32,6 +38,12 @@ MODEL_OPTION = typer.Option("catsdogs", "--model", "-m", help="Model name (see `
 WEIGHTS_OPTION = typer.Option(None, "--weights", "-w", help="'imagenet', a weights file path, or 'none' for random init.")
 UNSAFE_OPTION = typer.Option(False, "--unsafe", help="Load .keras files that contain code (only files you trust).")
 JSON_OPTION = typer.Option(False, "--json", help="Print one JSON object per input instead of text.")
+OPTIONS_OPTION = typer.Option(None, "--option", "-O", help="A plugin option NAME=VALUE (repeatable); scope it as "
+                              "model.NAME, method.NAME or renderer.NAME when several declare it. `xconv list NAME` "
+                              "shows a plugin's options.")
+PREPROCESS_OPTION = typer.Option(None, "--preprocess", help="For .keras files: what the network expects its pixels "
+                                 "turned into: none (0-255), unit (0-1), tf (-1..1), torch or caffe (ImageNet).")
+IMAGES_HELP = "Image files or folders (searched recursively, in sorted order; name sub-folders to limit it)."
 
 
 def fail(message: str, code: int = 1):
@@ -40,18 +52,56 @@ def fail(message: str, code: int = 1):
 
 
 def user_errors(command):
-    """Turn XconvError (and Ctrl-C) into one line on stderr and a non-zero exit."""
+    """Every failure is one line on stderr and a non-zero exit; ``--debug`` adds the traceback."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
+        except (typer.Exit, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
         except XconvError as error:
+            show_traceback(error)
             fail(str(error))
         except KeyboardInterrupt:
             fail("interrupted", 130)
+        except Exception as error:  # noqa: BLE001 - a bug, not a user mistake: still one line by default
+            show_traceback(error)
+            fail(f"internal error: {type(error).__name__}: {error} (run with --debug for the traceback)", 2)
 
     return wrapper
+
+
+def show_traceback(error: BaseException) -> None:
+    if debugging():
+        traceback.print_exception(error, file=sys.stderr)
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None):
+    """xconv's own warnings as one line each; other libraries' warnings only with --debug."""
+    if issubclass(category, XconvWarning):
+        typer.echo(f"xconv: warning: {message}", err=True)
+    elif debugging():
+        typer.echo(warnings.formatwarning(message, category, filename, lineno, line), err=True, nl=False)
+
+
+@app.callback()
+def main_options(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and TensorFlow's own start-up logging."),
+    plugin: List[str] = typer.Option(None, "--plugin", "-p", help="no:NAME disables the plugin NAME (entry-point "
+                                     "or distribution name), like pytest's -p no:NAME; repeatable. "
+                                     "XCONV_DISABLE_PLUGINS=NAME,... does the same."),
+):
+    """Options for every command."""
+    if debug:
+        os.environ["XCONV_DEBUG"] = "1"
+    bad = [value for value in plugin or [] if not value.startswith("no:")]
+    if bad:
+        raise typer.BadParameter(f"{bad[0]!r}: write -p no:NAME to disable a plugin", param_hint="-p")
+    disable_plugins({value[3:] for value in plugin or []})
+    warnings.showwarning = show_warning
+    for warning in get_registry().warnings:
+        typer.echo(f"xconv: warning: {warning}", err=True)
 
 
 def parse_weights(weights: Optional[str]):
@@ -60,13 +110,27 @@ def parse_weights(weights: Optional[str]):
     return None if weights.lower() == "none" else weights
 
 
-def open_model(model: str, weights: Optional[str], unsafe: bool = False):
-    return xconv.load_model(model, weights=parse_weights(weights), safe_mode=not unsafe)
+def model_class(model: str):
+    """The Model class a --model value names (registered name or file), for option routing before loading."""
+    if model.endswith(xconv.api.MODEL_FILE_SUFFIXES) or os.sep in model or Path(model).is_file():
+        from xconv.modelfile import KerasFileModel
+
+        return KerasFileModel
+    return get_registry().get("model", model)
 
 
-def report_warnings() -> None:
-    for warning in get_registry().warnings:
-        typer.echo(f"xconv: warning: {warning}", err=True)
+def open_model(model: str, weights: Optional[str], unsafe: bool = False, preprocess: Optional[str] = None,
+               options: dict | None = None):
+    return xconv.load_model(model, weights=parse_weights(weights), safe_mode=not unsafe, preprocess=preprocess,
+                            **(options or {}))
+
+
+def routed_options(assignments: list[tuple], components: dict[str, type]) -> dict[str, dict]:
+    """Route -O values to the components that declare them and check them now, before any model loads."""
+    routed = route_options(assignments, components)
+    for scope, cls in components.items():
+        resolve_options(cls, routed[scope])
+    return routed
 
 
 def progress(items, description: str):
@@ -85,39 +149,84 @@ def chunks(items: list, size: int):
 
 @app.command("list")
 @user_errors
-def list_plugins(as_json: bool = typer.Option(False, "--json", help="Print a JSON array instead of a table.")):
-    """List every model, explainer and renderer with the distribution that provides it."""
+def list_plugins(
+    name: Optional[str] = typer.Argument(None, help="Show one plugin in detail, with its options."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+):
+    """List every model, explainer and renderer with the distribution that provides it (or one, in detail)."""
     registry = get_registry()
+    if name is not None:
+        return show_plugin(name, as_json)
     rows = [
-        {"kind": kind, "name": name, "distribution": entry.distribution, "description": entry.description}
+        {"kind": kind, "name": entry_name, "distribution": entry.distribution, "description": entry.description}
         for kind in ("model", "explainer", "renderer")
-        for name, entry in sorted(registry.entries[kind].items())
+        for entry_name, entry in sorted(registry.entries[kind].items())
     ]
     if as_json:
         typer.echo(json.dumps(rows, indent=1))
-    else:
-        from rich.console import Console
-        from rich.table import Table
+        return
+    from rich.console import Console
+    from rich.table import Table
 
-        table = Table("kind", "name", "distribution", "description")
-        for row in rows:
-            table.add_row(row["kind"], row["name"], row["distribution"], row["description"])
-        Console().print(table)
-    report_warnings()
+    table = Table("kind", "name", "distribution", "description")
+    for row in rows:
+        table.add_row(row["kind"], row["name"], row["distribution"], row["description"])
+    Console().print(table)
+
+
+def plugin_details(kind: str, entry) -> dict:
+    cls = entry.cls
+    details = {"kind": kind, "name": cls.name, "plugin": entry.plugin, "distribution": entry.distribution,
+               "description": cls.description}
+    if kind == "explainer":
+        details.update(explains=cls.kind, needs_images=cls.needs_images)
+    if kind == "renderer":
+        details["accepts"] = list(cls.accepts)
+    details["options"] = [
+        {"name": option.name, "type": option.type_name, "default": option.default, "help": option.help}
+        for option in declared_options(cls).values()
+    ]
+    return details
+
+
+def show_plugin(name: str, as_json: bool) -> None:
+    found = get_registry().find(name)
+    if not found:
+        get_registry().entry("explainer", name)  # raises the unknown-name error, with any load failure
+    details = [plugin_details(kind, entry) for kind, entry in found]
+    if as_json:
+        typer.echo(json.dumps(details, indent=1, default=str))
+        return
+    for item in details:
+        extra = {"explainer": lambda: f", makes {item['explains']} explanations",
+                 "renderer": lambda: f", draws {', '.join(item['accepts'])}"}.get(item["kind"], lambda: "")()
+        typer.echo(f"{item['kind']} {item['name']} (plugin {item['plugin']}, distribution {item['distribution']}"
+                   f"{extra})")
+        typer.echo(f"  {item['description']}")
+        if not item["options"]:
+            typer.echo("  options: none")
+            continue
+        typer.echo("  options (-O NAME=VALUE):")
+        for option in item["options"]:
+            typer.echo(f"    {option['name']:<18} {option['type']:<22} default {option['default']!s:<8} "
+                       f"{option['help']}")
 
 
 @app.command()
 @user_errors
 def predict(
-    images: List[Path] = typer.Argument(..., help="Image files or folders of images."),
+    images: List[Path] = typer.Argument(..., help=IMAGES_HELP),
     model: str = MODEL_OPTION,
     weights: Optional[str] = WEIGHTS_OPTION,
     top: int = typer.Option(1, "--top", "-k", min=1, help="How many classes to show per image."),
+    option: List[str] = OPTIONS_OPTION,
+    preprocess: Optional[str] = PREPROCESS_OPTION,
     as_json: bool = JSON_OPTION,
     unsafe: bool = UNSAFE_OPTION,
 ):
     """Classify images."""
-    loaded = open_model(model, weights, unsafe)
+    routed = routed_options(parse_assignments(option), {"model": model_class(model)})
+    loaded = open_model(model, weights, unsafe, preprocess, routed["model"])
     paths = xconv.images.expand_inputs(images)
     failures = 0
     for group in progress(chunks(paths, 32), "predicting"):
@@ -143,7 +252,7 @@ def report_bad_inputs(errors, as_json: bool) -> int:
 
 def finish(failures: int, total: int) -> None:
     if total == 0:
-        fail("no input images (folders are searched for .jpg, .png, .bmp, .webp, .tif and .gif files)")
+        fail("no input images (folders are searched recursively for .jpg, .png, .bmp, .webp, .tif and .gif files)")
     if failures:
         typer.echo(f"xconv: {failures} of {total} inputs failed", err=True)
         raise typer.Exit(1)
@@ -152,7 +261,7 @@ def finish(failures: int, total: int) -> None:
 @app.command()
 @user_errors
 def explain(
-    images: List[Path] = typer.Argument(None, help="Image files or folders (not needed for --method filters)."),
+    images: List[Path] = typer.Argument(None, help=IMAGES_HELP + " Not needed for --method filters."),
     method: str = typer.Option("gradcam", "--method", help="Explainer (see `xconv list`)."),
     model: str = MODEL_OPTION,
     weights: Optional[str] = WEIGHTS_OPTION,
@@ -160,69 +269,74 @@ def explain(
     target: List[str] = typer.Option(None, "--target", "-t", help="Class name or index (repeatable); default: the predicted class."),
     renderer: Optional[str] = typer.Option(None, "--renderer", "-r", help="Renderer; default: the first that fits the method."),
     out: Path = typer.Option(Path("xconv-out"), "--out", "-o", help="Output folder (created)."),
-    colormap: str = typer.Option("jet", "--colormap", help="OpenCV colormap for heatmaps."),
-    grid: bool = typer.Option(False, "--grid", help="Overlay: draw the explained layer's cell grid (receptive fields)."),
-    score: Optional[str] = typer.Option(None, "--score", help="CAM methods: logit, contrast (log-odds) or auto."),
-    channel: Optional[int] = typer.Option(None, "--channel", help="Grid: render only channel K, large."),
-    filters: Optional[str] = typer.Option(None, "--filters", help="Filters: which ones, e.g. 0-15, 3,7,9 or all."),
-    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Filters: gradient-ascent steps."),
-    step_size: Optional[float] = typer.Option(None, "--step-size", help="Filters: ascent step size."),
-    size: Optional[int] = typer.Option(None, "--size", min=16, help="Filters: pattern size in pixels."),
+    option: List[str] = OPTIONS_OPTION,
+    colormap: Optional[str] = typer.Option(None, "--colormap", help="Same as -O colormap=NAME (overlay and grid)."),
+    grid: bool = typer.Option(False, "--grid", help="Same as -O grid=true: the overlay draws the layer's cells."),
+    channel: Optional[int] = typer.Option(None, "--channel", help="Same as -O channel=K: the grid shows channel K."),
+    filters: Optional[str] = typer.Option(None, "--filters", help="Same as -O filters=SPEC: 0-15, 3,7,9 or all."),
+    preprocess: Optional[str] = PREPROCESS_OPTION,
     as_json: bool = JSON_OPTION,
     unsafe: bool = UNSAFE_OPTION,
 ):
     """Explain images with a method and write the pictures into OUT."""
-    loaded = open_model(model, weights, unsafe)
-    explainer_cls = get_registry().get("explainer", method)
+    registry = get_registry()
+    explainer_cls = registry.get("explainer", method)
     renderer_name = renderer or default_renderer(explainer_cls.kind)
-    render_options = given(colormap=colormap if renderer_name == "overlay" or colormap != "jet" else None,
-                           grid=grid or None, channel=channel)
-    options = given(filters=filters, steps=steps, step_size=step_size, size=size, score=score)
+    renderer_cls = registry.get("renderer", renderer_name)
+    aliases = [(None, name, value) for name, value in
+               [("colormap", colormap), ("grid", "true" if grid else None), ("channel", channel), ("filters", filters)]
+               if value is not None]
+    routed = routed_options(parse_assignments(option) + aliases,
+                            {"model": model_class(model), "method": explainer_cls, "renderer": renderer_cls})
+    loaded = open_model(model, weights, unsafe, preprocess, routed["model"])
     layer_option = layer[0] if layer and len(layer) == 1 else (list(layer) if layer else None)
+
+    def run(batch, targets, **where):
+        explanation = xconv.explain(loaded, batch, method=method, target=targets, layer=layer_option, **where,
+                                    **routed["method"])
+        return explanation, xconv.render(explanation, renderer_name, out, **routed["renderer"])
+
     if not explainer_cls.needs_images:
-        explanation = xconv.explain(loaded, None, method=method, layer=layer_option, **options)
-        written = [str(p) for p in xconv.render(explanation, renderer_name, out, **render_options)]
-        if as_json:
-            typer.echo(json.dumps({"method": method, "layer": explanation.layer, "outputs": written,
-                                   "scores": np.asarray(explanation.arrays.get("scores", [])).tolist()}))
-        else:
-            typer.echo(f"{method} at {explanation.layer}")
-            for item in written:
-                typer.echo(f"  wrote {item}")
+        explanation, written = run(None, None)
+        describe_synthesized(explanation, written, as_json)
         return
     targets = [loaded.class_index(t) for t in target] if target else [None]
     paths = xconv.images.expand_inputs(images or [])
-    failures = 0
-    offset = 0
+    failures, offset = 0, 0
     for group in progress(chunks(paths, 16), f"{method}"):
         batch, originals, good, errors = xconv.load_images(group, loaded)
         index_offset, offset = offset, offset + len(good)
         failures += report_bad_inputs(errors, as_json)
         if not good:
             continue
-        written_per_image = [[] for _ in good]
-        explanation = None
+        per_image, shared, explanation = [[] for _ in good], [], None
         for class_index in targets:
-            explanation = xconv.explain(loaded, batch, method=method, target=class_index, layer=layer_option,
-                                        originals=originals, sources=good, index_offset=index_offset, **options)
-            for path in xconv.render(explanation, renderer_name, out, **render_options):
-                written_per_image[owner_of(path, explanation)].append(str(path))
+            explanation, written = run(batch, class_index, originals=originals, sources=good, index_offset=index_offset)
+            for item in written:
+                owner = item.index if item.index is not None else (0 if len(good) == 1 else None)
+                (shared if owner is None else per_image[owner]).append(str(item))
         for index, path in enumerate(good):
-            describe(explanation, index, path, written_per_image[index], targets, loaded, as_json)
+            describe(explanation, index, path, per_image[index], targets, loaded, as_json)
+        for item in shared:
+            typer.echo(json.dumps({"outputs": [item]}) if as_json else f"wrote {item}")
     finish(failures, len(paths))
 
 
-def given(**options) -> dict:
-    """Only the options the user set, so each plugin keeps its own defaults."""
-    return {key: value for key, value in options.items() if value is not None}
+def describe_synthesized(explanation, written, as_json: bool) -> None:
+    """Report a method that makes its own inputs (filter patterns): its layer, outputs and scores."""
+    scores = explanation.arrays.get("scores")
+    if as_json:
+        typer.echo(json.dumps({"method": explanation.method, "layer": explanation.layer,
+                               "outputs": [str(p) for p in written],
+                               "scores": [] if scores is None else [float(v) for v in scores]}))
+        return
+    typer.echo(f"{explanation.method}" + (f" at {layer_text(explanation.layer)}" if explanation.layer else ""))
+    for item in written:
+        typer.echo(f"  wrote {item}")
 
 
-def owner_of(path: Path, explanation) -> int:
-    """Which input a written file belongs to, from the stem prefix the renderers use."""
-    for index in range(len(explanation)):
-        if Path(path).name.startswith(explanation.stem(index) + "_"):
-            return index
-    return 0
+def layer_text(layer) -> str:
+    return layer if isinstance(layer, str) else f"{len(layer)} layers"
 
 
 def describe(explanation, index, path, written, targets, model, as_json: bool) -> None:
@@ -233,8 +347,11 @@ def describe(explanation, index, path, written, targets, model, as_json: bool) -
         typer.echo(json.dumps({"path": str(path), "predicted": label, "score": score, "targets": target_names,
                                "layer": explanation.layer, "outputs": written}))
         return
-    layers = explanation.layer if isinstance(explanation.layer, str) else f"{len(explanation.layer)} layers"
-    typer.echo(f"{path}: predicted {label} {score:.3f}; explained {', '.join(target_names)} at {layers}")
+    parts = [f"predicted {label} {score:.3f}"] if label is not None else []
+    if target_names or explanation.layer:
+        parts.append("explained" + (f" {', '.join(target_names)}" if target_names else "")
+                     + (f" at {layer_text(explanation.layer)}" if explanation.layer else ""))
+    typer.echo(f"{path}: {'; '.join(parts) or explanation.method}")
     for item in written:
         typer.echo(f"  wrote {item}")
 
@@ -249,11 +366,13 @@ def default_renderer(kind: str) -> str:
 
 @app.command()
 @user_errors
-def layers(model: str = MODEL_OPTION, weights: Optional[str] = WEIGHTS_OPTION, unsafe: bool = UNSAFE_OPTION):
+def layers(model: str = MODEL_OPTION, weights: Optional[str] = WEIGHTS_OPTION, unsafe: bool = UNSAFE_OPTION,
+           option: List[str] = OPTIONS_OPTION, preprocess: Optional[str] = PREPROCESS_OPTION):
     """List conv and pooling layers with output shapes; * marks the default Grad-CAM layer."""
     from xconv.layers import iter_layers
 
-    loaded = open_model(model, weights, unsafe)
+    routed = routed_options(parse_assignments(option), {"model": model_class(model)})
+    loaded = open_model(model, weights, unsafe, preprocess, routed["model"])
     default = loaded.default_layer
     for info in iter_layers(loaded.keras_model):
         if info.is_spatial and (info.type in xconv.layers.FEATURE_LAYER_TYPES or info.path == default):
@@ -280,8 +399,10 @@ def train(
     fine_tune: int = typer.Option(0, "--fine-tune", min=0, help="Then unfreeze the top N base layers at a low learning rate."),
 ):
     """Train a model on a folder of labelled photos (best checkpoint, early stopping, CSV history, curves)."""
+    from xconv.quiet import quiet_tensorflow
     from xconv.training import TrainConfig, train as run_training
 
+    quiet_tensorflow()
     if out.suffix != ".keras":
         raise XconvError(f"--out must end in .keras, got {out}")
     model_cls = get_registry().get("model", model)
@@ -310,13 +431,18 @@ def evaluate(
     weights: Optional[str] = WEIGHTS_OPTION,
     out: Path = typer.Option(Path("xconv-out"), "--out", "-o", help="Folder for the confusion-matrix PNG."),
     flip: bool = typer.Option(False, "--flip", help="Average predictions over each image and its mirror image."),
+    option: List[str] = OPTIONS_OPTION,
+    preprocess: Optional[str] = PREPROCESS_OPTION,
     as_json: bool = JSON_OPTION,
     unsafe: bool = UNSAFE_OPTION,
 ):
     """Accuracy, per-class precision and recall, confusion matrix and the most confidently wrong images."""
     from xconv.evaluation import evaluate as run_evaluation, plot_confusion
+    from xconv.quiet import quiet_tensorflow
 
-    loaded = open_model(model, weights, unsafe)
+    quiet_tensorflow()
+    routed = routed_options(parse_assignments(option), {"model": model_class(model)})
+    loaded = open_model(model, weights, unsafe, preprocess, routed["model"])
     result = run_evaluation(loaded, data, flip_average=flip)
     out.mkdir(parents=True, exist_ok=True)
     png = plot_confusion(result, out / "confusion_matrix.png")
@@ -352,16 +478,21 @@ def demo(out: Path = typer.Option(Path("xconv-demo"), "--out", "-o", help="Outpu
 
 
 def build_app() -> typer.Typer:
-    """The app with plugin commands added through the ``xconv_register_commands`` hook."""
-    from xconv.plugins import call_each
+    """A new app: the core commands plus those plugins add through ``xconv_register_commands``.
 
-    registry = get_registry()
-    call_each(registry.loaded, "xconv_register_commands", lambda plugin, dist: {"app": app})
-    return app
+    The module-level ``app`` is never changed, so building twice (tests, docs) adds nothing twice.
+    """
+    from xconv.plugin_loading import call_each
+
+    built = typer.Typer(**{key: getattr(app.info, key) for key in ("name", "help", "no_args_is_help")},
+                        add_completion=False, pretty_exceptions_enable=False)
+    built.registered_callback = app.registered_callback
+    built.registered_commands = list(app.registered_commands)
+    call_each(get_registry().loaded, "xconv_register_commands", lambda plugin, dist: {"app": built})
+    return built
 
 
 def main() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter is not for users
     build_app()(prog_name="xconv")
 
 

@@ -5,14 +5,23 @@ class XconvError(Exception):
     """A user-facing error; the message is a complete sentence naming what was wrong and how to fix it."""
 
 
+class XconvWarning(UserWarning):
+    """Something the user should know but that does not stop the work (an assumed preprocessing, say)."""
+
+
 class UnknownNameError(XconvError):
     """A model, explainer, renderer, layer or class name that does not exist; lists the valid ones."""
 
-    def __init__(self, kind: str, name: str, choices):
+    def __init__(self, kind: str, name: str, choices, note: str = ""):
         self.kind, self.name, self.choices = kind, name, list(choices)
         shown = ", ".join(map(str, self.choices[:40]))
         more = f" (and {len(self.choices) - 40} more)" if len(self.choices) > 40 else ""
-        super().__init__(f"unknown {kind} {name!r}; choose from: {shown}{more}")
+        super().__init__(f"unknown {kind} {name!r}; choose from: {shown}{more}" + (f" ({note})" if note else ""))
+
+
+class PluginError(XconvError):
+    """A plugin raised inside load, explain or render; the message names the plugin, its distribution and
+    the error, and the original exception is kept as ``__cause__`` for ``--debug``."""
 
 
 def first_line(error: BaseException, limit: int = 200) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from xconv.errors import XconvError
-from xconv.types import Model
+from xconv.interfaces import Model
 
 
 @dataclass
@@ -85,14 +85,13 @@ def predict_batches(model: Model, images: np.ndarray, batch_size: int, flip_aver
 
 
 def plot_confusion(evaluation: Evaluation, png: str | os.PathLike) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A bare Figure draws with the Agg canvas without pyplot, so the user's matplotlib backend is left alone.
+    from matplotlib.figure import Figure
 
     names = evaluation.class_names
     size = max(4, 0.6 * len(names) + 2)
-    figure, axis = plt.subplots(figsize=(size, size))
+    figure = Figure(figsize=(size, size))
+    axis = figure.subplots()
     axis.imshow(evaluation.confusion, cmap="Blues")
     axis.set_xticks(range(len(names)), names, rotation=45, ha="right")
     axis.set_yticks(range(len(names)), names)
@@ -105,5 +104,4 @@ def plot_confusion(evaluation: Evaluation, png: str | os.PathLike) -> Path:
                   color="white" if count > peak / 2 else "black")
     figure.tight_layout()
     figure.savefig(png, dpi=100)
-    plt.close(figure)
     return Path(png)

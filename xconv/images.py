@@ -18,6 +18,7 @@ from xconv.errors import XconvError, first_line
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".jfif")
 
 #: Refuse images above this many pixels: a small file can declare a huge canvas (decompression bomb).
+#: Checked before decoding, below PIL's own limit, so PIL's global setting is left as the user has it.
 MAX_PIXELS = 64_000_000
 
 
@@ -31,14 +32,15 @@ class ImageError(XconvError):
 
 
 def expand_inputs(inputs: list[str | os.PathLike]) -> list[Path]:
-    """Expand directories to the images inside them (sorted), keep files as given."""
+    """Expand folders to the images inside them and their sub-folders (``data/validation/cats/...``), sorted
+    by relative path so runs are repeatable; hidden files and folders are skipped; files stay as given."""
     paths: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            paths.extend(
-                sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            )
+            found = (p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            visible = (p for p in found if not any(part.startswith(".") for part in p.relative_to(path).parts))
+            paths.extend(sorted(visible, key=lambda p: p.relative_to(path).parts))
         else:
             paths.append(path)
     return paths
@@ -55,7 +57,6 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         raise ImageError(path, "no such file")
     if path.stat().st_size == 0:
         raise ImageError(path, "empty file")
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -53,6 +53,11 @@ def output_shape_of(layer) -> tuple:
     return tuple(shape)
 
 
+def layer_order(model) -> dict[str, int]:
+    """Layer path -> position in network order (nested layers included), to sort layers the user listed."""
+    return {info.path: index for index, info in enumerate(iter_layers(model))}
+
+
 def find_layer(model, name: str) -> LayerInfo:
     """Resolve a full path or a bare layer name (when unique) to a layer, with the valid names on error."""
     layers = list(iter_layers(model))

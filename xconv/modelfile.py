@@ -12,17 +12,30 @@ import os
 import zipfile
 from pathlib import Path
 
-from xconv.errors import XconvError, first_line
-from xconv.types import Model
+import warnings
+
+from xconv.errors import XconvError, XconvWarning, first_line
+from xconv.preprocessing import MODES, check_mode, preprocess
+from xconv.interfaces import Model
 
 METADATA_MEMBER = "xconv.json"
 
+#: Layers that show a model rescales its own input when they come before its first conv or dense layer.
+INPUT_PREPROCESSING_LAYERS = ("Rescaling", "Normalization")
+
 
 class KerasFileModel(Model):
-    """Any saved Keras classifier; it is expected to include its own preprocessing (e.g. a Rescaling layer)."""
+    """Any saved Keras classifier, with the preprocessing it expects (see :mod:`xconv.preprocessing`)."""
 
     name = "file"
     description = "a saved Keras classifier (.keras) given by path"
+
+    def __init__(self, keras_model, class_names, preprocess_mode: str = "none", **kwargs):
+        super().__init__(keras_model, class_names, **kwargs)
+        self.preprocess_mode = check_mode(preprocess_mode)
+
+    def preprocess(self, batch):
+        return preprocess(batch, self.preprocess_mode)
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
@@ -65,15 +78,41 @@ def load_keras_file(path: str | os.PathLike, safe_mode: bool = True, compile: bo
         raise XconvError(f"{path}: not a loadable Keras model ({first_line(error)})") from None
 
 
-def load_model_file(path: str | os.PathLike, safe_mode: bool = True) -> Model:
+def load_model_file(path: str | os.PathLike, safe_mode: bool = True, preprocess: str | None = None) -> Model:
+    """A saved classifier with its class names and preprocessing: ``preprocess`` if given, else the mode
+    recorded in the file's metadata, else ``none`` (said once when the model has no rescaling layer)."""
+    if preprocess is not None:
+        check_mode(preprocess)
     keras_model = load_keras_file(path, safe_mode=safe_mode)
     metadata = read_metadata(path)
     classes = int(keras_model.outputs[0].shape[-1])
     class_names = metadata.get("class_names") or [f"class_{i}" for i in range(classes)]
     if len(class_names) != classes:
         raise XconvError(f"{path}: metadata lists {len(class_names)} classes but the model outputs {classes}")
-    return KerasFileModel(keras_model, class_names, default_layer=metadata.get("default_layer"),
+    mode = preprocess or metadata.get("preprocess") or assumed_preprocessing(keras_model, path)
+    return KerasFileModel(keras_model, class_names, preprocess_mode=mode, default_layer=metadata.get("default_layer"),
                           display_name=metadata.get("name") or Path(path).stem)
+
+
+def assumed_preprocessing(keras_model, path) -> str:
+    """'none' for a file that states nothing; a warning unless a rescaling layer shows the model needs none."""
+    if not rescales_own_input(keras_model):
+        warnings.warn(f"{path} records no preprocessing and has no Rescaling or Normalization layer at its input; "
+                      f"assuming it takes pixels 0-255 (--preprocess none); pass --preprocess "
+                      f"{'|'.join(m for m in MODES if m != 'none')} if it expects otherwise", XconvWarning,
+                      stacklevel=3)
+    return "none"
+
+
+def rescales_own_input(keras_model) -> bool:
+    from xconv.layers import iter_layers
+
+    for info in iter_layers(keras_model):
+        if info.type in INPUT_PREPROCESSING_LAYERS:
+            return True
+        if "Conv" in info.type or info.type == "Dense":
+            return False
+    return False
 
 
 def export_for_inference(checkpoint: str | os.PathLike, destination: str | os.PathLike, metadata: dict,

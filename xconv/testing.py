@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from xconv.types import Model
+from xconv.interfaces import Model
 
 
 class TinyModel(Model):
@@ -50,28 +50,166 @@ def check_explainer(explainer_cls, model: Model | None = None, images: np.ndarra
                     out_dir=None, **options):
     """Contract check for plugin authors: run ``explainer_cls`` on a tiny model and check what it returns.
 
-    Checks the class attributes, that the Explanation carries the method and kind, holds arrays free of
-    NaN, has one entry per image (for image methods), and that every installed renderer accepting its
-    kind writes files for it. Returns the Explanation for further, method-specific assertions.
+    Checks the class attributes and option declaration (an unknown option must be refused), that the
+    Explanation carries the method and kind, a layer the CLI can print (None, a path or a list of paths),
+    JSON-serializable metadata, arrays free of NaN with one entry per image, predictions equal to
+    ``xconv.predict``'s (on a model with test-time flipping, so both paths must use ``model.probabilities``),
+    requested targets honoured, a one-line repr, and that every installed renderer accepting its kind writes
+    files for it. Returns the Explanation for further, method-specific assertions.
     """
+    from xconv.api import predict
+    from xconv.interfaces import Explainer, Explanation
+
+    assert isinstance(explainer_cls, type) and issubclass(explainer_cls, Explainer), \
+        f"{explainer_cls} is not an xconv.Explainer subclass"
+    _check_declaration(explainer_cls, ("name", "description", "kind"))
+    if model is None:
+        model = tiny_convnet()
+        model.flip_average = True
+    images = (images if images is not None else random_images(3, model.input_size, seed=1)) \
+        if explainer_cls.needs_images else None
+    _check_refuses_unknown_option(lambda: explainer_cls(model, no_such_option=1), explainer_cls)
+    explanation = explainer_cls(model, **options).explain(images, None)
+    assert isinstance(explanation, Explanation), f"explain() returned {type(explanation).__name__}"
+    assert explanation.method == explainer_cls.name and explanation.kind == explainer_cls.kind
+    layer = explanation.layer
+    assert layer is None or isinstance(layer, str) or (isinstance(layer, list) and all(isinstance(x, str) for x in layer)), \
+        f"explanation.layer must be None, a layer path or a list of them, got {layer!r}"
+    _check_json(explanation.metadata, "metadata")
+    assert "\n" not in repr(explanation) and len(repr(explanation)) < 300, "repr(Explanation) must be one short line"
+    _check_arrays(explanation, images)
+    if images is not None and explanation.predictions is not None:
+        expected = predict(model, images)
+        for (label, score), [(want_label, want_score)] in zip(explanation.predictions, expected):
+            assert label == want_label and abs(score - want_score) < 1e-4, \
+                f"explanation says {label} {score:.5f}, xconv.predict says {want_label} {want_score:.5f}: report " \
+                f"model.probabilities(...) so both give one confidence"
+    if explanation.kind == "heatmap":
+        heatmaps = explanation.heatmaps
+        assert heatmaps.ndim == 3 and heatmaps.min() >= 0 and heatmaps.max() <= 1, "heatmaps must be in [0, 1]"
+        assert explanation.targets is not None and len(explanation.targets) == len(images)
+        wanted = [index % len(model.class_names) for index in range(len(images))]
+        again = explainer_cls(model, **options).explain(images, wanted)
+        assert list(again.targets) == wanted, f"asked for targets {wanted}, the explanation has {again.targets}"
+        assert again.target_names == [model.class_names[t] for t in wanted]
+    _render_with_every_renderer(explanation, out_dir)
+    return explanation
+
+
+def check_renderer(renderer_cls, explanation=None, out_dir=None, **options):
+    """Contract check for a renderer: attributes, option declaration, and that it writes files it reports as
+    :class:`xconv.Output` records naming the input each file shows. Without ``explanation``, one of the first
+    accepted built-in kind (heatmap, activations or patterns) is made up. Returns the outputs."""
     import tempfile
     from pathlib import Path
 
-    from xconv.registry import get_registry
-    from xconv.types import Explainer, Explanation
+    from xconv.interfaces import Output, Renderer
 
-    assert issubclass(explainer_cls, Explainer), f"{explainer_cls} is not an xconv.Explainer subclass"
-    for attribute in ("name", "description", "kind"):
-        assert getattr(explainer_cls, attribute, ""), f"{explainer_cls.__name__}.{attribute} is empty"
-    model = model or tiny_convnet()
-    if explainer_cls.needs_images:
-        images = images if images is not None else random_images(3, model.input_size, seed=1)
-    else:
-        images = None
-    explainer = explainer_cls(model, **options)
-    explanation = explainer.explain(images, None)
-    assert isinstance(explanation, Explanation), f"explain() returned {type(explanation).__name__}"
-    assert explanation.method == explainer_cls.name and explanation.kind == explainer_cls.kind
+    assert isinstance(renderer_cls, type) and issubclass(renderer_cls, Renderer), \
+        f"{renderer_cls} is not an xconv.Renderer subclass"
+    _check_declaration(renderer_cls, ("name", "description", "accepts"))
+    _check_refuses_unknown_option(lambda: renderer_cls(no_such_option=1), renderer_cls)
+    explanation = explanation or sample_explanation(renderer_cls.accepts)
+    assert renderer_cls.can_render(explanation), f"{renderer_cls.name} does not accept {explanation.kind}"
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(out_dir or scratch)
+        folder.mkdir(parents=True, exist_ok=True)
+        written = renderer_cls(**options).render(explanation, folder)
+        assert written, f"renderer {renderer_cls.name} wrote nothing"
+        for item in written:
+            assert isinstance(item, Output), f"render() must return xconv.Output records (explanation.output(path, i))" \
+                                             f", got {type(item).__name__}"
+            assert Path(item).is_file() and Path(item).parent == folder, f"{item} was not written into {folder}"
+            assert item.index is None or 0 <= item.index < max(1, len(explanation)), f"{item}: index {item.index}"
+        if explanation.images is not None and len(explanation):
+            shown = {item.index for item in written}
+            assert shown >= set(range(len(explanation))), f"no output names inputs {set(range(len(explanation))) - shown}"
+    return written
+
+
+def check_model(model_cls, weights=None, **options):
+    """Contract check for a model plugin: ``load`` is a classmethod returning an :class:`xconv.Model` whose
+    class names match the network's outputs, whose preprocessing and predictions have the right shapes, and
+    whose default layer resolves to a spatial feature map. Returns the loaded model."""
+    import inspect
+
+    from xconv.layers import find_layer
+
+    assert isinstance(model_cls, type) and issubclass(model_cls, Model), f"{model_cls} is not an xconv.Model subclass"
+    _check_declaration(model_cls, ("name", "description"))
+    assert inspect.ismethod(model_cls.load) and model_cls.load.__self__ is model_cls, "Model.load must be a classmethod"
+    model = model_cls.load(weights, **options) if options else model_cls.load(weights)
+    assert isinstance(model, Model), f"load() returned {type(model).__name__}, not an xconv.Model"
+    outputs = int(model.keras_model.outputs[0].shape[-1])
+    assert len(model.class_names) == outputs, f"{len(model.class_names)} class names for {outputs} outputs"
+    size = tuple(side or 32 for side in model.input_size)
+    batch = random_images(2, size, seed=2)
+    inputs = np.asarray(model.preprocess(batch))
+    assert inputs.shape == batch.shape and inputs.dtype == np.float32, "preprocess must keep the shape, give float32"
+    probabilities = model.predict(batch)
+    assert probabilities.shape == (2, outputs) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-3), \
+        "predict must return class probabilities"
+    assert len(find_layer(model.keras_model, model.default_layer).output_shape) == 4, "default layer is not spatial"
+    return model
+
+
+def sample_explanation(kinds) -> "Explanation":
+    """A small made-up explanation of the first built-in kind in ``kinds``, for renderer checks."""
+    from xconv.interfaces import Explanation
+
+    rng = np.random.default_rng(0)
+    images = random_images(2, (32, 32), seed=4)
+    common = dict(model_name="tiny", images=images, originals=list(images), sources=["a.png", "b.png"],
+                  targets=[0, 1], target_names=["class_0", "class_1"],
+                  predictions=[("class_0", 0.6), ("class_1", 0.7)])
+    if "heatmap" in kinds:
+        return Explanation("sample", "heatmap", arrays={"heatmaps": rng.random((2, 4, 4), dtype=np.float32)},
+                           layer="conv3", **common)
+    if "activations" in kinds:
+        return Explanation("sample", "activations", layer=["conv1"],
+                           arrays={"activations": {"conv1": rng.random((2, 8, 8, 4), dtype=np.float32)}}, **common)
+    if "patterns" in kinds:
+        return Explanation("sample", "patterns", "tiny", layer="conv2", metadata={"filters": [0, 1, 2]},
+                           arrays={"patterns": random_images(3, (24, 24)), "scores": np.ones(3, np.float32)})
+    raise AssertionError(f"no sample explanation for kinds {kinds}: pass explanation= to check_renderer")
+
+
+def _check_declaration(cls, attributes) -> None:
+    from xconv.options import Option, declared_options
+
+    for attribute in attributes:
+        assert getattr(cls, attribute, ""), f"{cls.__name__}.{attribute} is empty"
+    for name, option in declared_options(cls).items():
+        assert isinstance(option, Option), f"{cls.__name__}.options must hold xconv.Option, got {option!r}"
+        assert name.isidentifier(), f"option name {name!r} must be a Python identifier"
+        assert not callable(getattr(cls, name, None)), f"option {name!r} would hide the method {cls.__name__}.{name}"
+        assert option.help, f"option {name!r} of {cls.__name__} has no help text"
+
+
+def _check_refuses_unknown_option(make, cls) -> None:
+    from xconv.errors import XconvError
+
+    try:
+        make()
+    except XconvError as error:
+        assert "no_such_option" in str(error), f"the error for an unknown option does not name it: {error}"
+        return
+    except TypeError as error:
+        raise AssertionError(f"{cls.__name__} raised TypeError for an unknown option; declare options and pass "
+                             f"**options to the base __init__ ({error})") from None
+    raise AssertionError(f"{cls.__name__} accepted an unknown option silently")
+
+
+def _check_json(value, what: str) -> None:
+    import json
+
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as error:
+        raise AssertionError(f"explanation.{what} must be JSON-serializable for --json: {error}") from None
+
+
+def _check_arrays(explanation, images) -> None:
     assert explanation.arrays, "the explanation holds no arrays"
     for name, value in _flatten(explanation.arrays):
         array = np.asarray(value)
@@ -79,20 +217,17 @@ def check_explainer(explainer_cls, model: Model | None = None, images: np.ndarra
             f"array {name} is empty or has NaN"
         if images is not None and array.ndim >= 1 and name != "scores":
             assert len(array) == len(images), f"array {name} has {len(array)} entries for {len(images)} images"
-    if explanation.kind == "heatmap":
-        heatmaps = explanation.heatmaps
-        assert heatmaps.ndim == 3 and heatmaps.min() >= 0 and heatmaps.max() <= 1, "heatmaps must be in [0, 1]"
-        assert explanation.targets is not None and len(explanation.targets) == len(images)
+
+
+def _render_with_every_renderer(explanation, out_dir) -> None:
+    from xconv.registry import get_registry
+
     registry = get_registry()
-    renderers = [n for n in registry.names("renderer") if registry.get("renderer", n).can_render(explanation)]
-    with tempfile.TemporaryDirectory() as scratch:
-        target = Path(out_dir or scratch)
-        for renderer in renderers:
-            folder = target / renderer
-            folder.mkdir(parents=True, exist_ok=True)
-            written = registry.get("renderer", renderer)().render(explanation, folder)
-            assert written and all(Path(p).is_file() for p in written), f"renderer {renderer} wrote nothing"
-    return explanation
+    for name in registry.names("renderer"):
+        renderer_cls = registry.get("renderer", name)
+        if renderer_cls.can_render(explanation):
+            folder = None if out_dir is None else f"{out_dir}/{name}"
+            check_renderer(renderer_cls, explanation, folder)
 
 
 def _flatten(arrays: dict, prefix: str = ""):

@@ -213,14 +213,13 @@ def read_history(history_csv: Path) -> list[dict[str, float]]:
 
 def plot_learning_curves(history_csv: Path, png: Path) -> Path:
     """Training vs validation accuracy and loss, side by side, as in Chollet's book."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A bare Figure draws with the Agg canvas without pyplot, so the user's matplotlib backend is left alone.
+    from matplotlib.figure import Figure
 
     rows = read_history(history_csv)
     epochs = [int(row["epoch"]) + 1 for row in rows]
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    figure = Figure(figsize=(10, 4))
+    axes = figure.subplots(1, 2)
     for axis, metric in zip(axes, ("accuracy", "loss")):
         axis.plot(epochs, [row[metric] for row in rows], "o-", markersize=3, label=f"training {metric}")
         axis.plot(epochs, [row[f"val_{metric}"] for row in rows], "s-", markersize=3, label=f"validation {metric}")
@@ -230,7 +229,6 @@ def plot_learning_curves(history_csv: Path, png: Path) -> Path:
         axis.legend()
     figure.tight_layout()
     figure.savefig(png, dpi=100)
-    plt.close(figure)
     return png
 
 
@@ -380,6 +378,7 @@ def train(data: str | os.PathLike, model_cls, out: str | os.PathLike, config: Tr
     steps = int(np.ceil(len(train_split.labels) / config.batch_size))
     progress = RichProgress(config.epochs, steps, echo)
     metadata = {"class_names": train_split.class_names, "name": out.stem, "trained_as": model_cls.name,
+                "preprocess": "none",  # every trainable model rescales its own input
                 "image_size": list(image_size)}
     try:
         summary = fit(keras_model, train_split, validation_split, out, config, initial_epoch, progress,

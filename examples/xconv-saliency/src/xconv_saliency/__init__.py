@@ -34,10 +34,14 @@ class SmoothGrad(xconv.Explainer):
     name = "smoothgrad"
     description = "SmoothGrad input saliency (Smilkov et al. 2017), from the xconv-saliency example plugin"
     kind = "heatmap"
-
-    def __init__(self, model, layer=None, samples: int = 16, noise: float = 0.15, seed: int = 0, **options):
-        super().__init__(model, layer="input", **options)
-        self.samples, self.noise, self.seed = int(samples), float(noise), seed
+    # Declared once: `xconv list smoothgrad` shows them, `-O samples=32` sets them, typos are refused.
+    # The base class checks them and sets self.samples, self.noise, self.seed. The map is at input
+    # resolution, so the explainer has no layer (self.layer stays None).
+    options = (
+        xconv.Option("samples", int, 16, "noisy copies averaged per image"),
+        xconv.Option("noise", float, 0.15, "noise spread as a fraction of the input range"),
+        xconv.Option("seed", int, 0, "random seed of the noise"),
+    )
 
     def compiled_step(self):
         # Cached on the model, so a new explainer for the same setting does not retrace.
@@ -52,7 +56,8 @@ class SmoothGrad(xconv.Explainer):
         @tf.function(reduce_retracing=True)
         def step(inputs, targets, noise):
             count = tf.shape(inputs)[0]
-            _, probabilities = scores_model(inputs, training=False)
+            # model.probabilities adds the model's test-time augmentation: the same confidence as `xconv predict`.
+            probabilities = self.model.probabilities(inputs)
             chosen = tf.where(targets < 0, tf.argmax(probabilities, axis=-1, output_type=tf.int32), targets)
             # All noisy copies of all images go through in one batch: (samples * N, H, W, 3).
             noisy = tf.repeat(inputs, samples, axis=0) + noise
@@ -74,7 +79,7 @@ class SmoothGrad(xconv.Explainer):
         noise = rng.normal(0.0, spread, (len(inputs) * self.samples, *inputs.shape[1:])).astype(np.float32)
         requested = np.full(len(images), -1, np.int32) if targets is None else np.asarray(targets, np.int32)
         heatmaps, chosen, probabilities = self.compiled_step()(inputs, requested, noise)
-        return xconv.cam.heatmap_explanation(self, heatmaps.numpy(), chosen.numpy(), probabilities.numpy(), images)
+        return xconv.heatmap_explanation(self, heatmaps.numpy(), chosen.numpy(), probabilities.numpy(), images)
 
 
 @xconv.hookimpl

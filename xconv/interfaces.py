@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from xconv.errors import UnknownNameError, XconvError
+from xconv.options import Option, resolve_options
 
 
 class Model:
@@ -31,6 +32,8 @@ class Model:
     flip_average: ClassVar[bool] = False
     #: Input size ``xconv train`` uses unless ``--image-size`` is given.
     default_image_size: ClassVar[tuple[int, int]] = (224, 224)
+    #: Declared options (:class:`xconv.Option`), passed to :meth:`load` as keyword arguments.
+    options: ClassVar[tuple[Option, ...]] = ()
 
     def __init__(self, keras_model, class_names, default_layer: str | None = None, display_name: str | None = None):
         self.keras_model = keras_model
@@ -39,8 +42,9 @@ class Model:
         self._default_layer = default_layer
 
     @classmethod
-    def load(cls, weights: str | None = "default") -> "Model":
-        """Build the model; ``weights`` is ``"default"``, a plugin-specific name, a file path or ``None``."""
+    def load(cls, weights: str | None = "default", **options) -> "Model":
+        """A classmethod building the model: ``weights`` is ``"default"``, a plugin-specific name, a file path
+        or ``None`` (random); ``options`` are the declared options, validated and with defaults filled in."""
         raise NotImplementedError
 
     @classmethod
@@ -104,21 +108,6 @@ class Model:
 
         return [info.path for info in feature_layers(self.keras_model)]
 
-    def layer_order(self) -> dict[str, int]:
-        """Layer path -> position in network order (nested layers included)."""
-        from xconv.layers import iter_layers
-
-        return {info.path: index for index, info in enumerate(iter_layers(self.keras_model))}
-
-    def preprocess_affine(self) -> tuple[np.ndarray, np.ndarray]:
-        """(scale, offset) per channel with preprocess(x) == scale * x + offset, for optimizing in pixel space."""
-        probe = np.array([[[[0, 0, 0]], [[255, 255, 255]], [[128, 64, 32]]]], np.uint8)
-        out = np.asarray(self.preprocess(probe), np.float64)[0, :, 0]
-        scale, offset = (out[1] - out[0]) / 255.0, out[0]
-        if not np.allclose(scale * np.array([128, 64, 32]) + offset, out[2], atol=1e-4):
-            raise XconvError(f"{self.display_name}: preprocess is not affine; gradient ascent in pixel space needs it")
-        return scale.astype(np.float32), offset.astype(np.float32)
-
     def preprocess(self, batch: np.ndarray) -> np.ndarray:
         """uint8 (N, H, W, 3) at input size -> float32 model input. Default: the model rescales itself."""
         return np.asarray(batch, dtype=np.float32)
@@ -126,11 +115,21 @@ class Model:
     def predict(self, batch: np.ndarray, flip_average: bool | None = None) -> np.ndarray:
         """Class probabilities (N, classes) for a uint8 batch at input size, averaged with the mirror
         images when ``flip_average`` is set (``None``: the model's own ``flip_average``)."""
-        probabilities = np.asarray(self.keras_model(self.preprocess(batch), training=False))
-        if self.flip_average if flip_average is None else flip_average:
-            mirrored = np.asarray(self.keras_model(self.preprocess(batch[:, :, ::-1]), training=False))
-            probabilities = (probabilities + mirrored) / 2
-        return probabilities
+        return np.asarray(self.probabilities(self.preprocess(batch), flip_average=flip_average))
+
+    def probabilities(self, inputs, computed=None, flip_average: bool | None = None):
+        """Probabilities of preprocessed ``inputs`` (also a tensor inside a tf.function), with the model's
+        test-time augmentation. Explainers report these, so ``predict`` and ``explain`` give one confidence;
+        ``computed``: the plain probabilities of ``inputs`` when a pass already made them.
+        """
+        if computed is None:
+            computed = self.keras_model(inputs, training=False)
+        if not (self.flip_average if flip_average is None else flip_average):
+            return computed
+        import tensorflow as tf
+
+        mirrored = self.keras_model(tf.reverse(tf.convert_to_tensor(inputs), axis=[2]), training=False)
+        return (computed + mirrored) / 2
 
     def decode(self, probabilities: np.ndarray, top: int = 1) -> list[list[tuple[str, float]]]:
         """Top-k (label, score) per row, best first."""
@@ -160,12 +159,13 @@ class Model:
         raise UnknownNameError("class", target, names)
 
 
-@dataclass
+@dataclass(repr=False)
 class Explanation:
     """What an explainer produced, with everything a renderer needs (no access to the model required).
 
-    ``arrays`` holds the method's results, e.g. ``heatmaps`` (N, h, w) or ``activations`` {layer: array}.
-    ``images`` are the model-size inputs, ``originals`` the decoded photos at their own size.
+    ``arrays`` holds the method's results by kind (``heatmaps`` (N, h, w), ``activations`` {layer: array},
+    ``patterns`` and ``scores``; see the plugin guide for each kind's fields). ``images`` are the
+    model-size inputs, ``originals`` the decoded photos at their own size, ``sources`` their file names.
     """
 
     method: str
@@ -189,6 +189,18 @@ class Explanation:
             return arrays[name]
         raise AttributeError(f"{self.method} explanation has no {name!r} (it has: {', '.join(arrays)})")
 
+    def __repr__(self) -> str:
+        def shape(value):
+            if isinstance(value, dict):
+                return f"{{{len(value)} layers}}"
+            array = np.asarray(value)
+            return f"{array.dtype}{list(array.shape)}"
+
+        layer = self.layer if not isinstance(self.layer, list) else f"{len(self.layer)} layers"
+        arrays = ", ".join(f"{name}={shape(value)}" for name, value in self.arrays.items())
+        return (f"Explanation({self.method}, kind={self.kind}, model={self.model_name}, inputs={len(self)}, "
+                f"layer={layer}, {arrays})")
+
     def __len__(self) -> int:
         return len(self.sources or []) or (0 if self.images is None else len(self.images))
 
@@ -200,6 +212,34 @@ class Explanation:
         numbered = len(self) > 1 or self.index_offset > 0 or not source
         return f"{self.index_offset + index:03d}_{safe_name(base)}" if numbered else safe_name(base)
 
+    def output(self, path: str | os.PathLike, index: int | None = None) -> "Output":
+        """An :class:`Output` record for a file a renderer wrote about input ``index`` (None: all inputs)."""
+        target = self.target_names[index] if index is not None and self.target_names else None
+        return Output(Path(path), index, target)
+
+
+@dataclass(frozen=True)
+class Output:
+    """A file a renderer wrote, and which input (``index`` into the explanation) and target it shows.
+
+    It is path-like (``open(output)``, ``str(output)``), so code that wanted paths keeps working; ``index``
+    is None for a file about the explanation as a whole (a grid of filter patterns).
+    """
+
+    path: Path
+    index: int | None = None
+    target: str | None = None
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __getattr__(self, name):
+        # output.name, output.suffix, output.exists(): the written file's Path answers.
+        return getattr(self.__dict__["path"], name)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
 
 def singular(name: str) -> str:
     """'Cats' -> 'cat', so class folders named in the plural match a model's singular class names."""
@@ -208,25 +248,30 @@ def singular(name: str) -> str:
 
 
 def safe_name(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(text))
+    """``text`` with every character that is unsafe in a file name replaced by ``_``."""
+    return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in str(text))
 
 
 class Explainer:
     """Turns a model and a batch of images into an :class:`Explanation`.
 
-    ``kind`` tells renderers what the explanation holds. Set ``needs_images = False`` for methods that
-    synthesize inputs (filter patterns).
+    Constructed as ``Explainer(model, layer=None, **options)``: ``layer`` is a layer name or path, a list
+    of them, or None for methods without one; ``options`` are checked against the ``options`` declaration
+    and each becomes an attribute (``self.steps``) and an entry of ``self.options``. ``kind`` tells
+    renderers what the explanation holds. Set ``needs_images = False`` for methods that synthesize inputs.
     """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     kind: ClassVar[str] = ""
     needs_images: ClassVar[bool] = True
+    options: ClassVar[tuple[Option, ...]] = ()
 
-    def __init__(self, model: Model, layer: str | None = None, **options):
+    def __init__(self, model: Model, layer: str | list[str] | None = None, **options):
         self.model = model
         self.layer = layer
-        self.options = options
+        self.options = resolve_options(type(self), options)
+        self.__dict__.update(self.options)
 
     def explain(self, images: np.ndarray | None, targets: list[int] | None = None) -> Explanation:
         """``images``: uint8 (N, H, W, 3) at the model's input size; ``targets``: class index per image or None."""
@@ -234,18 +279,21 @@ class Explainer:
 
 
 class Renderer:
-    """Writes an Explanation to files; declares the explanation kinds it accepts."""
+    """Writes an Explanation to files; declares the explanation kinds it accepts and its options."""
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     accepts: ClassVar[tuple[str, ...]] = ()
+    options: ClassVar[tuple[Option, ...]] = ()
 
     def __init__(self, **options):
-        self.options = options
+        self.options = resolve_options(type(self), options)
+        self.__dict__.update(self.options)
 
     @classmethod
     def can_render(cls, explanation: Explanation) -> bool:
         return explanation.kind in cls.accepts
 
-    def render(self, explanation: Explanation, out_dir: str | os.PathLike) -> list[Path]:
+    def render(self, explanation: Explanation, out_dir: str | os.PathLike) -> list[Output]:
+        """Write files into ``out_dir``; return one :class:`Output` per file (``explanation.output(path, i)``)."""
         raise NotImplementedError

@@ -1,0 +1,145 @@
+"""Declared plugin options: each model, explainer and renderer states its options once, here is the rest.
+
+A plugin class lists :class:`Option` objects in its ``options`` class attribute; subclasses add to their
+parents' list (a subclass may redeclare a name to change its default). From that one declaration come the
+CLI's generic ``-O NAME=VALUE``, the option table of ``xconv list NAME``, and the validation of Python
+keyword arguments: an unknown or ill-typed option is one line naming the valid ones, never silently dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from xconv.errors import XconvError
+
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option: ``type`` is int, float, bool, str, or a converter ``value -> value`` raising ValueError.
+
+    ``choices`` limits the (converted) value to a fixed set; ``default`` is used when the option is not given
+    (it is not converted, so ``None`` can mean "decide later").
+    """
+
+    name: str
+    type: type | Callable[[Any], Any] = str
+    default: Any = None
+    help: str = ""
+    choices: tuple = ()
+
+    @property
+    def type_name(self) -> str:
+        if self.choices:
+            return "|".join(map(str, self.choices))
+        return getattr(self.type, "type_name", None) or getattr(self.type, "__name__", "value")
+
+    def convert(self, value, owner: str):
+        """The value as this option's type; text (from the CLI) is parsed, Python values are checked."""
+        if value is None:
+            return None
+        try:
+            converted = self._convert(value)
+        except (TypeError, ValueError) as error:
+            detail = f" ({error})" if str(error) and self.type not in (int, float, bool) else ""
+            raise XconvError(f"option {self.name} of {owner} takes {self.type_name}, got {value!r}{detail}") from None
+        if self.choices and converted not in self.choices:
+            raise XconvError(f"option {self.name} of {owner} must be one of {', '.join(map(str, self.choices))}; "
+                             f"got {value!r}")
+        return converted
+
+    def _convert(self, value):
+        if self.type is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.strip().lower() in TRUE_WORDS + FALSE_WORDS:
+                return value.strip().lower() in TRUE_WORDS
+            raise ValueError
+        if self.type is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value.strip() if isinstance(value, str) else value)
+        if self.type is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if self.type is str:
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+        return self.type(value)
+
+
+def declared_options(cls) -> dict[str, Option]:
+    """Every option of a plugin class, parents' first, a subclass's redeclaration winning."""
+    merged: dict[str, Option] = {}
+    for klass in reversed(cls.__mro__):
+        for option in klass.__dict__.get("options", ()) or ():
+            merged[option.name] = option
+    return merged
+
+
+def normalize(name: str) -> str:
+    """``step-size`` and ``step_size`` name the same option."""
+    return name.strip().replace("-", "_")
+
+
+def owner_label(cls) -> str:
+    kind = next((base.__name__.lower() for base in cls.__mro__ if base.__module__ == "xconv.interfaces"), "plugin")
+    return f"{kind} {getattr(cls, 'name', '') or cls.__name__!r}"
+
+
+def describe_choices(cls) -> str:
+    declared = declared_options(cls)
+    return ", ".join(f"{o.name}={o.type_name}" for o in declared.values()) if declared else "none"
+
+
+def resolve_options(cls, given: dict[str, Any]) -> dict[str, Any]:
+    """All declared options of ``cls`` with their defaults, overridden by the converted ``given`` values."""
+    declared = declared_options(cls)
+    owner = owner_label(cls)
+    resolved = {name: option.default for name, option in declared.items()}
+    for raw_name, value in given.items():
+        name = normalize(raw_name)
+        if name not in declared:
+            raise XconvError(f"{owner} has no option {raw_name!r}; its options: {describe_choices(cls)}")
+        resolved[name] = declared[name].convert(value, owner)
+    return resolved
+
+
+def parse_assignments(pairs: list[str] | None) -> list[tuple[str | None, str, str]]:
+    """``["renderer.colormap=viridis", "steps=5"]`` -> [(scope or None, name, text value), ...]."""
+    parsed = []
+    for pair in pairs or []:
+        name, equals, value = pair.partition("=")
+        if not equals or not name.strip():
+            raise XconvError(f"-O {pair!r}: write options as NAME=VALUE, e.g. -O steps=60")
+        scope, dot, bare = name.partition(".")
+        parsed.append((scope.strip(), normalize(bare), value) if dot else (None, normalize(name), value))
+    return parsed
+
+
+def route_options(pairs: list[tuple[str | None, str, str]], components: dict[str, type]) -> dict[str, dict]:
+    """Send each option to the components that declare it.
+
+    ``components`` maps a scope (``"model"``, ``"method"``, ``"renderer"``) to a plugin class. An option
+    qualified with a scope (``renderer.colormap=...``) goes to that component only; an unqualified one to
+    every component that declares it. An option nobody declares is an error listing every valid name.
+    """
+    routed: dict[str, dict] = {scope: {} for scope in components}
+    for scope, name, value in pairs:
+        if scope is not None:
+            if scope not in components:
+                raise XconvError(f"-O {scope}.{name}: the scope must be one of {', '.join(components)}")
+            targets = [scope]
+        else:
+            targets = [s for s, cls in components.items() if name in declared_options(cls)]
+        if not targets:
+            valid = "; ".join(f"{owner_label(cls)}: {describe_choices(cls)}" for cls in components.values())
+            raise XconvError(f"no option {name!r} here; valid options: {valid}")
+        for target in targets:
+            routed[target][name] = value
+    return routed

@@ -1,0 +1,53 @@
+"""Import TensorFlow without its start-up chatter on stderr.
+
+TensorFlow's C++ libraries log a few lines at import (absl's "before InitializeLog" notice, oneDNN's
+round-off note, "could not find cuda drivers"), twice, and ``TF_CPP_MIN_LOG_LEVEL`` no longer silences
+them. They are written to file descriptor 2 by C++ code, so Python's ``sys.stderr`` cannot catch them:
+the descriptor itself is pointed at a temporary file during the import. Lines that are not known start-up
+notices are written back to stderr afterwards, so real warnings and errors still show. ``XCONV_DEBUG=1``
+(``xconv --debug``) imports TensorFlow untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+
+#: Start-up notices that say nothing about the user's work.
+STARTUP_NOISE = re.compile(
+    r"All log messages before absl::InitializeLog"
+    r"|oneDNN custom operations are on"
+    r"|Could not find cuda drivers|cudart_stub|cuda_executor|cuInit|computation_placer"
+    r"|Unable to register cu(DNN|FFT|BLAS) factory|TF-TRT Warning|This TensorFlow binary is optimized"
+    r"|rebuild TensorFlow with the appropriate compiler flags|absl::InitializeLog"
+)
+
+
+def debugging() -> bool:
+    return os.environ.get("XCONV_DEBUG", "") not in ("", "0")
+
+
+def quiet_tensorflow() -> None:
+    """Import tensorflow and keras once, dropping only their known start-up notices from stderr."""
+    if "tensorflow" in sys.modules or debugging():
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        saved = os.dup(2)
+        os.dup2(captured.fileno(), 2)
+        try:
+            import keras  # noqa: F401 - imports tensorflow as its backend
+            import tensorflow
+
+            tensorflow.config.list_physical_devices()  # device discovery logs its own notices (cuInit)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode(errors="replace")
+    kept = [line for line in text.splitlines() if line.strip() and not STARTUP_NOISE.search(line)]
+    if kept:
+        print("\n".join(kept), file=sys.stderr)
