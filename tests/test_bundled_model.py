@@ -54,3 +54,41 @@ def test_predict_averages_each_photo_with_its_mirror(catsdogs):
     single = lambda x: np.asarray(catsdogs.keras_model(catsdogs.preprocess(x), training=False))  # noqa: E731
     expected = (single(batch) + single(batch[:, :, ::-1])) / 2
     np.testing.assert_allclose(catsdogs.predict(batch), expected, atol=1e-6)
+
+
+def test_predict_explain_and_evaluate_report_one_confidence(catsdogs, tmp_path):
+    """The same photo gets the same probability from every command (flip averaging included everywhere)."""
+    import json
+
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from xconv.cli import build_app
+    from xconv.demo import chelsea
+
+    photo = tmp_path / "chelsea.jpg"
+    Image.fromarray(chelsea()).save(photo)
+    app, runner = build_app(), CliRunner()
+
+    def run(*args):
+        result = runner.invoke(app, [str(a) for a in args])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    [label, score] = [(p["label"], p["score"]) for p in json.loads(run("predict", photo, "--json"))["predictions"]][0]
+    for method in ("gradcam", "activations"):
+        record = json.loads(run("explain", photo, "--method", method, "--json", "--out", tmp_path / method).splitlines()[-1])
+        assert record["predicted"] == label and abs(record["score"] - score) < 1e-5, (method, record, score)
+    text = run("explain", photo, "--out", tmp_path / "text")
+    assert f"predicted {label} {score:.3f}" in text
+    assert f": {label} {score:.3f}" in run("predict", photo)
+    unflipped = json.loads(run("predict", photo, "--json", "-O", "flip=false"))["predictions"][0]["score"]
+    assert abs(unflipped - score) > 1e-4  # the option reaches the model
+    # Filed under the other class, evaluate lists the photo as a confident error, with the same confidence.
+    for folder in ("cats", "dogs"):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+    wrong_folder = "cats" if label == "dog" else "dogs"
+    (tmp_path / "data" / wrong_folder / photo.name).write_bytes(photo.read_bytes())
+    report = json.loads(run("evaluate", "--data", tmp_path / "data", "--json", "--out", tmp_path / "eval"))
+    [error] = report["most_confident_errors"]
+    assert error["predicted"] == label and abs(error["confidence"] - score) < 1e-5

@@ -170,3 +170,95 @@ def test_long_batches_never_overwrite_outputs_across_chunks(model_file, tmp_path
     result = invoke("explain", tmp_path / "a", tmp_path / "b", "--model", model_file, "--out", out)
     assert result.exit_code == 0, result.output
     assert len(list(out.glob("*.png"))) == 18
+
+
+def test_folders_are_searched_recursively_in_sorted_order(model_file, tmp_path):
+    for split, name in [("validation/dogs", "b.png"), ("validation/cats", "a.png"), ("train/cats", "c.png"),
+                        (".hidden", "d.png")]:
+        (tmp_path / "data" / split).mkdir(parents=True)
+        Image.fromarray(random_images(1, (32, 32))[0]).save(tmp_path / "data" / split / name)
+    result = invoke("predict", tmp_path / "data", "--model", model_file, "--json")
+    assert result.exit_code == 0, result.output
+    found = [Path(json.loads(line)["path"]).relative_to(tmp_path / "data").as_posix()
+             for line in result.output.splitlines()]
+    assert found == ["train/cats/c.png", "validation/cats/a.png", "validation/dogs/b.png"]
+    result = invoke("explain", tmp_path / "data" / "validation", "--model", model_file, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert len(written) == 2 and written[0].startswith("000_a_gradcam_") and written[1].startswith("001_b_gradcam_")
+
+
+def test_start_up_is_quiet_and_debug_is_not(model_file, photos):
+    """No TensorFlow/absl start-up lines on stderr in normal use; --debug lets TensorFlow speak."""
+    env = {key: value for key, value in os.environ.items() if key not in ("TF_CPP_MIN_LOG_LEVEL", "XCONV_DEBUG")}
+    command = [sys.executable, "-m", "xconv.cli", "predict", str(photos / "photo0.png"), "--model", str(model_file)]
+    quiet = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+    loud = subprocess.run([command[0], "-m", "xconv.cli", "--debug", *command[3:]], capture_output=True, text=True,
+                          env=env)
+    assert loud.returncode == 0 and loud.stdout == quiet.stdout
+    assert "oneDNN" in loud.stderr or "absl" in loud.stderr or "cuda" in loud.stderr.lower()
+
+
+@pytest.fixture(scope="module")
+def bare_model_file(tmp_path_factory):
+    """A classifier that does not rescale its own input (like a keras.applications model saved bare)."""
+    import keras
+
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(3, activation="softmax")(x)
+    path = tmp_path_factory.mktemp("bare") / "bare.keras"
+    keras.Model(inputs, outputs).save(path)
+    return path
+
+
+def test_a_file_without_preprocessing_says_what_is_assumed(bare_model_file, photos):
+    result = invoke("predict", photos / "photo0.png", "--model", bare_model_file)
+    assert result.exit_code == 0, result.output
+    [warning] = [line for line in result.output.splitlines() if line.startswith("xconv: warning")]
+    assert "assuming it takes pixels 0-255 (--preprocess none)" in warning and "tf|torch|caffe" in warning
+    stated = invoke("predict", photos / "photo0.png", "--model", bare_model_file, "--preprocess", "tf")
+    assert stated.exit_code == 0 and "warning" not in stated.output
+    assert one_line_error_of(invoke("predict", photos / "photo0.png", "--model", bare_model_file,
+                                    "--preprocess", "inception"), "unknown preprocessing mode 'inception'")
+
+
+def one_line_error_of(result, needle) -> bool:
+    assert_one_line_error(result, needle)
+    return True
+
+
+@pytest.mark.parametrize("mode,expected", [
+    ("none", lambda x: x), ("unit", lambda x: x / 255), ("tf", lambda x: x / 127.5 - 1),
+    ("torch", lambda x: (x / 255 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]),
+    ("caffe", lambda x: x[..., ::-1] - [103.939, 116.779, 123.68]),
+])
+def test_preprocessing_modes_match_keras_applications(bare_model_file, mode, expected):
+    import xconv
+
+    batch = random_images(2, (32, 32), seed=7)
+    model = xconv.load_model(bare_model_file, preprocess=mode)
+    np.testing.assert_allclose(model.preprocess(batch), expected(batch.astype(np.float64)), rtol=1e-5, atol=1e-4)
+    if mode == "tf":
+        from keras.applications.inception_v3 import preprocess_input
+
+        np.testing.assert_allclose(model.preprocess(batch), preprocess_input(batch.astype(np.float32)), atol=1e-5)
+    if mode == "caffe":
+        from keras.applications.resnet50 import preprocess_input
+
+        np.testing.assert_allclose(model.preprocess(batch), preprocess_input(batch.astype(np.float32)), atol=1e-4)
+
+
+def test_recorded_preprocessing_is_used_without_a_warning(bare_model_file, tmp_path, recwarn):
+    import shutil
+
+    import xconv
+
+    stated = tmp_path / "stated.keras"
+    shutil.copy(bare_model_file, stated)
+    write_metadata(stated, {"preprocess": "torch"})
+    assert xconv.load_model(stated).preprocess_mode == "torch"
+    assert not [w for w in recwarn if issubclass(w.category, xconv.XconvWarning)]

@@ -183,16 +183,25 @@ def plugin_details(kind: str, entry) -> dict:
     if kind == "renderer":
         details["accepts"] = list(cls.accepts)
     details["options"] = [
-        {"name": option.name, "type": option.type_name, "default": option.default, "help": option.help}
+        {"name": option.name, "type": option.type_name, "default": option.default, "help": option.help,
+         "choices": list(option.choices)}
         for option in declared_options(cls).values()
     ]
     return details
 
 
 def show_plugin(name: str, as_json: bool) -> None:
-    found = get_registry().find(name)
+    registry = get_registry()
+    found = registry.find(name)
     if not found:
-        get_registry().entry("explainer", name)  # raises the unknown-name error, with any load failure
+        for kind in ("model", "explainer", "renderer"):
+            try:
+                registry.entry(kind, name)
+            except XconvError as error:
+                if "unknown" not in str(error):
+                    raise  # a clash or a plugin that failed to load: that message says more
+        known = "; ".join(f"{kind}s: {', '.join(registry.names(kind))}" for kind in ("model", "explainer", "renderer"))
+        raise XconvError(f"no plugin provides {name!r}; {known}")
     details = [plugin_details(kind, entry) for kind, entry in found]
     if as_json:
         typer.echo(json.dumps(details, indent=1, default=str))
@@ -208,8 +217,9 @@ def show_plugin(name: str, as_json: bool) -> None:
             continue
         typer.echo("  options (-O NAME=VALUE):")
         for option in item["options"]:
-            typer.echo(f"    {option['name']:<18} {option['type']:<22} default {option['default']!s:<8} "
-                       f"{option['help']}")
+            choices = f" (one of: {', '.join(map(str, option['choices']))})" if option["type"] == "choice" else ""
+            typer.echo(f"    {option['name']:<18} {option['type']:<20} default {option['default']!s:<8} "
+                       f"{option['help']}{choices}")
 
 
 @app.command()
@@ -357,8 +367,10 @@ def describe(explanation, index, path, written, targets, model, as_json: bool) -
 
 
 def default_renderer(kind: str) -> str:
+    """The first renderer accepting ``kind``: built-ins first, so an installed plugin never changes the default."""
     registry = get_registry()
-    for name in registry.names("renderer"):
+    names = sorted(registry.names("renderer"), key=lambda n: (not registry.entry("renderer", n).builtin, n))
+    for name in names:
         if kind in registry.get("renderer", name).accepts:
             return name
     raise XconvError(f"no installed renderer can draw {kind!r} explanations")

@@ -8,7 +8,7 @@ decorated by :data:`xconv.hookimpl`. It may set ``xconv_api_version``; a differe
 import pluggy
 
 #: Version of this hook contract. Bump the major number when a hook changes incompatibly.
-API_VERSION = "1.0"
+API_VERSION = "1.1"
 
 hookspec = pluggy.HookspecMarker("xconv")
 hookimpl = pluggy.HookimplMarker("xconv")

@@ -34,7 +34,7 @@ class Option:
     @property
     def type_name(self) -> str:
         if self.choices:
-            return "|".join(map(str, self.choices))
+            return "|".join(map(str, self.choices)) if len(self.choices) <= 4 else "choice"
         return getattr(self.type, "type_name", None) or getattr(self.type, "__name__", "value")
 
     def convert(self, value, owner: str):
@@ -45,7 +45,7 @@ class Option:
             converted = self._convert(value)
         except (TypeError, ValueError) as error:
             detail = f" ({error})" if str(error) and self.type not in (int, float, bool) else ""
-            raise XconvError(f"option {self.name} of {owner} takes {self.type_name}, got {value!r}{detail}") from None
+            raise XconvError(f"option {self.name} of {owner} must be {self.type_name}, got {value!r}{detail}") from None
         if self.choices and converted not in self.choices:
             raise XconvError(f"option {self.name} of {owner} must be one of {', '.join(map(str, self.choices))}; "
                              f"got {value!r}")

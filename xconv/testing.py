@@ -54,8 +54,8 @@ def check_explainer(explainer_cls, model: Model | None = None, images: np.ndarra
     Explanation carries the method and kind, a layer the CLI can print (None, a path or a list of paths),
     JSON-serializable metadata, arrays free of NaN with one entry per image, predictions equal to
     ``xconv.predict``'s (on a model with test-time flipping, so both paths must use ``model.probabilities``),
-    requested targets honoured, a one-line repr, and that every installed renderer accepting its kind writes
-    files for it. Returns the Explanation for further, method-specific assertions.
+    requested targets honoured, a one-line repr, and that every built-in renderer accepting its kind passes
+    :func:`check_renderer` on it. Returns the Explanation for further, method-specific assertions.
     """
     from xconv.api import predict
     from xconv.interfaces import Explainer, Explanation
@@ -224,8 +224,9 @@ def _render_with_every_renderer(explanation, out_dir) -> None:
 
     registry = get_registry()
     for name in registry.names("renderer"):
-        renderer_cls = registry.get("renderer", name)
-        if renderer_cls.can_render(explanation):
+        entry = registry.entry("renderer", name)
+        renderer_cls = entry.cls
+        if entry.builtin and renderer_cls.can_render(explanation):
             folder = None if out_dir is None else f"{out_dir}/{name}"
             check_renderer(renderer_cls, explanation, folder)
 

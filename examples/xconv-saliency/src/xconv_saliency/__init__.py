@@ -12,7 +12,7 @@ import numpy as np
 
 import xconv
 
-xconv_api_version = "1.0"
+xconv_api_version = "1.1"
 
 
 class GradCAMPlusPlus(xconv.CAMExplainer):

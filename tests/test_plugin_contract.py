@@ -1,0 +1,286 @@
+"""The contract a third-party author relies on, driven through the CLI with fake installed distributions:
+declared options, layer-less methods, plugin failures as one line, warnings on every command, the clash
+rule and the opt-out, and Output records from renderers."""
+
+import json
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+import xconv
+from xconv.modelfile import write_metadata
+from xconv.testing import random_images, tiny_keras_convnet
+
+PLUGIN = '''
+import numpy as np
+import xconv
+
+
+class Occlusion(xconv.Explainer):
+    """Layer-less, with a declared option."""
+    name = "occlusion-test"
+    description = "probability drop when a patch is grayed out"
+    kind = "heatmap"
+    options = (xconv.Option("patch", int, 16, "patch size in pixels"),)
+
+    def explain(self, images, targets=None):
+        inputs = self.model.preprocess(images)
+        probabilities = np.asarray(self.model.probabilities(inputs))
+        chosen = probabilities.argmax(1) if targets is None else np.asarray(targets)
+        maps = np.zeros(images.shape[:3], np.float32)
+        maps[:, : self.patch, : self.patch] = 1.0
+        return xconv.heatmap_explanation(self, maps, chosen, probabilities, images)
+
+
+class Legacy(xconv.Explainer):
+    """Written before options were declared: no **options in its signature."""
+    name = "legacy-test"
+    description = "an explainer with a fixed signature"
+    kind = "heatmap"
+
+    def __init__(self, model, layer=None):
+        super().__init__(model, layer=layer)
+
+    def explain(self, images, targets=None):
+        probabilities = self.model.predict(images)
+        chosen = probabilities.argmax(1)
+        return xconv.heatmap_explanation(self, np.ones(images.shape[:3], np.float32), chosen, probabilities, images)
+
+
+class Crashing(xconv.Explainer):
+    name = "crash-test"
+    description = "raises inside explain"
+    kind = "heatmap"
+
+    def explain(self, images, targets=None):
+        raise ZeroDivisionError("division by zero in the plugin")
+
+
+class PlainPathRenderer(xconv.Renderer):
+    """Returns plain paths, as renderers did before Output records."""
+    name = "plain-test"
+    description = "writes the heatmap as a gray PNG"
+    accepts = ("heatmap",)
+
+    def render(self, explanation, out_dir):
+        paths = []
+        for index, heatmap in enumerate(explanation.heatmaps):
+            paths.append(xconv.save_image(out_dir / f"plain{index}.png",
+                                          np.repeat(np.uint8(heatmap * 255)[..., None], 3, axis=-1)))
+        return paths
+
+
+class BrokenRenderer(xconv.Renderer):
+    name = "broken-test"
+    description = "raises inside render"
+    accepts = ("heatmap",)
+
+    def render(self, explanation, out_dir):
+        raise KeyError("missing field")
+
+
+@xconv.hookimpl
+def xconv_register_explainers(register):
+    register(Occlusion)
+    register(Legacy)
+    register(Crashing)
+
+
+@xconv.hookimpl
+def xconv_register_renderers(register):
+    register(PlainPathRenderer)
+    register(BrokenRenderer)
+'''
+
+IMPOSTOR = '''
+import xconv
+
+class FakeGradCAM(xconv.Explainer):
+    name = "gradcam"
+    description = "an impostor"
+    kind = "heatmap"
+
+class FakeOverlay(xconv.Renderer):
+    name = "overlay"
+    description = "an impostor"
+    accepts = ("heatmap",)
+
+@xconv.hookimpl
+def xconv_register_explainers(register):
+    register(FakeGradCAM)
+
+@xconv.hookimpl
+def xconv_register_renderers(register):
+    register(FakeOverlay)
+'''
+
+runner = CliRunner()
+
+
+def invoke(*args, **kwargs):
+    from xconv.cli import build_app
+
+    return runner.invoke(build_app(), [str(a) for a in args], **kwargs)
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    tiny_keras_convnet((32, 32), classes=2, seed=0).save(path)
+    write_metadata(path, {"class_names": ["cat", "dog"], "name": "tiny"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory):
+    path = tmp_path_factory.mktemp("photo") / "photo.png"
+    Image.fromarray(random_images(1, (40, 48), seed=2)[0]).save(path)
+    return path
+
+
+@pytest.fixture
+def plugin(make_plugin_dist):
+    make_plugin_dist("xconv-testplug", "fakeplug_contract", PLUGIN)
+
+
+def one_error_line(result) -> str:
+    assert result.exit_code != 0, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("xconv: error")]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+def test_declared_option_reaches_the_plugin_and_layerless_method_reports(plugin, model_file, photo, tmp_path):
+    result = invoke("explain", photo, "--method", "occlusion-test", "--model", model_file, "-O", "patch=4",
+                    "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "predicted" in result.output and " at " not in result.output.splitlines()[0]  # no layer to name
+    [written] = tmp_path.glob("*.png")
+    image = xconv.load_image(written)
+    assert image.shape == (40, 48, 3)
+    result = invoke("explain", photo, "--method", "occlusion-test", "--model", model_file, "--json", "--out", tmp_path)
+    record = json.loads(result.output.splitlines()[-1])
+    assert record["layer"] is None and record["outputs"] == [str(written)]
+
+
+def test_list_shows_a_plugins_options(plugin):
+    result = invoke("list", "occlusion-test")
+    assert result.exit_code == 0, result.output
+    assert "xconv-testplug" in result.output and "patch" in result.output and "patch size in pixels" in result.output
+    details = json.loads(invoke("list", "occlusion-test", "--json").output)
+    assert details[0]["options"][0] == {"name": "patch", "type": "int", "default": 16, "help": "patch size in pixels",
+                                         "choices": []}
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["--method", "occlusion-test", "-O", "pach=4"], ["no option 'pach'", "patch=int"]),
+    (["--method", "occlusion-test", "-O", "patch=big"], ["option patch of explainer 'occlusion-test' must be int"]),
+    (["--method", "occlusion-test", "-O", "patch"], ["NAME=VALUE"]),
+    (["--method", "legacy-test", "-O", "steps=5"], ["no option 'steps'"]),
+    (["--method", "gradcam", "--filters", "0-3"], ["no option 'filters'"]),
+    (["--method", "crash-test"], ["'crash-test' from plugin 'fakeplug_contract' (xconv-testplug) failed in explain",
+                                  "ZeroDivisionError: division by zero in the plugin"]),
+    (["--renderer", "broken-test"], ["'broken-test' from plugin 'fakeplug_contract' (xconv-testplug) failed in render",
+                                     "KeyError"]),
+    (["--method", "activations", "--renderer", "overlay"], ["renderer 'overlay' cannot draw activations", "grid"]),
+    (["-O", "method.nope=1"], ["explainer 'gradcam' has no option 'nope'"]),
+    (["-O", "thing.score=1"], ["the scope must be one of model, method, renderer"]),
+])
+def test_plugin_and_option_mistakes_are_one_line(plugin, model_file, photo, tmp_path, args, needles):
+    line = one_error_line(invoke("explain", photo, "--model", model_file, "--out", tmp_path, *args))
+    for needle in needles:
+        assert needle in line
+
+
+def test_legacy_explainer_without_options_still_runs(plugin, model_file, photo, tmp_path):
+    result = invoke("explain", photo, "--method", "legacy-test", "--model", model_file, "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+
+
+def test_debug_shows_the_plugins_traceback(plugin, model_file, photo, tmp_path, monkeypatch):
+    monkeypatch.setenv("XCONV_DEBUG", "1")
+    result = invoke("explain", photo, "--method", "crash-test", "--model", model_file, "--out", tmp_path)
+    assert result.exit_code == 1
+    assert "Traceback" in result.output and "ZeroDivisionError" in result.output and "fakeplug_contract" in result.output
+
+
+def test_plain_paths_from_a_renderer_are_still_attributed(plugin, model_file, photo, tmp_path):
+    result = invoke("explain", photo, "--model", model_file, "--renderer", "plain-test", "--json", "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output.splitlines()[-1])
+    assert record["outputs"] == [str(tmp_path / "plain0.png")]
+
+
+def test_python_api_validates_options_the_same_way(plugin, model_file, photo):
+    model = xconv.load_model(model_file)
+    with pytest.raises(xconv.XconvError, match="explainer 'gradcam' has no option 'filtres'; its options: score"):
+        xconv.explain(model, [photo], "gradcam", filtres="0-3")
+    with pytest.raises(xconv.XconvError, match="option batch_size of explainer 'gradcam' must be int"):
+        xconv.explain(model, [photo], "gradcam", batch_size="many")
+    with pytest.raises(xconv.PluginError, match="xconv-testplug"):
+        xconv.explain(model, [photo], "crash-test")
+    explained = xconv.explain(model, [photo], "occlusion-test", patch="4")  # text converts like on the CLI
+    assert explained.heatmaps[0, :4, :4].all() and not explained.heatmaps[0, 4:].any()
+
+
+def test_load_warnings_are_printed_by_every_command(make_plugin_dist, model_file, photo, tmp_path):
+    make_plugin_dist("xconv-broken", "fakeplug_loadfail", "raise RuntimeError('boom at import')\n")
+    result = invoke("predict", photo, "--model", model_file)
+    assert result.exit_code == 0
+    warnings = [line for line in result.output.splitlines() if line.startswith("xconv: warning")]
+    assert len(warnings) == 1 and "fakeplug_loadfail" in warnings[0] and "boom at import" in warnings[0]
+    result = invoke("-p", "no:xconv-broken", "predict", photo, "--model", model_file)
+    assert result.exit_code == 0 and "xconv: warning" not in result.output
+
+
+def test_impostors_of_defaults_do_not_break_the_default_command(make_plugin_dist, model_file, photo, tmp_path):
+    make_plugin_dist("xconv-impostor", "fakeplug_impostor2", IMPOSTOR)
+    result = invoke("explain", photo, "--model", model_file, "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "wrote" in result.output and len(list(tmp_path.glob("photo_gradcam_*.png"))) == 1
+    assert result.output.count("xconv: warning") == 2 and "xconv-impostor:gradcam" in result.output
+    quiet = invoke("-p", "no:fakeplug_impostor2", "list")
+    assert quiet.exit_code == 0 and "warning" not in quiet.output
+    usage = invoke("-p", "fakeplug_impostor2", "list")
+    assert usage.exit_code == 2 and "write -p no:NAME" in usage.output
+
+
+def test_a_method_from_a_refused_plugin_says_why(make_plugin_dist, model_file, photo, tmp_path):
+    make_plugin_dist("xconv-future", "fakeplug_future2", "xconv_api_version = '2.0'\n" + PLUGIN)
+    result = invoke("explain", photo, "--method", "occlusion-test", "--model", model_file, "--out", tmp_path)
+    line = one_error_line(result)
+    assert "comes from plugin 'fakeplug_future2' (xconv-future), which was not loaded" in line and "API 2.0" in line
+
+
+def test_the_test_kit_catches_contract_breaks(plugin):
+    import fakeplug_contract as plug
+
+    from xconv.testing import check_explainer, check_renderer
+
+    check_explainer(plug.Occlusion, patch=4)
+    with pytest.raises(AssertionError, match="TypeError for an unknown option"):
+        check_explainer(plug.Legacy)
+    with pytest.raises(AssertionError, match="must return xconv.Output"):
+        check_renderer(plug.PlainPathRenderer)
+
+
+def test_the_test_kit_catches_a_second_confidence(plugin):
+    """An explainer reporting probabilities without the model's test-time flip disagrees with xconv.predict."""
+    import fakeplug_contract as plug
+    import numpy as np
+
+    from xconv.testing import check_explainer
+
+    class Unflipped(plug.Occlusion):
+        name = "unflipped-test"
+
+        def explain(self, images, targets=None):
+            probabilities = np.asarray(self.model.keras_model(self.model.preprocess(images), training=False))
+            chosen = probabilities.argmax(1)
+            return xconv.heatmap_explanation(self, np.zeros(images.shape[:3], np.float32), chosen, probabilities,
+                                             images)
+
+    with pytest.raises(AssertionError, match="one confidence"):
+        check_explainer(Unflipped)
