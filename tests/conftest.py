@@ -31,6 +31,18 @@ def tiny_model():
 
 
 @pytest.fixture(scope="session")
+def model_file(tmp_path_factory):
+    """A tiny two-class (cat, dog) classifier saved as a .keras file with xconv metadata."""
+    from xconv.modelfile import write_metadata
+    from xconv.testing import tiny_keras_convnet
+
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    tiny_keras_convnet((32, 32), classes=2, seed=0).save(path)
+    write_metadata(path, {"class_names": ["cat", "dog"], "name": "tiny"})
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_images():
     from xconv.testing import random_images
 

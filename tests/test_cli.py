@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from xconv.cli import build_app
 from xconv.modelfile import write_metadata
-from xconv.testing import random_images, tiny_keras_convnet
+from xconv.testing import random_images
 
 runner = CliRunner()
 app = build_app()
@@ -21,14 +21,6 @@ app = build_app()
 
 def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    tiny_keras_convnet((32, 32), classes=2, seed=0).save(path)
-    write_metadata(path, {"class_names": ["cat", "dog"], "name": "tiny"})
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -95,8 +95,15 @@ def shell_commands(page: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("page", [p for p in PAGES if shell_commands(p)], ids=lambda p: p.name)
-def test_shell_examples_run(page, workspace):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+def test_shell_examples_run(page, workspace, monkeypatch):
+    """Each command runs through the CLI in this process (TensorFlow starts once for all of them);
+    tests/test_cli.py covers the real subprocess entry point."""
+    from typer.testing import CliRunner
+
+    from xconv.cli import build_app
+
+    monkeypatch.chdir(workspace)
+    app, runner = build_app(), CliRunner()
     for command in shell_commands(page):
         if command in ALREADY_RUN:
             continue
@@ -105,6 +112,6 @@ def test_shell_examples_run(page, workspace):
         if words[:2] == ["xconv", "train"]:
             words += ["--epochs", "2"]
         assert words[0] == "xconv", f"{page.name}: only xconv commands are run, got {command!r}"
-        result = subprocess.run([sys.executable, "-m", "xconv.cli", *words[1:]], cwd=workspace,
-                                capture_output=True, text=True, env=env)
-        assert result.returncode == 0, f"{page.name}: {command}\n{result.stderr[-2000:]}"
+        result = runner.invoke(app, words[1:])
+        assert result.exit_code == 0, f"{page.name}: {command}\n{result.output[-2000:]}"
+        assert "xconv: warning" not in result.output, f"{page.name}: {command}\n{result.output[-2000:]}"

@@ -9,8 +9,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import xconv
-from xconv.modelfile import write_metadata
-from xconv.testing import random_images, tiny_keras_convnet
+from xconv.testing import random_images
 
 PLUGIN = '''
 import numpy as np
@@ -122,14 +121,6 @@ def invoke(*args, **kwargs):
     from xconv.cli import build_app
 
     return runner.invoke(build_app(), [str(a) for a in args], **kwargs)
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    tiny_keras_convnet((32, 32), classes=2, seed=0).save(path)
-    write_metadata(path, {"class_names": ["cat", "dog"], "name": "tiny"})
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ notices are written back to stderr afterwards, so real warnings and errors still
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import sys
@@ -39,8 +40,9 @@ def quiet_tensorflow() -> None:
         saved = os.dup(2)
         os.dup2(captured.fileno(), 2)
         try:
-            import keras  # noqa: F401 - imports tensorflow as its backend
             import tensorflow
+
+            importlib.import_module("keras")  # its own import logs through the same libraries
 
             tensorflow.config.list_physical_devices()  # device discovery logs its own notices (cuInit)
         finally:

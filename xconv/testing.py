@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from typing import TYPE_CHECKING
+
 from xconv.interfaces import Model
+
+if TYPE_CHECKING:
+    from xconv.interfaces import Explanation
 
 
 class TinyModel(Model):
