@@ -10,8 +10,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO
-from xconv.modelfile import write_metadata
-from xconv.testing import random_images, tiny_keras_convnet
+from xconv.testing import random_images
 
 EXAMPLE = REPO / "examples" / "xconv-saliency"
 
@@ -35,26 +34,28 @@ def xconv(env, *args):
 def test_list_shows_the_plugins_explainers_with_their_distribution(installed):
     result = xconv(installed, "list", "--json")
     assert result.returncode == 0, result.stderr
-    rows = {row["name"]: row for row in json.loads(result.stdout)}
-    for name in ("smoothgrad", "gradcam++"):
-        assert rows[name]["distribution"] == "xconv-saliency" and rows[name]["kind"] == "explainer"
-    assert rows["gradcam"]["distribution"] == "xconv"
+    assert result.stderr == ""  # no clash, no load problem
+    rows = {(row["kind"], row["name"]): row for row in json.loads(result.stdout)}
+    assert rows[("explainer", "input-x-gradient")]["distribution"] == "xconv-saliency"
+    assert rows[("renderer", "contours")]["distribution"] == "xconv-saliency"
+    assert rows[("explainer", "gradcam")]["distribution"] == "xconv"
 
 
-@pytest.mark.parametrize("method", ["smoothgrad", "gradcam++"])
-def test_each_explainer_runs_through_the_cli(installed, tmp_path, method):
-    model = tmp_path / "tiny.keras"
-    tiny_keras_convnet((32, 32), classes=2).save(model)
-    write_metadata(model, {"class_names": ["cat", "dog"]})
+@pytest.mark.parametrize("method,renderer,suffix", [
+    ("input-x-gradient", "overlay", "input-x-gradient_dog.png"),
+    ("gradcam", "contours", "gradcam_dog_contours.png"),
+])
+def test_the_plugins_explainer_and_renderer_run_through_the_cli(installed, model_file, tmp_path, method, renderer,
+                                                                 suffix):
     photo = tmp_path / "photo.png"
     Image.fromarray(random_images(1, (40, 48))[0]).save(photo)
-    result = xconv(installed, "explain", photo, "--method", method, "--model", model, "--target", "dog",
-                   "--out", tmp_path / "out", "--json")
+    result = xconv(installed, "explain", photo, "--method", method, "--renderer", renderer, "--model", model_file,
+                   "--target", "dog", "-O", "renderer.colormap=turbo", "--out", tmp_path / "out", "--json")
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout.splitlines()[-1])
     assert record["targets"] == ["dog"] and len(record["outputs"]) == 1
     written = Path(record["outputs"][0])
-    assert written.name == f"photo_{method}_dog.png" and Image.open(written).size == (48, 40)
+    assert written.name == f"photo_{suffix}" and Image.open(written).size == (48, 40)
 
 
 def test_the_plugins_own_tests_pass(installed):

@@ -8,10 +8,11 @@ exchange, :class:`Option` declarations and :data:`hookimpl`; and the helpers plu
 loading a model does.
 """
 
-from xconv import layers, preprocessing
+from xconv import layers, perturbation, preprocessing
 from xconv.api import explain, load_images, load_model, predict, render
 from xconv.cam import CAMExplainer, heatmap_explanation
 from xconv.colors import COLORMAPS, apply_colormap
+from xconv.gradients import InputGradientExplainer, attribution_explanation, unit_maps
 from xconv.errors import PluginError, UnknownNameError, XconvError, XconvWarning, first_line
 from xconv.hookspecs import API_VERSION, hookimpl
 from xconv.images import ImageError, load_image, save_image
@@ -22,8 +23,8 @@ from xconv.interfaces import Explainer, Explanation, Model, Output, Renderer, sa
 __version__ = "0.1.0"
 
 __all__ = [
-    "API_VERSION", "COLORMAPS", "CAMExplainer", "Explainer", "Explanation", "ImageError", "Model", "Option", "Output",
+    "API_VERSION", "COLORMAPS", "CAMExplainer", "InputGradientExplainer", "attribution_explanation", "Explainer", "Explanation", "ImageError", "Model", "Option", "Output",
     "PluginError", "Renderer", "UnknownNameError", "XconvError", "XconvWarning", "apply_colormap", "explain",
     "first_line", "heatmap_explanation", "hookimpl", "layers", "load_image", "load_images", "load_keras_file",
-    "load_model", "predict", "preprocessing", "read_metadata", "render", "safe_name", "save_image", "write_metadata",
+    "load_model", "perturbation", "predict", "preprocessing", "read_metadata", "render", "safe_name", "save_image", "unit_maps", "write_metadata",
 ]

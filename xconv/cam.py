@@ -12,28 +12,26 @@ from __future__ import annotations
 
 import numpy as np
 
-from xconv.options import Option
 from xconv.interfaces import Explainer, Explanation
+from xconv.options import Option
+from xconv.scores import SCORE_OPTION, SCORES, class_scores, resolve_score
 
-#: What the gradient is taken of: "logit" is y_c (Selvaraju et al.); "contrast" is y_c minus the mean of
-#: the other logits, the log-odds of c for a two-class softmax, whose logits are only defined up to a
-#: shared shift; "auto" picks "contrast" for two classes and "logit" otherwise.
-SCORES = ("auto", "logit", "contrast")
+__all__ = ["CAMExplainer", "SCORES", "heatmap_explanation"]
 
 
 class CAMExplainer(Explainer):
-    """Base class for gradient-weighted class activation maps; set ``name`` and ``channel_weights``."""
+    """Base class for class activation maps; set ``name`` and ``channel_weights`` (or override ``cam``).
+
+    ``needs_gradients = False`` skips the backward pass for methods that use the features alone (Eigen-CAM).
+    """
 
     kind = "heatmap"
-    options = (
-        Option("score", str, "auto", "what is differentiated: logit, contrast (log-odds) or auto", choices=SCORES),
-        Option("batch_size", int, 16, "images per compiled forward and backward pass"),
-    )
+    needs_gradients = True
+    options = (SCORE_OPTION, Option("batch_size", int, 16, "images per compiled forward and backward pass"))
 
     def __init__(self, model, layer=None, **options):
         super().__init__(model, layer=model.layer_path(layer), **options)
-        if self.score == "auto":
-            self.score = "contrast" if len(model.class_names) == 2 else "logit"
+        self.score = resolve_score(self.score, len(model.class_names))
 
     def channel_weights(self, features, gradients):
         """Weights from features and gradients (N, h, w, c): shape (N, c), or (N, h, w, c) per position."""
@@ -62,7 +60,6 @@ class CAMExplainer(Explainer):
 
         feature_model = self.model.feature_model([self.layer])
         height, width = self.model.input_size
-        contrast = self.score == "contrast"
 
         @tf.function(input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32),
                                       tf.TensorSpec([None], tf.int32)], reduce_retracing=True)
@@ -76,11 +73,8 @@ class CAMExplainer(Explainer):
                 chosen = tf.where(targets < 0, tf.argmax(probabilities, axis=-1, output_type=tf.int32), targets)
                 # Each image's score depends only on its own features, so the gradient of the sum is
                 # the per-image gradient, computed in one backward pass.
-                scores = tf.gather(logits, chosen, axis=1, batch_dims=1)
-                if contrast:
-                    others = (tf.reduce_sum(logits, axis=1) - scores) / tf.cast(tf.shape(logits)[1] - 1, logits.dtype)
-                    scores = scores - others
-            gradients = tape.gradient(scores, features)
+                scores = class_scores(logits, chosen, self.score)
+            gradients = tape.gradient(scores, features) if self.needs_gradients else None
             return self.cam(features, gradients), chosen, probabilities
 
         return step

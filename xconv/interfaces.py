@@ -72,26 +72,32 @@ class Model:
         return find_layer(self.keras_model, name).path if name else self.default_layer
 
     def feature_model(self, layer_paths: list[str], head: bool = True, spatial_size=None,
-                      fold_batch_norms: bool = False):
+                      fold_batch_norms: bool = False, guided: bool = False):
         """keras.Model: preprocessed input -> [each layer's output..., logits, probabilities]; built once, cached.
 
         Layer paths reach into nested sub-models (``"inception_v3/mixed10"``); see :mod:`xconv.layers`.
         ``head=False`` stops at the layers (for activations and gradient ascent); ``spatial_size`` then
         allows another input size. ``fold_batch_norms`` merges inference-mode batch norms into the
         convolutions before them (:mod:`xconv.folding`): the same outputs up to float rounding, faster for
-        loops that run the graph many times.
+        loops that run the graph many times. ``guided`` gates every ReLU's gradient as guided
+        backpropagation does (:mod:`xconv.guided`), in the copy only.
         """
         from xconv.layers import build_feature_model
 
         paths = tuple(self.layer_path(path) for path in layer_paths)
-        key = ("feature_model", paths, head, None if spatial_size is None else tuple(spatial_size), fold_batch_norms)
+        key = ("feature_model", paths, head, None if spatial_size is None else tuple(spatial_size), fold_batch_norms,
+               guided)
 
         def build():
             if fold_batch_norms:
                 from xconv.folding import fold_batch_norms as fold
 
-                return fold(self.feature_model(layer_paths, head, spatial_size))
-            return build_feature_model(self.keras_model, list(paths), head=head, spatial_size=spatial_size)
+                return fold(self.feature_model(layer_paths, head, spatial_size, guided=guided))
+            transform = None
+            if guided:
+                from xconv.guided import guide_relu_gradients as transform
+            return build_feature_model(self.keras_model, list(paths), head=head, spatial_size=spatial_size,
+                                       transform=transform)
 
         return self.cached(key, build)
 
@@ -276,6 +282,14 @@ class Explainer:
     def explain(self, images: np.ndarray | None, targets: list[int] | None = None) -> Explanation:
         """``images``: uint8 (N, H, W, 3) at the model's input size; ``targets``: class index per image or None."""
         raise NotImplementedError
+
+    def targets_and_probabilities(self, inputs: np.ndarray, targets=None, batch_size: int = 32):
+        """(class per image, probabilities) for preprocessed ``inputs``: the requested targets, or the predicted
+        classes, with the probabilities ``xconv predict`` reports (test-time augmentation included)."""
+        probabilities = np.concatenate([np.asarray(self.model.probabilities(inputs[start:start + batch_size]))
+                                        for start in range(0, len(inputs), batch_size)])
+        chosen = probabilities.argmax(axis=1) if targets is None else np.asarray(targets)
+        return chosen.astype(np.int32), probabilities
 
 
 class Renderer:

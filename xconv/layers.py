@@ -96,13 +96,15 @@ def is_container(layer) -> bool:
     return isinstance(layer, keras.Model)
 
 
-def build_feature_model(model, layer_paths: list[str], head: bool = True, spatial_size=None):
+def build_feature_model(model, layer_paths: list[str], head: bool = True, spatial_size=None, transform=None):
     """A keras.Model: input -> [each wanted layer's output..., logits, probabilities].
 
     ``logits`` is the pre-softmax score when the model ends in a softmax (a final ``Activation`` or a
     ``Dense`` with softmax activation); Grad-CAM differentiates it, as in Selvaraju et al. Otherwise it is
     the model output itself. With ``head=False`` the model stops at the wanted layers (no wasted compute
     above them), and ``spatial_size`` may then set another input size, ``(None, None)`` for any.
+    ``transform(layer, output)`` may replace each layer's output in the copy (guided backpropagation's
+    gradient gates, say); the user's model itself is never changed.
     """
     import keras
 
@@ -114,7 +116,7 @@ def build_feature_model(model, layer_paths: list[str], head: bool = True, spatia
     captured: dict[str, object] = {}
     final = last_layer(model) if head else None
     try:
-        outputs = _trace(model, inputs, wanted, "", captured, final)
+        outputs = _trace(model, inputs, wanted, "", captured, final, transform)
     except (ValueError, TypeError) as error:
         if spatial_size is None:
             raise
@@ -129,23 +131,68 @@ def build_feature_model(model, layer_paths: list[str], head: bool = True, spatia
     return keras.Model(inputs, features + [logits, outputs], name=f"{model.name}_features")
 
 
+def build_head_model(model, layer_path: str):
+    """A keras.Model: the output of layer ``layer_path`` -> [logits, probabilities], the network above it.
+
+    Methods that perturb a layer's features (Ablation-CAM) run only this part for each perturbed copy. The
+    cut is made at the top level of the graph: a layer inside a nested model is cut where that nested
+    model's output is the layer's own output (``inception_v3/mixed10`` in a transfer model). A layer that
+    tensors from below it skip around (a residual block's inner layer) has no head of its own: that is an
+    error naming the layer.
+    """
+    import keras
+
+    cut = top_level_cut(model, layer_path)
+    try:
+        above = keras.Model(output_in_parent(cut), model.outputs[0], name=f"{model.name}_above")
+    except ValueError:
+        raise XconvError(f"layer {layer_path!r} does not decide the prediction alone: the network also uses "
+                         f"tensors from below it (a skip connection); choose a later layer, e.g. the last "
+                         f"conv block") from None
+    return build_feature_model(above, [], head=True)
+
+
+def top_level_cut(model, layer_path: str):
+    """The top-level layer whose output is layer ``layer_path``'s output (the layer itself, or the nested
+    models around it when the layer is their output)."""
+    parts = layer_path.split("/")
+    inner = find_layer(model, layer_path).layer
+    for depth in range(len(parts) - 1, 0, -1):
+        container = find_layer(model, "/".join(parts[:depth])).layer
+        if len(container.outputs) != 1 or container.outputs[0] is not output_in_parent(inner):
+            raise XconvError(f"layer {layer_path!r} is inside {container.name!r} but is not its output; "
+                             f"perturbing its features needs the layer that {container.name!r} outputs")
+        inner = container
+    return inner
+
+
+def output_in_parent(layer):
+    """The tensor ``layer`` produces in the graph that calls it: a nested model's ``.output`` is its own
+    graph's output, so its call node is asked instead (Keras keeps no public handle on it)."""
+    if is_container(layer) and getattr(layer, "_inbound_nodes", None):
+        return layer._inbound_nodes[-1].outputs[0]
+    return layer.output
+
+
 def last_layer(model):
     layer = model.layers[-1]
     return last_layer(layer) if is_container(layer) else layer
 
 
-def _trace(model, inputs, wanted, prefix, captured, final):
+def _trace(model, inputs, wanted, prefix, captured, final, transform=None):
     """Call the layers of ``model`` on ``inputs`` in graph order, capturing wanted tensors by path."""
     def call(layer, *args, **kwargs):
         path = prefix + layer.name
-        if is_container(layer) and any(w.startswith(path + "/") for w in wanted) or (
-            is_container(layer) and final is not None and final in iter_layer_objects(layer)
-        ):
-            output = _call_nested(layer, args[0], wanted, path + "/", captured, final)
+        if is_container(layer) and (transform is not None or any(w.startswith(path + "/") for w in wanted) or (
+            final is not None and final in iter_layer_objects(layer)
+        )):
+            output = _call_nested(layer, args[0], wanted, path + "/", captured, final, transform)
         elif layer is final:
             output = _call_capturing_logits(layer, args, kwargs, captured)
         else:
             output = layer(*args, **kwargs)
+            if transform is not None:
+                output = transform(layer, output)
         if path in wanted:
             captured[path] = output
         return output
@@ -172,7 +219,7 @@ def retrace(model, inputs, call):
     return cloned.outputs[0] if len(cloned.outputs) == 1 else cloned.outputs
 
 
-def _call_nested(model, tensor, wanted, prefix, captured, final):
+def _call_nested(model, tensor, wanted, prefix, captured, final, transform=None):
     """Trace a nested model on its own fresh input, wrap it as one multi-output model, call that on ``tensor``.
 
     Re-tracing it directly on ``tensor`` would make Keras look for the nested graph's inputs upstream of
@@ -182,7 +229,7 @@ def _call_nested(model, tensor, wanted, prefix, captured, final):
 
     inner_input = keras.Input(batch_shape=tuple(tensor.shape), dtype=model.inputs[0].dtype)
     inner: dict[str, object] = {}
-    output = _trace(model, inner_input, wanted, prefix, inner, final)
+    output = _trace(model, inner_input, wanted, prefix, inner, final, transform)
     names = list(inner)
     results = keras.Model(inner_input, [output] + [inner[name] for name in names], name=f"{model.name}_traced")(tensor)
     captured.update(zip(names, results[1:]))

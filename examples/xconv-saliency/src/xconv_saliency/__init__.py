@@ -1,12 +1,15 @@
-"""xconv-saliency: two explainers that are not built into xconv, written against its public API only.
+"""xconv-saliency: an explainer and a renderer that xconv does not ship, written against its public API only.
 
-* ``smoothgrad`` (Smilkov et al. 2017): the gradient of the class score with respect to the input
-  pixels, averaged over noisy copies of the image, which removes the speckle of a plain gradient.
-* ``gradcam++`` (Chattopadhay et al. 2018): Grad-CAM with positive-gradient weights that credit every
-  instance of a class, not only the strongest one; it overrides one method of ``xconv.CAMExplainer``.
+* ``input-x-gradient`` (Shrikumar et al. 2016): the input times the gradient of the class score, a
+  first-order estimate of each pixel's contribution. It subclasses ``xconv.InputGradientExplainer``, so
+  the class score convention, batching and the predicted target come from xconv.
+* ``contours``: a renderer drawing a heatmap's iso-lines over the photo instead of blending colors, so the
+  photo stays readable; it accepts every ``heatmap`` explanation (Grad-CAM, occlusion, ...).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
@@ -15,74 +18,57 @@ import xconv
 xconv_api_version = "1.1"
 
 
-class GradCAMPlusPlus(xconv.CAMExplainer):
-    name = "gradcam++"
-    description = "Grad-CAM++ (Chattopadhay et al. 2018), from the xconv-saliency example plugin"
-
-    def channel_weights(self, features, gradients):
-        import tensorflow as tf
-
-        # The closed form for an exponential score: alpha = g^2 / (2 g^2 + sum(A) g^3).
-        squared, cubed = tf.square(gradients), tf.pow(gradients, 3)
-        total = tf.reduce_sum(features, axis=(1, 2), keepdims=True)
-        denominator = 2.0 * squared + total * cubed
-        alpha = tf.math.divide_no_nan(squared, tf.where(denominator != 0, denominator, tf.ones_like(denominator)))
-        return tf.reduce_sum(alpha * tf.nn.relu(gradients), axis=(1, 2))
-
-
-class SmoothGrad(xconv.Explainer):
-    name = "smoothgrad"
-    description = "SmoothGrad input saliency (Smilkov et al. 2017), from the xconv-saliency example plugin"
-    kind = "heatmap"
-    # Declared once: `xconv list smoothgrad` shows them, `-O samples=32` sets them, typos are refused.
-    # The base class checks them and sets self.samples, self.noise, self.seed. The map is at input
-    # resolution, so the explainer has no layer (self.layer stays None).
-    options = (
-        xconv.Option("samples", int, 16, "noisy copies averaged per image"),
-        xconv.Option("noise", float, 0.15, "noise spread as a fraction of the input range"),
-        xconv.Option("seed", int, 0, "random seed of the noise"),
-    )
-
-    def compiled_step(self):
-        # Cached on the model, so a new explainer for the same setting does not retrace.
-        return self.model.cached((type(self), "smoothgrad", self.samples), self._build_step)
-
-    def _build_step(self):
-        import tensorflow as tf
-
-        scores_model = self.model.feature_model([])  # no layer: just [logits, probabilities]
-        samples = self.samples
-
-        @tf.function(reduce_retracing=True)
-        def step(inputs, targets, noise):
-            count = tf.shape(inputs)[0]
-            # model.probabilities adds the model's test-time augmentation: the same confidence as `xconv predict`.
-            probabilities = self.model.probabilities(inputs)
-            chosen = tf.where(targets < 0, tf.argmax(probabilities, axis=-1, output_type=tf.int32), targets)
-            # All noisy copies of all images go through in one batch: (samples * N, H, W, 3).
-            noisy = tf.repeat(inputs, samples, axis=0) + noise
-            with tf.GradientTape() as tape:
-                tape.watch(noisy)
-                logits, _ = scores_model(noisy, training=False)
-                score = tf.reduce_sum(tf.gather(logits, tf.repeat(chosen, samples), axis=1, batch_dims=1))
-            gradients = tf.reshape(tape.gradient(score, noisy), (count, samples, *noisy.shape[1:]))
-            saliency = tf.reduce_max(tf.abs(tf.reduce_mean(gradients, axis=1)), axis=-1)
-            peak = tf.reduce_max(saliency, axis=(1, 2), keepdims=True)
-            return tf.math.divide_no_nan(saliency, peak), chosen, probabilities
-
-        return step
+class InputXGradient(xconv.InputGradientExplainer):
+    name = "input-x-gradient"
+    description = "input times gradient (Shrikumar et al. 2016), from the xconv-saliency example plugin"
+    # Declared once: `xconv list input-x-gradient` shows it, `-O signed=true` sets it, typos are refused.
+    # The base class checks the options and sets self.signed (and self.score, self.batch_size).
+    options = (xconv.Option("signed", bool, False, "map the positive contributions only, not their magnitude"),)
 
     def explain(self, images, targets=None):
         inputs = self.model.preprocess(images)
-        spread = self.noise * float(inputs.max() - inputs.min() or 1.0)
-        rng = np.random.default_rng(self.seed)
-        noise = rng.normal(0.0, spread, (len(inputs) * self.samples, *inputs.shape[1:])).astype(np.float32)
-        requested = np.full(len(images), -1, np.int32) if targets is None else np.asarray(targets, np.int32)
-        heatmaps, chosen, probabilities = self.compiled_step()(inputs, requested, noise)
-        return xconv.heatmap_explanation(self, heatmaps.numpy(), chosen.numpy(), probabilities.numpy(), images)
+        # The requested targets, or the predicted classes with the probabilities `xconv predict` reports.
+        chosen, probabilities = self.targets_and_probabilities(inputs, targets)
+        gradients, _ = self.accumulate(inputs, chosen, copies=1)     # one compiled pass per batch_size images
+        attributions = inputs * gradients
+        total = attributions.sum(axis=-1)
+        maps = np.maximum(total, 0) if self.signed else np.abs(attributions).max(axis=-1)
+        return xconv.attribution_explanation(self, attributions, maps, chosen, probabilities, images)
+
+
+class ContourRenderer(xconv.Renderer):
+    name = "contours"
+    description = "heatmap iso-lines over the photo, from the xconv-saliency example plugin"
+    accepts = ("heatmap",)
+    options = (
+        xconv.Option("levels", int, 4, "number of iso-lines, evenly spaced in (0, 1)"),
+        xconv.Option("colormap", str, "jet", "colors of the lines, low to high", choices=xconv.COLORMAPS),
+    )
+
+    def render(self, explanation, out_dir):
+        import cv2
+
+        photos = explanation.originals or list(explanation.images)
+        colors = xconv.apply_colormap(np.linspace(0, 255, self.levels + 2)[1:-1].astype(np.uint8)[None], self.colormap)[0]
+        written = []
+        for index, (photo, heatmap) in enumerate(zip(photos, explanation.heatmaps)):
+            height, width = photo.shape[:2]
+            resized = cv2.resize(heatmap.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+            picture = photo.copy()
+            for level, color in zip(np.linspace(0, 1, self.levels + 2)[1:-1], colors):
+                contours, _ = cv2.findContours(np.uint8(resized >= level), cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
+                cv2.drawContours(picture, contours, -1, tuple(int(c) for c in color), max(1, width // 200))
+            name = f"{explanation.stem(index)}_{xconv.safe_name(explanation.method)}_" \
+                   f"{xconv.safe_name(explanation.target_names[index])}_contours.png"
+            written.append(explanation.output(xconv.save_image(Path(out_dir) / name, picture), index))
+        return written
 
 
 @xconv.hookimpl
 def xconv_register_explainers(register):
-    register(SmoothGrad)
-    register(GradCAMPlusPlus)
+    register(InputXGradient)
+
+
+@xconv.hookimpl
+def xconv_register_renderers(register):
+    register(ContourRenderer)

@@ -1,0 +1,114 @@
+"""Pixel-level gradient attributions: saliency, SmoothGrad and integrated gradients.
+
+Maps are at the input's resolution: each pixel's largest absolute attribution over the color channels,
+scaled to [0, 1]. The signed attributions (N, H, W, 3), with respect to the preprocessed input, are kept in
+``arrays["attributions"]``. The gradient is of the class score (``-O score=``: the logit, or the log-odds
+for two classes), as for Grad-CAM.
+
+* ``saliency`` (Simonyan et al. 2014): |d score / d x|, the largest over the color channels.
+* ``smoothgrad`` (Smilkov et al. 2017): the saliency map averaged over ``samples`` noisy copies
+  x + N(0, sigma^2), sigma = ``noise`` times the image's input range (max - min); the attributions are the
+  averaged signed gradients. Copy m's noise depends only on (seed, m), so a batch gives what one-by-one does.
+* ``integrated-gradients`` (Sundararajan et al. 2017): (x - x0) times the gradient averaged along the
+  straight path from a baseline x0 to x, by the trapezoid rule over ``steps`` points. The attributions sum
+  to score(x) - score(x0) (completeness), reported per image as ``metadata["score_delta"]``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import xconv
+from xconv import InputGradientExplainer, attribution_explanation
+
+BASELINES = ("black", "gray", "blurred")
+
+
+class Saliency(InputGradientExplainer):
+    name = "saliency"
+    description = "saliency map (Simonyan et al. 2014): largest |gradient| of the class score over the colors"
+
+    def explain(self, images, targets=None):
+        inputs = self.model.preprocess(images)
+        chosen, probabilities = self.targets_and_probabilities(inputs, targets)
+        signed, saliency = self.accumulate(inputs, chosen, copies=1)
+        return attribution_explanation(self, signed, saliency, chosen, probabilities, images)
+
+
+class SmoothGrad(InputGradientExplainer):
+    name = "smoothgrad"
+    description = "SmoothGrad (Smilkov et al. 2017): saliency averaged over noisy copies of the image"
+    options = (
+        xconv.Option("samples", int, 25, "noisy copies per image"),
+        xconv.Option("noise", float, 0.15, "noise standard deviation, as a fraction of the image's input range"),
+        xconv.Option("seed", int, 0, "random seed of the noise"),
+    )
+
+    def explain(self, images, targets=None):
+        import tensorflow as tf
+
+        inputs = self.model.preprocess(images)
+        chosen, probabilities = self.targets_and_probabilities(inputs, targets)
+        tensor = tf.constant(inputs)
+        spread = self.noise * (tf.reduce_max(tensor, axis=(1, 2, 3)) - tf.reduce_min(tensor, axis=(1, 2, 3)))
+        shape = inputs.shape[1:]
+
+        def noisy(owners, indices):
+            noise = tf.map_fn(lambda m: tf.random.stateless_normal(shape, tf.stack([self.seed, m])), indices,
+                              fn_output_signature=tf.float32)
+            return tf.gather(tensor, owners) + tf.gather(spread, owners)[:, None, None, None] * noise
+
+        weights = np.full(self.samples, 1.0 / self.samples)
+        signed, saliency = self.accumulate(inputs, chosen, self.samples, noisy, weights)
+        return attribution_explanation(self, signed, saliency, chosen, probabilities, images,
+                                       samples=self.samples, noise=self.noise)
+
+
+class IntegratedGradients(InputGradientExplainer):
+    name = "integrated-gradients"
+    description = "integrated gradients (Sundararajan et al. 2017) from a black, gray or blurred baseline"
+    options = (
+        xconv.Option("steps", int, 64, "points on the path from the baseline (trapezoid rule)"),
+        xconv.Option("baseline", str, "black", "the image the path starts from", choices=BASELINES),
+    )
+
+    def baselines(self, images: np.ndarray) -> np.ndarray:
+        """Preprocessed baselines: a black or mid-gray image, or the photo blurred (sigma: 1/20 of its size)."""
+        import cv2
+
+        if self.baseline == "blurred":
+            sigma = max(images.shape[1:3]) / 20
+            pixels = np.stack([cv2.GaussianBlur(image, (0, 0), sigma) for image in images])
+        else:
+            pixels = np.full_like(images, 0 if self.baseline == "black" else 128)
+        return self.model.preprocess(pixels)
+
+    def explain(self, images, targets=None):
+        import tensorflow as tf
+
+        if self.steps < 2:
+            raise xconv.XconvError("integrated-gradients needs at least 2 steps (the trapezoid rule's two ends)")
+        inputs = self.model.preprocess(images)
+        chosen, probabilities = self.targets_and_probabilities(inputs, targets)
+        starts = self.baselines(images)
+        tensor, start_tensor = tf.constant(inputs), tf.constant(starts)
+        alphas = tf.constant(np.linspace(0.0, 1.0, self.steps), tf.float32)
+
+        def on_path(owners, indices):
+            origin = tf.gather(start_tensor, owners)
+            return origin + tf.gather(alphas, indices)[:, None, None, None] * (tf.gather(tensor, owners) - origin)
+
+        weights = np.ones(self.steps) / (self.steps - 1)
+        weights[[0, -1]] /= 2
+        mean_gradients, _ = self.accumulate(inputs, chosen, self.steps, on_path, weights)
+        attributions = (inputs - starts) * mean_gradients
+        score_delta = self.scores_of(inputs, chosen) - self.scores_of(starts, chosen)
+        return attribution_explanation(self, attributions, np.abs(attributions).max(axis=-1), chosen, probabilities,
+                                       images, score_delta=score_delta.tolist(), steps=self.steps,
+                                       baseline=self.baseline)
+
+
+@xconv.hookimpl
+def xconv_register_explainers(register):
+    for explainer in (Saliency, SmoothGrad, IntegratedGradients):
+        register(explainer)

@@ -1,0 +1,119 @@
+"""Perturbation maps at the input's resolution: occlusion and RISE.
+
+* ``occlusion`` (Zeiler & Fergus 2014): a gray square (``patch`` pixels, moved by ``stride``) covers part
+  of the image; each pixel's value is the mean drop of the target's softmax probability over the patches
+  that cover it. Patch positions always reach the right and bottom edges. The map is the positive part,
+  scaled to [0, 1]; the signed mean drops are in ``arrays["drops"]``.
+* ``rise`` (Petsiuk et al. 2018): ``masks`` random binary ``grid`` x ``grid`` masks (each cell kept with
+  probability ``keep``), upsampled bilinearly to (grid + 1) cells and cropped at a random shift, so their
+  edges fall anywhere. The map is the probability-weighted mean of the masks divided by ``keep``, min-max
+  scaled to [0, 1] (its constant offset carries no information). Mask i depends only on (seed, i), and all
+  images share the masks, so a batch gives what one-by-one does.
+
+Both feed the masked copies through :func:`xconv.perturbation.masked_probabilities`, ``chunk`` copies per
+compiled forward pass. Targets and predictions are those of ``xconv predict``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import xconv
+from xconv.perturbation import chunked, masked_probabilities
+
+
+class PerturbationExplainer(xconv.Explainer):
+    kind = "heatmap"
+    options = (xconv.Option("chunk", int, 64, "masked copies per compiled forward pass"),)
+
+
+def patch_starts(side: int, patch: int, stride: int) -> list[int]:
+    """Patch offsets along one side, the last one flush with the edge."""
+    starts = list(range(0, side - patch + 1, stride))
+    if starts[-1] + patch < side:
+        starts.append(side - patch)
+    return starts
+
+
+class Occlusion(PerturbationExplainer):
+    name = "occlusion"
+    description = "occlusion (Zeiler & Fergus 2014): probability drop under a sliding gray patch"
+    options = (
+        xconv.Option("patch", int, None, "patch side in pixels (default: 1/8 of the input side)"),
+        xconv.Option("stride", int, None, "patch step in pixels (default: half the patch)"),
+    )
+
+    def explain(self, images, targets=None):
+        height, width = self.model.input_size
+        patch = self.patch or max(2, min(height, width) // 8)
+        stride = self.stride or max(1, patch // 2)
+        if not 0 < patch <= min(height, width) or stride < 1:
+            raise xconv.XconvError(f"occlusion: patch must be 1-{min(height, width)} pixels and stride at least 1")
+        boxes = [(y, x) for y in patch_starts(height, patch, stride) for x in patch_starts(width, patch, stride)]
+        keep = np.ones((len(boxes), height, width), np.float32)
+        for index, (y, x) in enumerate(boxes):
+            keep[index, y:y + patch, x:x + patch] = 0.0
+        covered = (1.0 - keep).sum(axis=0)
+        inputs = self.model.preprocess(images)
+        gray = self.model.preprocess(np.full((1, height, width, 3), 128, np.uint8))[0]
+        chosen, probabilities = self.targets_and_probabilities(inputs, targets)
+        drops = np.zeros(images.shape[:3], np.float64)
+        for index, (image, target) in enumerate(zip(inputs, chosen)):
+            occluded, _ = masked_probabilities(self.model, image, gray, chunked(keep, self.chunk), target)
+            mean_drop = np.tensordot(probabilities[index, target] - occluded, 1.0 - keep, axes=1)
+            drops[index] = np.divide(mean_drop, covered, out=np.zeros_like(mean_drop), where=covered > 0)
+        explanation = xconv.heatmap_explanation(self, xconv.unit_maps(np.maximum(drops, 0)), chosen, probabilities, images)
+        explanation.arrays["drops"] = drops.astype(np.float32)
+        explanation.metadata.update(patch=patch, stride=stride, patches=len(boxes))
+        return explanation
+
+
+class RISE(PerturbationExplainer):
+    name = "rise"
+    description = "RISE (Petsiuk et al. 2018): probability-weighted mean of random masks"
+    options = (
+        xconv.Option("masks", int, 2000, "random masks per image"),
+        xconv.Option("grid", int, 7, "mask cells per side before upsampling"),
+        xconv.Option("keep", float, 0.5, "probability that a cell is kept"),
+        xconv.Option("seed", int, 0, "random seed of the masks"),
+    )
+
+    def make_masks(self, first: int, count: int) -> np.ndarray:
+        """Masks first .. first + count - 1 at input size; mask i depends only on (seed, i)."""
+        import cv2
+
+        height, width = self.model.input_size
+        cell_h, cell_w = -(-height // self.grid), -(-width // self.grid)
+        masks = np.empty((count, height, width), np.float32)
+        for offset in range(count):
+            rng = np.random.default_rng([self.seed, first + offset])
+            cells = (rng.random((self.grid, self.grid)) < self.keep).astype(np.float32)
+            big = cv2.resize(cells, ((self.grid + 1) * cell_w, (self.grid + 1) * cell_h), interpolation=cv2.INTER_LINEAR)
+            dy, dx = rng.integers(0, cell_h), rng.integers(0, cell_w)
+            masks[offset] = big[dy:dy + height, dx:dx + width]
+        return masks
+
+    def explain(self, images, targets=None):
+        if self.masks < 1 or self.grid < 1 or not 0 < self.keep <= 1:
+            raise xconv.XconvError("rise: masks and grid must be at least 1, keep in (0, 1]")
+        inputs = self.model.preprocess(images)
+        black = self.model.preprocess(np.zeros((1, *self.model.input_size, 3), np.uint8))[0]
+        chosen, probabilities = self.targets_and_probabilities(inputs, targets)
+        sums = np.zeros(images.shape[:3], np.float64)
+        for first in range(0, self.masks, self.chunk):
+            masks = self.make_masks(first, min(self.chunk, self.masks - first))
+            for index, (image, target) in enumerate(zip(inputs, chosen)):
+                seen, _ = masked_probabilities(self.model, image, black, [masks], target)
+                sums[index] += np.tensordot(seen, masks, axes=1)
+        saliency = sums / (self.masks * self.keep)
+        low = saliency.min(axis=(1, 2), keepdims=True)
+        explanation = xconv.heatmap_explanation(self, xconv.unit_maps(saliency - low), chosen, probabilities, images)
+        explanation.arrays["saliency"] = saliency.astype(np.float32)
+        explanation.metadata.update(masks=self.masks, grid=self.grid, keep=self.keep)
+        return explanation
+
+
+@xconv.hookimpl
+def xconv_register_explainers(register):
+    register(Occlusion)
+    register(RISE)
