@@ -275,3 +275,169 @@ def test_the_test_kit_catches_a_second_confidence(plugin):
 
     with pytest.raises(AssertionError, match="one confidence"):
         check_explainer(Unflipped)
+
+
+EDGE_PLUGIN = '''
+import warnings
+import xconv
+
+
+def sizes(value):
+    return [int(part) for part in value.split(",")]   # not idempotent: takes text only
+
+
+class Sizes(xconv.Explainer):
+    name = "sizes-test"
+    description = "declares an option with a text-only converter"
+    kind = "heatmap"
+    options = (xconv.Option("sizes", sizes, [1], "comma-separated sizes"),)
+
+    def explain(self, images, targets=None):
+        import numpy as np
+        warnings.warn("this plugin warns about something the user should see")
+        inputs = self.model.preprocess(images)
+        chosen, probabilities = self.targets_and_probabilities(inputs, targets)
+        maps = np.full(images.shape[:3], float(sum(self.sizes)), np.float32)
+        return xconv.heatmap_explanation(self, xconv.unit_maps(maps), chosen, probabilities, images)
+
+
+class ReturnsNothing(xconv.Renderer):
+    name = "nothing-test"
+    description = "forgets to return its outputs"
+    accepts = ("heatmap",)
+
+    def render(self, explanation, out_dir):
+        return None
+
+
+class Reserved(xconv.Explainer):
+    name = "reserved-test"
+    description = "declares an option named like the base class's layer"
+    kind = "heatmap"
+    options = (xconv.Option("layer", str, "x", "hides --layer"),)
+
+
+@xconv.hookimpl
+def xconv_register_explainers(register):
+    register(Sizes)
+    register(Reserved)
+
+
+@xconv.hookimpl
+def xconv_register_renderers(register):
+    register(ReturnsNothing)
+'''
+
+
+@pytest.fixture
+def edge_plugin(make_plugin_dist):
+    make_plugin_dist("xconv_edge_cases", "fakeplug_edges", EDGE_PLUGIN)
+
+
+def test_options_are_converted_once_and_plugin_warnings_show(edge_plugin, model_file, photo, tmp_path):
+    result = invoke("explain", photo, "--method", "sizes-test", "--model", model_file, "-O", "sizes=1,2",
+                    "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "xconv: warning: UserWarning from fakeplug_edges.py" in result.output and "user should see" in result.output
+    model = xconv.load_model(model_file)
+    assert xconv.explain(model, [photo], "sizes-test", sizes="3,4").heatmaps.max() == 1.0
+
+
+def test_qualified_names_match_distributions_as_pip_does(edge_plugin, model_file, photo, tmp_path):
+    result = invoke("explain", photo, "--method", "xconv-edge-cases:sizes-test", "--model", model_file, "--out",
+                    tmp_path)
+    assert result.exit_code == 0, result.output
+
+
+def test_renderer_returning_nothing_is_a_plugin_error(edge_plugin, model_file, photo, tmp_path):
+    line = one_error_line(invoke("explain", photo, "--model", model_file, "-r", "nothing-test", "--out", tmp_path))
+    assert "'nothing-test' from plugin 'fakeplug_edges' (xconv_edge_cases) failed in render" in line
+    assert "returned NoneType" in line
+
+
+def test_reserved_option_names_are_refused_at_registration(edge_plugin):
+    from xconv.registry import get_registry
+
+    registry = get_registry()
+    assert "reserved-test" not in registry.names("explainer")
+    assert any("reserved-test" in w and "['layer']" in w and "reserved" in w for w in registry.warnings)
+
+
+def test_a_plugin_named_like_a_builtin_entry_point_does_not_replace_it(make_plugin_dist, model_file, photo, tmp_path):
+    make_plugin_dist("xconv-myoverlay", "fakeplug_myoverlay", IMPOSTOR, entry_name="overlay")
+    from xconv.registry import get_registry
+
+    registry = get_registry()
+    assert registry.entry("renderer", "overlay").distribution == "xconv"
+    assert registry.entry("renderer", "xconv-myoverlay:overlay").distribution == "xconv-myoverlay"
+    listing = invoke("list", "--json").output
+    listed = json.loads(listing[listing.index("["):])  # after the clash warnings
+    names = {(row["kind"], row["name"]) for row in listed}
+    assert {("renderer", "overlay"), ("renderer", "xconv-myoverlay:overlay"), ("explainer", "gradcam"),
+            ("explainer", "xconv-myoverlay:gradcam")} <= names
+    result = invoke("explain", photo, "--model", model_file, "--out", tmp_path)
+    assert result.exit_code == 0 and len(list(tmp_path.glob("*.png"))) == 1
+
+
+def test_misspelled_hooks_are_each_reported(make_plugin_dist):
+    for index in (1, 2):
+        make_plugin_dist(f"xconv-typo{index}", f"fakeplug_typo{index}", """
+            import xconv
+            @xconv.hookimpl
+            def xconv_register_explainer(register):
+                pass
+        """)
+    from xconv.registry import get_registry
+
+    registry = get_registry()
+    for index in (1, 2):
+        assert any(f"fakeplug_typo{index}" in w and "xconv_register_explainer" in w for w in registry.warnings)
+    with pytest.raises(xconv.XconvError, match="fakeplug_typo1.*unknown hook"):
+        registry.get("explainer", "fakeplug_typo1")
+
+
+def test_disabling_on_the_command_line_keeps_the_plugin_from_running(make_plugin_dist, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    site = make_plugin_dist("xconv-loud", "fakeplug_loud", """
+        import typer
+        import xconv
+        print("fakeplug_loud imported")
+
+        @xconv.hookimpl
+        def xconv_register_commands(app):
+            @app.command("loud-test")
+            def loud():
+                typer.echo("loud")
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    run = lambda *args: subprocess.run([sys.executable, "-m", "xconv.cli", *args], capture_output=True, text=True,  # noqa: E731
+                                       env=env)
+    assert "loud" in run("loud-test").stdout
+    disabled = run("-p", "no:xconv-loud", "loud-test")
+    assert disabled.returncode == 2 and "fakeplug_loud imported" not in disabled.stdout
+    typo = run("-p", "no:xconv-lould", "list", "--json")
+    assert typo.returncode == 0 and "-p no:xconv-lould: no installed plugin" in typo.stderr
+
+
+@pytest.mark.parametrize("value,error", [
+    (None, "needs a int value"), (2.7, "must be int"), (True, "must be int"), ("many", "must be int"),
+])
+def test_ill_typed_python_values_are_refused(model_file, photo, value, error):
+    model = xconv.load_model(model_file)
+    with pytest.raises(xconv.XconvError, match=error):
+        xconv.explain(model, [photo], "gradcam", batch_size=value)
+
+
+def test_python_values_that_fit_are_accepted(model_file, photo, tmp_path):
+    import numpy as np
+
+    model = xconv.load_model(model_file)
+    explained = xconv.explain(model, [photo], "gradcam", batch_size=np.int64(4), score=" logit ")
+    [output] = xconv.render(explained, "overlay", tmp_path, grid=np.bool_(True), alpha=np.float32(0.5))
+    import copy
+    import pickle
+
+    assert pickle.loads(pickle.dumps(output)) == output and copy.deepcopy(output).index == 0

@@ -15,7 +15,7 @@ import numpy as np
 
 from xconv.errors import PluginError, XconvError
 from xconv.images import ImageError, load_batch, load_image, resize
-from xconv.options import resolve_options
+from xconv.options import already_resolved, resolve_options
 from xconv.quiet import quiet_tensorflow
 from xconv.registry import get_registry
 from xconv.interfaces import Explanation, Model, Output
@@ -42,7 +42,7 @@ def load_model(name_or_path: str | os.PathLike = "catsdogs", weights="default", 
     if preprocess is not None:
         raise XconvError(f"model {text!r} preprocesses its own input; --preprocess applies to model files")
     resolved = resolve_options(entry.cls, options)
-    with entry.guarded("load"):
+    with entry.guarded("load"), already_resolved():
         model = entry.cls.load(weights, **resolved) if resolved else entry.cls.load(weights)
     if not isinstance(model, Model):
         raise PluginError(f"model {text!r} from {entry.distribution}: load() returned {type(model).__name__}, "
@@ -99,13 +99,16 @@ def explain(model: Model, images, method: str = "gradcam", target=None, layer=No
     explained in chunks, so files of later chunks never overwrite earlier ones."""
     entry = get_registry().entry("explainer", method)
     explainer_cls = entry.cls
-    if explainer_cls.needs_images and images is None:
+    if explainer_cls.needs_images and (images is None or len(images) == 0):
         raise XconvError(f"method {method!r} needs at least one image")
+    if not explainer_cls.needs_images and images is not None:
+        raise XconvError(f"method {method!r} makes its own inputs; it takes no images")
     resolved = resolve_options(explainer_cls, options)
     batch, decoded, paths = as_batch(model, images)
     targets = resolve_targets(model, target, 0 if batch is None else len(batch))
     with entry.guarded("explain"):
-        explainer = explainer_cls(model, layer=layer, **resolved)
+        with already_resolved():
+            explainer = explainer_cls(model, layer=layer, **resolved)
         explanation = explainer.explain(batch, targets)
     if not isinstance(explanation, Explanation):
         raise PluginError(f"explainer {method!r} from {entry.distribution}: explain() returned "
@@ -130,8 +133,12 @@ def render(explanation: Explanation, renderer: str = "overlay", out_dir: str | o
     resolved = resolve_options(renderer_cls, options)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     with entry.guarded("render"):
-        written = renderer_cls(**resolved).render(explanation, Path(out_dir))
-    return [item if isinstance(item, Output) else Output(Path(item)) for item in written]
+        with already_resolved():
+            drawer = renderer_cls(**resolved)
+        written = drawer.render(explanation, Path(out_dir))
+        if not isinstance(written, (list, tuple)):
+            raise TypeError(f"render() returned {type(written).__name__}, not a list of xconv.Output")
+        return [item if isinstance(item, Output) else Output(Path(item)) for item in written]
 
 
 __all__ = ["ImageError", "XconvError", "explain", "load_images", "load_model", "predict", "render"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import sys
 import traceback
@@ -21,8 +22,9 @@ import click
 import typer
 
 import xconv
-from xconv.errors import XconvError, XconvWarning
+from xconv.errors import XconvError, XconvWarning, one_line
 from xconv.options import declared_options, parse_assignments, resolve_options, route_options
+from xconv.plugin_loading import canonical
 from xconv.quiet import debugging
 from xconv.registry import disable_plugins, get_registry
 
@@ -67,7 +69,7 @@ def user_errors(command):
             fail("interrupted", 130)
         except Exception as error:  # noqa: BLE001 - a bug, not a user mistake: still one line by default
             show_traceback(error)
-            fail(f"internal error: {type(error).__name__}: {error} (run with --debug for the traceback)", 2)
+            fail(f"internal error: {one_line(error)} (run with --debug for the traceback)", 2)
 
     return wrapper
 
@@ -77,12 +79,19 @@ def show_traceback(error: BaseException) -> None:
         traceback.print_exception(error, file=sys.stderr)
 
 
+#: Warnings raised inside these packages are about xconv's own use of them (a retrace, a structure hint),
+#: not about the user's work: shown with --debug only.
+LIBRARY_INTERNALS = ("/keras/", "/tensorflow/", "/tf_keras/", "/absl/")
+
+
 def show_warning(message, category, filename, lineno, file=None, line=None):
-    """xconv's own warnings as one line each; other libraries' warnings only with --debug."""
+    """Each warning as one line; those from inside Keras and TensorFlow only with --debug."""
     if issubclass(category, XconvWarning):
         typer.echo(f"xconv: warning: {message}", err=True)
     elif debugging():
         typer.echo(warnings.formatwarning(message, category, filename, lineno, line), err=True, nl=False)
+    elif not any(part in str(filename).replace("\\", "/") for part in LIBRARY_INTERNALS):
+        typer.echo(f"xconv: warning: {category.__name__} from {Path(filename).name}:{lineno}: {message}", err=True)
 
 
 @app.callback()
@@ -100,8 +109,14 @@ def main_options(
         raise typer.BadParameter(f"{bad[0]!r}: write -p no:NAME to disable a plugin", param_hint="-p")
     disable_plugins({value[3:] for value in plugin or []})
     warnings.showwarning = show_warning
-    for warning in get_registry().warnings:
+    logging.getLogger("tensorflow").setLevel(logging.DEBUG if debugging() else logging.ERROR)
+    registry = get_registry()
+    for warning in registry.warnings:
         typer.echo(f"xconv: warning: {warning}", err=True)
+    found = {canonical(name) for pair in registry.loaded.disabled for name in pair}
+    for value in plugin or []:
+        if canonical(value[3:]) not in found:
+            typer.echo(f"xconv: warning: -p {value}: no installed plugin or distribution has that name", err=True)
 
 
 def parse_weights(weights: Optional[str]):
@@ -157,11 +172,9 @@ def list_plugins(
     registry = get_registry()
     if name is not None:
         return show_plugin(name, as_json)
-    rows = [
-        {"kind": kind, "name": entry_name, "distribution": entry.distribution, "description": entry.description}
-        for kind in ("model", "explainer", "renderer")
-        for entry_name, entry in sorted(registry.entries[kind].items())
-    ]
+    rows = [listing_row(registry, kind, entry_name, entry)
+            for kind in ("model", "explainer", "renderer")
+            for entry_name, claimants in sorted(registry.claims[kind].items()) for entry in claimants]
     if as_json:
         typer.echo(json.dumps(rows, indent=1))
         return
@@ -170,8 +183,17 @@ def list_plugins(
 
     table = Table("kind", "name", "distribution", "description")
     for row in rows:
-        table.add_row(row["kind"], row["name"], row["distribution"], row["description"])
+        note = f" ({row['note']})" if row["note"] else ""
+        table.add_row(row["kind"], row["name"], row["distribution"], row["description"] + note)
     Console().print(table)
+
+
+def listing_row(registry, kind: str, name: str, entry) -> dict:
+    """One row of ``xconv list``: an entry that lost a name clash is listed under its qualified name."""
+    holder = registry.entries[kind].get(name)
+    note = "" if entry is holder else ("the built-in holds this name" if holder else "name claimed twice: qualify it")
+    return {"kind": kind, "name": name if entry is holder else entry.qualified(name), "distribution": entry.distribution,
+            "description": entry.description, "note": note}
 
 
 def plugin_details(kind: str, entry) -> dict:
@@ -353,6 +375,7 @@ def describe(explanation, index, path, written, targets, model, as_json: bool) -
     label, score = explanation.predictions[index] if explanation.predictions else (None, None)
     target_names = [model.class_names[t] for t in targets if t is not None] or (
         [explanation.target_names[index]] if explanation.target_names else [])
+    score = None if score is None else float(score)
     if as_json:
         typer.echo(json.dumps({"path": str(path), "predicted": label, "score": score, "targets": target_names,
                                "layer": explanation.layer, "outputs": written}))
@@ -505,7 +528,23 @@ def build_app() -> typer.Typer:
 
 
 def main() -> None:
-    build_app()(prog_name="xconv")
+    try:
+        disable_plugins(disabled_on_command_line(sys.argv[1:]))  # before plugins load, so a disabled one never runs
+        build_app()(prog_name="xconv")
+    except KeyboardInterrupt:
+        typer.echo("xconv: error: interrupted", err=True)
+        sys.exit(130)
+
+
+def disabled_on_command_line(args: list[str]) -> set[str]:
+    """The NAMEs of ``-p no:NAME`` / ``--plugin no:NAME`` before the command (global options come first)."""
+    names = set()
+    for flag, value in zip(args, args[1:] + [""]):
+        if flag in ("-p", "--plugin") and value.startswith("no:"):
+            names.add(value[3:])
+        elif flag.startswith("--plugin=no:"):
+            names.add(flag[len("--plugin=no:"):])
+    return names
 
 
 if __name__ == "__main__":

@@ -28,3 +28,9 @@ def first_line(error: BaseException, limit: int = 200) -> str:
     """The first line of an exception's message (or its type name), for one-line reports."""
     lines = str(error).strip().splitlines()
     return lines[0][:limit] if lines else type(error).__name__
+
+
+def one_line(error: BaseException) -> str:
+    """The exception's type and whole message on one line (pluggy's reasons span several)."""
+    text = " ".join(line.strip() for line in str(error).strip().splitlines() if line.strip())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -241,6 +241,8 @@ class Output:
 
     def __getattr__(self, name):
         # output.name, output.suffix, output.exists(): the written file's Path answers.
+        if name.startswith("__") or "path" not in self.__dict__:
+            raise AttributeError(name)
         return getattr(self.__dict__["path"], name)
 
     def __str__(self) -> str:

@@ -8,13 +8,24 @@ keyword arguments: an unknown or ill-typed option is one line naming the valid o
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from dataclasses import dataclass
 from typing import Any, Callable
+
+import numpy as np
 
 from xconv.errors import XconvError
 
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
+
+#: Names the base classes use for themselves; an option may not take them.
+RESERVED = frozenset({"model", "layer", "options", "name", "kind", "description", "needs_images", "accepts",
+                      "explain", "render", "load", "trainable"})
+
+#: Set while xconv constructs a plugin with options it has already converted, so they are not converted twice.
+_already_resolved = contextvars.ContextVar("xconv_options_already_resolved", default=False)
 
 
 @dataclass(frozen=True)
@@ -40,7 +51,9 @@ class Option:
     def convert(self, value, owner: str):
         """The value as this option's type; text (from the CLI) is parsed, Python values are checked."""
         if value is None:
-            return None
+            if self.default is None:
+                return None
+            raise XconvError(f"option {self.name} of {owner} needs a {self.type_name} value (default {self.default})")
         try:
             converted = self._convert(value)
         except (TypeError, ValueError) as error:
@@ -52,18 +65,23 @@ class Option:
         return converted
 
     def _convert(self, value):
+        if isinstance(value, str):
+            value = value.strip()
         if self.type is bool:
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.strip().lower() in TRUE_WORDS + FALSE_WORDS:
-                return value.strip().lower() in TRUE_WORDS
+            if isinstance(value, (bool, np.bool_)):
+                return bool(value)
+            if isinstance(value, str) and value.lower() in TRUE_WORDS + FALSE_WORDS:
+                return value.lower() in TRUE_WORDS
             raise ValueError
         if self.type is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            if isinstance(value, (bool, np.bool_)):
                 raise ValueError
-            return int(value.strip() if isinstance(value, str) else value)
+            number = int(value)
+            if not isinstance(value, str) and number != value:  # 2.7 is not an int; 2.0 is
+                raise ValueError
+            return number
         if self.type is float:
-            if isinstance(value, bool):
+            if isinstance(value, (bool, np.bool_)):
                 raise ValueError
             return float(value)
         if self.type is str:
@@ -102,12 +120,29 @@ def resolve_options(cls, given: dict[str, Any]) -> dict[str, Any]:
     declared = declared_options(cls)
     owner = owner_label(cls)
     resolved = {name: option.default for name, option in declared.items()}
+    trusted = _already_resolved.get()
     for raw_name, value in given.items():
         name = normalize(raw_name)
         if name not in declared:
             raise XconvError(f"{owner} has no option {raw_name!r}; its options: {describe_choices(cls)}")
-        resolved[name] = declared[name].convert(value, owner)
+        resolved[name] = value if trusted else declared[name].convert(value, owner)
     return resolved
+
+
+@contextlib.contextmanager
+def already_resolved():
+    """Construct plugins with values :func:`resolve_options` returned: the base classes keep them as they are
+    (a converter need not accept its own output)."""
+    token = _already_resolved.set(True)
+    try:
+        yield
+    finally:
+        _already_resolved.reset(token)
+
+
+def reserved_names(cls) -> list[str]:
+    """Declared option names that would hide what the base classes set (``layer``, ``model``, ...)."""
+    return sorted(set(declared_options(cls)) & RESERVED)
 
 
 def parse_assignments(pairs: list[str] | None) -> list[tuple[str | None, str, str]]:

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import re
 from dataclasses import dataclass, field
 
 import pluggy
 
 from xconv import hookspecs
+from xconv.errors import one_line
 
 ENTRY_POINT_GROUP = "xconv"
 BUILTIN_DISTRIBUTION = "xconv"
@@ -62,33 +64,58 @@ def names_from_env(variable: str) -> set[str] | None:
     return {name.strip() for name in os.environ[variable].split(",") if name.strip()}
 
 
+def canonical(name: str) -> str:
+    """Distribution names compare as pip compares them: case and -, _, . do not matter."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def load_plugins(allowed: set[str] | None = None, disabled: set[str] | None = None) -> LoadedPlugins:
-    """Import and register every ``xconv`` entry point, isolating failures."""
+    """Import and register every ``xconv`` entry point, built-ins first, isolating failures."""
     allowed = allowed if allowed is not None else names_from_env("XCONV_LOAD_PLUGINS")
-    disabled = (disabled or set()) | (names_from_env("XCONV_DISABLE_PLUGINS") or set())
+    disabled = {canonical(n) for n in (disabled or set()) | (names_from_env("XCONV_DISABLE_PLUGINS") or set())}
     loaded = LoadedPlugins(new_manager())
-    for entry_point in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        distribution = entry_point.dist.name if entry_point.dist else entry_point.value.split(":")[0]
-        if allowed is not None and distribution not in allowed:
+    seen: set[tuple[str, str]] = set()
+    for entry_point in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP),
+                              key=lambda e: (distribution_of(e) != BUILTIN_DISTRIBUTION, e.name)):
+        distribution = distribution_of(entry_point)
+        if allowed is not None and canonical(distribution) not in {canonical(a) for a in allowed}:
             continue
-        if entry_point.name in disabled or distribution in disabled:
+        if canonical(entry_point.name) in disabled or canonical(distribution) in disabled:
             loaded.disabled.append((entry_point.name, distribution))
             continue
-        if loaded.manager.has_plugin(entry_point.name):
+        if (entry_point.name, distribution) in seen:
             continue  # the same distribution seen twice on sys.path
-        register_entry_point(loaded, entry_point, distribution)
-    try:
-        loaded.manager.check_pending()
-    except pluggy.PluginValidationError as error:
-        plugin = getattr(error, "plugin", None)
-        name = loaded.manager.get_name(plugin) if plugin is not None else "?"
-        loaded.warnings.append(f"plugin {name!r} from {loaded.distributions.get(name, name)} has a hook xconv does "
-                               f"not know: {one_line(error)}")
+        seen.add((entry_point.name, distribution))
+        # Another distribution's entry point of the same name must not replace this one: qualify it.
+        name = entry_point.name
+        if loaded.manager.has_plugin(name):
+            name = f"{distribution}:{name}"
+        register_entry_point(loaded, entry_point, distribution, name)
+    check_hook_names(loaded)
     return loaded
 
 
-def register_entry_point(loaded: LoadedPlugins, entry_point, distribution: str) -> None:
-    name = entry_point.name
+def distribution_of(entry_point) -> str:
+    return entry_point.dist.name if entry_point.dist else entry_point.value.split(":")[0]
+
+
+def check_hook_names(loaded: LoadedPlugins) -> None:
+    """Every plugin with a misspelled or unknown ``xconv_`` hook is refused and reported, not only the first."""
+    while True:
+        try:
+            loaded.manager.check_pending()
+            return
+        except pluggy.PluginValidationError as error:
+            plugin = error.plugin
+            name = loaded.manager.get_name(plugin)
+            distribution = loaded.distributions.pop(name, name)
+            loaded.manager.unregister(plugin)
+            loaded.fail(name, distribution, f"unknown hook: {one_line(error)}",
+                        f"plugin {name!r} from {distribution} was not loaded: it has a hook xconv does not know: "
+                        f"{one_line(error)}")
+
+
+def register_entry_point(loaded: LoadedPlugins, entry_point, distribution: str, name: str) -> None:
     try:
         plugin = entry_point.load()
     except Exception as error:  # noqa: BLE001 - any failure of third-party code must stay contained
@@ -141,9 +168,3 @@ def call_each(loaded: LoadedPlugins, hook_name: str, make_kwargs) -> None:
         except Exception as error:  # noqa: BLE001
             loaded.fail(impl.plugin_name, distribution, f"{hook_name} failed: {one_line(error)}",
                         f"plugin {impl.plugin_name!r} from {distribution} failed in {hook_name}: {one_line(error)}")
-
-
-def one_line(error: BaseException) -> str:
-    """The exception's type and whole message on one line (pluggy's reasons span several)."""
-    text = " ".join(line.strip() for line in str(error).strip().splitlines() if line.strip())
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -34,7 +34,7 @@ def quiet_tensorflow() -> None:
     """Import tensorflow and keras once, dropping only their known start-up notices from stderr."""
     if "tensorflow" in sys.modules or debugging():
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # C++ INFO lines off; warnings and errors still show
     sys.stderr.flush()
     with tempfile.TemporaryFile(mode="w+b") as captured:
         saved = os.dup(2)

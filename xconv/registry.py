@@ -13,9 +13,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
-from xconv.errors import PluginError, UnknownNameError, XconvError
+from xconv.errors import PluginError, UnknownNameError, XconvError, one_line
 from xconv.interfaces import Explainer, Model, Renderer
-from xconv.plugin_loading import BUILTIN_DISTRIBUTION, KIND_HOOKS, LoadedPlugins, call_each, load_plugins
+from xconv.options import reserved_names
+from xconv.plugin_loading import BUILTIN_DISTRIBUTION, KIND_HOOKS, LoadedPlugins, call_each, canonical, load_plugins
 
 KINDS = {"model": Model, "explainer": Explainer, "renderer": Renderer}
 
@@ -46,8 +47,6 @@ class Entry:
         except XconvError:
             raise
         except Exception as error:  # noqa: BLE001 - third-party code may raise anything
-            from xconv.plugin_loading import one_line
-
             raise PluginError(f"{self.cls.name!r} from plugin {self.plugin!r} ({self.distribution}) failed in "
                               f"{action}: {one_line(error)}") from error
 
@@ -67,6 +66,8 @@ class Registry:
         def register(cls):
             if not (isinstance(cls, type) and issubclass(cls, base)) or not getattr(cls, "name", ""):
                 raise TypeError(f"register() takes a {base.__name__} subclass with a name, got {cls!r}")
+            if reserved_names(cls):
+                raise TypeError(f"{cls.name}: option names {reserved_names(cls)} are reserved for the base class")
             claimants = self.claims[kind].setdefault(cls.name, [])
             if all(entry.cls is not cls for entry in claimants):
                 claimants.append(Entry(cls, plugin, distribution))
@@ -115,9 +116,9 @@ class Registry:
         raise self._unknown(kind, name)
 
     def _qualified(self, kind: str, qualified: str) -> Entry:
-        owner, _, name = qualified.partition(":")
+        owner, _, name = qualified.rpartition(":")
         for entry in self.claims[kind].get(name, []):
-            if owner in (entry.distribution, entry.plugin):
+            if canonical(owner) in (canonical(entry.distribution), canonical(entry.plugin)):
                 return entry
         raise self._unknown(kind, qualified)
 

@@ -19,6 +19,9 @@ class TinyModel(Model):
 
 def tiny_keras_convnet(input_size=(32, 32), classes: int = 3, seed: int = 0, name: str = "tiny"):
     """Conv-pool-conv-pool, global pooling, dense softmax; random but deterministic weights."""
+    from xconv.quiet import quiet_tensorflow
+
+    quiet_tensorflow()
     import keras
     from keras import layers
 
@@ -81,6 +84,7 @@ def check_explainer(explainer_cls, model: Model | None = None, images: np.ndarra
     assert layer is None or isinstance(layer, str) or (isinstance(layer, list) and all(isinstance(x, str) for x in layer)), \
         f"explanation.layer must be None, a layer path or a list of them, got {layer!r}"
     _check_json(explanation.metadata, "metadata")
+    _check_json([explanation.predictions, explanation.target_names, explanation.targets], "predictions and targets")
     assert "\n" not in repr(explanation) and len(repr(explanation)) < 300, "repr(Explanation) must be one short line"
     _check_arrays(explanation, images)
     if images is not None and explanation.predictions is not None:
@@ -114,7 +118,7 @@ def check_renderer(renderer_cls, explanation=None, out_dir=None, **options):
         f"{renderer_cls} is not an xconv.Renderer subclass"
     _check_declaration(renderer_cls, ("name", "description", "accepts"))
     _check_refuses_unknown_option(lambda: renderer_cls(no_such_option=1), renderer_cls)
-    explanation = explanation or sample_explanation(renderer_cls.accepts)
+    explanation = explanation if explanation is not None else sample_explanation(renderer_cls.accepts)
     assert renderer_cls.can_render(explanation), f"{renderer_cls.name} does not accept {explanation.kind}"
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(out_dir or scratch)
@@ -139,11 +143,15 @@ def check_model(model_cls, weights=None, **options):
     import inspect
 
     from xconv.layers import find_layer
+    from xconv.options import already_resolved, resolve_options
 
     assert isinstance(model_cls, type) and issubclass(model_cls, Model), f"{model_cls} is not an xconv.Model subclass"
     _check_declaration(model_cls, ("name", "description"))
     assert inspect.ismethod(model_cls.load) and model_cls.load.__self__ is model_cls, "Model.load must be a classmethod"
-    model = model_cls.load(weights, **options) if options else model_cls.load(weights)
+    _check_refuses_unknown_option(lambda: resolve_options(model_cls, {"no_such_option": 1}), model_cls)
+    resolved = resolve_options(model_cls, options)  # exactly as xconv.load_model calls it
+    with already_resolved():
+        model = model_cls.load(weights, **resolved) if resolved else model_cls.load(weights)
     assert isinstance(model, Model), f"load() returned {type(model).__name__}, not an xconv.Model"
     outputs = int(model.keras_model.outputs[0].shape[-1])
     assert len(model.class_names) == outputs, f"{len(model.class_names)} class names for {outputs} outputs"
@@ -180,10 +188,11 @@ def sample_explanation(kinds) -> "Explanation":
 
 
 def _check_declaration(cls, attributes) -> None:
-    from xconv.options import Option, declared_options
+    from xconv.options import Option, declared_options, reserved_names
 
     for attribute in attributes:
         assert getattr(cls, attribute, ""), f"{cls.__name__}.{attribute} is empty"
+    assert not reserved_names(cls), f"option names {reserved_names(cls)} are reserved for the base class"
     for name, option in declared_options(cls).items():
         assert isinstance(option, Option), f"{cls.__name__}.options must hold xconv.Option, got {option!r}"
         assert name.isidentifier(), f"option name {name!r} must be a Python identifier"
