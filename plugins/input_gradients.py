@@ -10,8 +10,9 @@ for two classes), as for Grad-CAM.
   x + N(0, sigma^2), sigma = ``noise`` times the image's input range (max - min); the attributions are the
   averaged signed gradients. Copy m's noise depends only on (seed, m), so a batch gives what one-by-one does.
 * ``integrated-gradients`` (Sundararajan et al. 2017): (x - x0) times the gradient averaged along the
-  straight path from a baseline x0 to x, by the trapezoid rule over ``steps`` points. The attributions sum
-  to score(x) - score(x0) (completeness), reported per image as ``metadata["score_delta"]``.
+  straight path from a baseline x0 to x, integrated with ``steps`` Gauss-Legendre nodes (as Captum does:
+  more accurate than the trapezoid or Riemann sums for the same passes). The attributions sum to
+  score(x) - score(x0) (completeness), reported per image as ``metadata["score_delta"]``.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class IntegratedGradients(InputGradientExplainer):
     name = "integrated-gradients"
     description = "integrated gradients (Sundararajan et al. 2017) from a black, gray or blurred baseline"
     options = (
-        xconv.Option("steps", int, 64, "points on the path from the baseline (trapezoid rule)"),
+        xconv.Option("steps", int, 64, "points on the path from the baseline (Gauss-Legendre nodes)"),
         xconv.Option("baseline", str, "black", "the image the path starts from", choices=BASELINES),
     )
 
@@ -86,26 +87,31 @@ class IntegratedGradients(InputGradientExplainer):
     def explain(self, images, targets=None):
         import tensorflow as tf
 
-        if self.steps < 2:
-            raise xconv.XconvError("integrated-gradients needs at least 2 steps (the trapezoid rule's two ends)")
+        if self.steps < 1:
+            raise xconv.XconvError("integrated-gradients needs at least 1 step")
         inputs = self.model.preprocess(images)
         chosen, probabilities = self.targets_and_probabilities(inputs, targets)
         starts = self.baselines(images)
         tensor, start_tensor = tf.constant(inputs), tf.constant(starts)
-        alphas = tf.constant(np.linspace(0.0, 1.0, self.steps), tf.float32)
+        nodes, weights = path_quadrature(self.steps)
+        alphas = tf.constant(nodes, tf.float32)
 
         def on_path(owners, indices):
             origin = tf.gather(start_tensor, owners)
             return origin + tf.gather(alphas, indices)[:, None, None, None] * (tf.gather(tensor, owners) - origin)
 
-        weights = np.ones(self.steps) / (self.steps - 1)
-        weights[[0, -1]] /= 2
         mean_gradients, _ = self.accumulate(inputs, chosen, self.steps, on_path, weights)
         attributions = (inputs - starts) * mean_gradients
         score_delta = self.scores_of(inputs, chosen) - self.scores_of(starts, chosen)
         return attribution_explanation(self, attributions, np.abs(attributions).max(axis=-1), chosen, probabilities,
                                        images, score_delta=score_delta.tolist(), steps=self.steps,
                                        baseline=self.baseline)
+
+
+def path_quadrature(steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Legendre nodes in (0, 1) and weights summing to 1, for the path integral."""
+    nodes, weights = np.polynomial.legendre.leggauss(steps)
+    return (nodes + 1) / 2, weights / 2
 
 
 @xconv.hookimpl

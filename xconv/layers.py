@@ -143,13 +143,14 @@ def build_head_model(model, layer_path: str):
     import keras
 
     cut = top_level_cut(model, layer_path)
-    try:
-        above = keras.Model(output_in_parent(cut), model.outputs[0], name=f"{model.name}_above")
-    except ValueError:
-        raise XconvError(f"layer {layer_path!r} does not decide the prediction alone: the network also uses "
-                         f"tensors from below it (a skip connection); choose a later layer, e.g. the last "
-                         f"conv block") from None
-    return build_feature_model(above, [], head=True)
+    for tensor in outputs_in_parents(cut):  # a layer shared by several models has one per model
+        try:
+            above = keras.Model(tensor, model.outputs[0], name=f"{model.name}_above")
+        except ValueError:
+            continue
+        return build_feature_model(above, [], head=True)
+    raise XconvError(f"layer {layer_path!r} does not decide the prediction alone: the network also uses tensors "
+                     f"from below it (a skip connection); choose a later layer, e.g. the last conv block")
 
 
 def top_level_cut(model, layer_path: str):
@@ -159,19 +160,19 @@ def top_level_cut(model, layer_path: str):
     inner = find_layer(model, layer_path).layer
     for depth in range(len(parts) - 1, 0, -1):
         container = find_layer(model, "/".join(parts[:depth])).layer
-        if len(container.outputs) != 1 or container.outputs[0] is not output_in_parent(inner):
+        if len(container.outputs) != 1 or all(container.outputs[0] is not t for t in outputs_in_parents(inner)):
             raise XconvError(f"layer {layer_path!r} is inside {container.name!r} but is not its output; "
                              f"perturbing its features needs the layer that {container.name!r} outputs")
         inner = container
     return inner
 
 
-def output_in_parent(layer):
-    """The tensor ``layer`` produces in the graph that calls it: a nested model's ``.output`` is its own
-    graph's output, so its call node is asked instead (Keras keeps no public handle on it)."""
+def outputs_in_parents(layer) -> list:
+    """The tensors ``layer`` produces in the graphs that call it: a nested model's ``.output`` is its own
+    graph's output, so its call nodes are asked instead (Keras keeps no public handle on them)."""
     if is_container(layer) and getattr(layer, "_inbound_nodes", None):
-        return layer._inbound_nodes[-1].outputs[0]
-    return layer.output
+        return [node.outputs[0] for node in reversed(layer._inbound_nodes)]
+    return [layer.output]
 
 
 def last_layer(model):

@@ -1,0 +1,287 @@
+"""Every attribution method against an independent, plain implementation of its paper's formula.
+
+The references here are eager, one image (or one channel, one patch) at a time, written from the formulas
+in the docs with the features and gradients taken straight from the Keras graph, not through xconv.
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import xconv
+from test_gradcam import nested_models
+from xconv.registry import get_registry
+from xconv.testing import TinyModel, random_images, tiny_keras_convnet
+
+#: Settings that keep the slow methods quick on a 32 px model, for the tests that sweep every method.
+QUICK = {"rise": {"masks": 64}, "smoothgrad": {"samples": 4}, "integrated-gradients": {"steps": 8},
+         "scorecam": {"chunk": 16}}
+IMAGE_METHODS = [name for name in get_registry().names("explainer") if name not in ("activations", "filters")]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return TinyModel(tiny_keras_convnet((32, 32), classes=3, seed=1), ["x", "y", "z"])
+
+
+@pytest.fixture(scope="module")
+def images():
+    return random_images(3, (32, 32), seed=7)
+
+
+def conv3_and_scores(tiny, images):
+    """A (N, 8, 8, 16) at conv3 and G = d logit_target / d A, by hand: conv3 -> global average -> dense."""
+    keras_model = tiny.keras_model
+    features = keras.Model(keras_model.inputs, keras_model.get_layer("conv3").output)(tiny.preprocess(images))
+    kernel, bias = (np.asarray(w) for w in keras_model.get_layer("predictions").get_weights())
+
+    def logits(a):
+        return tf.matmul(tf.reduce_mean(a, axis=(1, 2)), kernel) + bias
+
+    with tf.GradientTape() as tape:
+        tape.watch(features)
+        scores = logits(features)
+        targets = np.argmax(scores.numpy(), axis=1)
+        chosen = tf.gather(scores, targets, axis=1, batch_dims=1)
+    return features.numpy().astype(np.float64), tape.gradient(chosen, features).numpy().astype(np.float64), \
+        targets, logits
+
+
+def unit(maps):
+    maps = np.maximum(maps, 0)
+    peak = maps.max(axis=(1, 2), keepdims=True)
+    return np.divide(maps, peak, out=np.zeros_like(maps), where=peak > 0)
+
+
+def gradcam_plus_plus(a, g):
+    denominator = 2 * g ** 2 + a.sum(axis=(1, 2), keepdims=True) * g ** 3
+    alpha = np.divide(g ** 2, denominator, out=np.zeros_like(g), where=denominator != 0)
+    return ((alpha * np.maximum(g, 0)).sum(axis=(1, 2))[:, None, None] * a).sum(-1)
+
+
+def xgradcam(a, g):
+    total = a.sum(axis=(1, 2), keepdims=True)
+    share = np.divide(a, total, out=np.zeros_like(a), where=total != 0)
+    return ((share * g).sum(axis=(1, 2))[:, None, None] * a).sum(-1)
+
+
+FORMULAS = {
+    "gradcam": lambda a, g: (g.mean(axis=(1, 2))[:, None, None] * a).sum(-1),
+    "gradcam++": gradcam_plus_plus,
+    "layercam": lambda a, g: (np.maximum(g, 0) * a).sum(-1),
+    "hirescam": lambda a, g: (g * a).sum(-1),
+    "xgradcam": xgradcam,
+}
+
+
+@pytest.mark.parametrize("method", sorted(FORMULAS))
+def test_gradient_cams_match_their_formulas(tiny, images, method):
+    a, g, targets, _ = conv3_and_scores(tiny, images)
+    explained = xconv.explain(tiny, images, method, layer="conv3", score="logit")
+    assert explained.targets == targets.tolist()
+    np.testing.assert_allclose(explained.heatmaps, unit(FORMULAS[method](a, g)), atol=1e-5)
+
+
+def test_gradient_cams_on_hand_computed_values():
+    """The 2x2 model of test_gradcam: A = (R, G), G_k = W[k, c] / 4 everywhere, so each formula is plain arithmetic."""
+    from test_gradcam import hand_model
+
+    model, image = hand_model()
+    # Class 'a': W[:, a] = (1, 0.5), so G = (0.25, 0.125) at every position; R = [[1, 2], [3, 4]], G = [[4, 3], [2, 1]].
+    expected = {
+        "hirescam": np.array([[0.25 + 0.5, 0.5 + 0.375], [0.75 + 0.25, 1 + 0.125]]),
+        "layercam": np.array([[0.25 + 0.5, 0.5 + 0.375], [0.75 + 0.25, 1 + 0.125]]),
+        # XGrad-CAM: w_k = sum_ij (A_k / sum_ij A_k) G_k = G_k, since G_k is constant and the shares sum to 1.
+        "xgradcam": np.array([[0.25 + 0.5, 0.5 + 0.375], [0.75 + 0.25, 1 + 0.125]]),
+    }
+    for method, values in expected.items():
+        explained = xconv.explain(model, image, method, target="a", score="logit")
+        np.testing.assert_allclose(explained.heatmaps[0], values / values.max(), atol=1e-6, err_msg=method)
+    # Grad-CAM++: alpha = g^2 / (2 g^2 + sum(A) g^3): sum(R) = sum(G) = 10.
+    alpha = [0.25 ** 2 / (2 * 0.25 ** 2 + 10 * 0.25 ** 3), 0.125 ** 2 / (2 * 0.125 ** 2 + 10 * 0.125 ** 3)]
+    weights = [4 * alpha[0] * 0.25, 4 * alpha[1] * 0.125]
+    values = weights[0] * np.array([[1, 2], [3, 4]]) + weights[1] * np.array([[4, 3], [2, 1]])
+    explained = xconv.explain(model, image, "gradcam++", target="a", score="logit")
+    np.testing.assert_allclose(explained.heatmaps[0], values / values.max(), atol=1e-6)
+
+
+def test_eigencam_is_the_first_principal_component(tiny, images):
+    a, _, _, _ = conv3_and_scores(tiny, images)
+    expected = []
+    for features in a:
+        flat = features.reshape(-1, features.shape[-1])
+        centred = flat - flat.mean(axis=0)
+        projection = centred @ np.linalg.svd(centred, full_matrices=False)[2][0]
+        if np.corrcoef(projection, flat.mean(axis=1))[0, 1] < 0:
+            projection = -projection
+        expected.append(projection.reshape(features.shape[:2]))
+    explained = xconv.explain(tiny, images, "eigencam", layer="conv3")
+    np.testing.assert_allclose(explained.heatmaps, unit(np.array(expected)), atol=1e-4)
+
+
+def test_scorecam_equals_a_plain_per_channel_loop(tiny, images):
+    a, _, targets, _ = conv3_and_scores(tiny, images)
+    inputs = tiny.preprocess(images)
+    expected = []
+    for index, features in enumerate(a):
+        weights = []
+        for k in range(features.shape[-1]):
+            mask = tf.image.resize(features[None, :, :, k:k + 1], (32, 32), method="bilinear").numpy()[0, ..., 0]
+            if mask.max() == mask.min():
+                weights.append(0.0)
+                continue
+            mask = (mask - mask.min()) / (mask.max() - mask.min())
+            probabilities = tiny.keras_model(inputs[index:index + 1] * mask[None, :, :, None], training=False)
+            weights.append(float(probabilities[0, targets[index]]))
+        expected.append((features * np.array(weights)).sum(-1))
+    explained = xconv.explain(tiny, images, "scorecam", layer="conv3", chunk=5)  # chunks that split the channels
+    np.testing.assert_allclose(explained.heatmaps, unit(np.array(expected)), atol=1e-5)
+    top = xconv.explain(tiny, images, "scorecam", layer="conv3", top=4)
+    assert ((top.weights != 0).sum(axis=1) <= 4).all()
+
+
+def test_ablationcam_equals_a_plain_per_channel_loop(tiny, images):
+    a, _, targets, logits = conv3_and_scores(tiny, images)
+    expected = []
+    for index, features in enumerate(a):
+        y = float(logits(features[None])[0, targets[index]])
+        weights = []
+        for k in range(features.shape[-1]):
+            ablated = features.copy()
+            ablated[..., k] = 0
+            weights.append((y - float(logits(ablated[None])[0, targets[index]])) / y)
+        expected.append((features * np.array(weights)).sum(-1))
+    explained = xconv.explain(tiny, images, "ablationcam", layer="conv3", score="logit", chunk=5)
+    np.testing.assert_allclose(explained.heatmaps, unit(np.array(expected)), atol=1e-5)
+
+
+def test_ablationcam_needs_a_layer_that_decides_alone(tiny, images):
+    residual_in = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(3, 3, padding="same", activation="relu", name="inner")(residual_in)
+    x = keras.layers.Add(name="skip")([x, residual_in])
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = TinyModel(keras.Model(residual_in, keras.layers.Dense(2, activation="softmax")(x)), ["a", "b"])
+    with pytest.raises(xconv.XconvError, match="'inner' does not decide the prediction alone"):
+        xconv.explain(model, images, "ablationcam", layer="inner")
+
+
+def test_occlusion_equals_a_plain_per_patch_loop(tiny, images):
+    patch, stride = 12, 10  # positions 0, 10, 20 (flush with the edge): overlaps of different depth
+    probabilities = tiny.keras_model(tiny.preprocess(images), training=False).numpy()
+    targets = probabilities.argmax(axis=1)
+    sums, counts = np.zeros(images.shape[:3]), np.zeros((32, 32))
+    for y in (0, 10, 20):
+        for x in (0, 10, 20):
+            occluded = images.copy()
+            occluded[:, y:y + patch, x:x + patch] = 128
+            seen = tiny.keras_model(tiny.preprocess(occluded), training=False).numpy()
+            drop = probabilities[np.arange(3), targets] - seen[np.arange(3), targets]
+            sums[:, y:y + patch, x:x + patch] += drop[:, None, None]
+            counts[y:y + patch, x:x + patch] += 1
+    explained = xconv.explain(tiny, images, "occlusion", patch=patch, stride=stride, chunk=4)
+    np.testing.assert_allclose(explained.drops, sums / counts, atol=1e-6)
+    np.testing.assert_allclose(explained.heatmaps, unit(sums / counts), atol=1e-5)
+    assert explained.metadata["patches"] == 9
+
+
+def test_rise_is_the_probability_weighted_mean_of_its_masks(tiny, images):
+    explained = xconv.explain(tiny, images[:1], "rise", masks=40, chunk=16)
+    explainer = get_registry().get("explainer", "rise")(tiny, masks=40)
+    masks = explainer.make_masks(0, 40)
+    assert masks.shape == (40, 32, 32) and 0 <= masks.min() and masks.max() <= 1
+    assert 0.3 < masks.mean() < 0.7  # cells kept with probability 0.5, smoothed
+    seen = tiny.keras_model(tiny.preprocess(images[:1]) * masks[..., None], training=False).numpy()
+    weights = seen[:, explained.targets[0]]
+    expected = np.tensordot(weights, masks, axes=1) / (40 * 0.5)
+    np.testing.assert_allclose(explained.saliency[0], expected, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def catsdogs():
+    return xconv.load_model("catsdogs")
+
+
+def test_integrated_gradients_are_complete(catsdogs):
+    """Attributions sum to score(x) - score(baseline), within 2 % at the default 64 steps (bundled model)."""
+    from xconv.demo import chelsea
+    from xconv.images import resize
+
+    photos = np.stack([resize(chelsea(), catsdogs.input_size), random_images(1, catsdogs.input_size, seed=3)[0]])
+    for baseline in ("black", "gray", "blurred"):
+        explained = xconv.explain(catsdogs, photos, "integrated-gradients", baseline=baseline, target="cat")
+        totals = explained.attributions.sum(axis=(1, 2, 3))
+        delta = np.array(explained.metadata["score_delta"])
+        assert np.all(np.abs(totals - delta) <= 0.02 * np.abs(delta) + 1e-6), (baseline, totals, delta)
+
+
+def test_saliency_is_the_largest_absolute_gradient(tiny, images):
+    inputs = tf.constant(tiny.preprocess(images))
+    _, _, targets, _ = conv3_and_scores(tiny, images)
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        logits = tiny.feature_model([])(inputs)[0]
+        score = tf.reduce_sum(tf.gather(logits, targets, axis=1, batch_dims=1))
+    gradients = tape.gradient(score, inputs).numpy()
+    explained = xconv.explain(tiny, images, "saliency", score="logit")
+    np.testing.assert_allclose(explained.attributions, gradients, rtol=1e-4, atol=1e-8)
+    np.testing.assert_allclose(explained.heatmaps, unit(np.abs(gradients).max(-1)), atol=1e-5)
+    smooth = xconv.explain(tiny, images, "smoothgrad", score="logit", samples=1, noise=0.0)
+    np.testing.assert_allclose(smooth.heatmaps, explained.heatmaps, atol=1e-5)
+
+
+def test_guided_backprop_gates_negative_gradients_in_a_copy_only(tiny, images):
+    inputs = tf.constant(tiny.preprocess(images))
+
+    def plain_gradient():
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            score = tf.reduce_sum(tiny.keras_model(inputs, training=False)[:, 0])
+        return tape.gradient(score, inputs).numpy()
+
+    before = plain_gradient()
+    guided = xconv.explain(tiny, images, "guided-backprop", target=0, score="logit")
+    np.testing.assert_array_equal(plain_gradient(), before)  # the user's model is untouched
+    plain = xconv.explain(tiny, images, "saliency", target=0, score="logit")
+    assert not np.allclose(guided.attributions, plain.attributions)
+    # On a network without ReLUs the guided gradient is the plain gradient.
+    from test_gradcam import hand_model
+
+    linear, image = hand_model()
+    np.testing.assert_allclose(xconv.explain(linear, image, "guided-backprop", target="a").attributions,
+                               xconv.explain(linear, image, "saliency", target="a").attributions, atol=1e-7)
+    combined = xconv.explain(tiny, images, "guided-gradcam", target=0, score="logit", layer="conv3")
+    cam = tf.image.resize(combined.gradcam[..., None], (32, 32), method="bilinear").numpy()
+    np.testing.assert_allclose(combined.attributions, guided.attributions * cam, rtol=1e-4, atol=1e-9)
+
+
+@pytest.mark.parametrize("method", IMAGE_METHODS)
+def test_batch_equals_one_by_one(tiny, images, method):
+    options = QUICK.get(method, {})
+    together = xconv.explain(tiny, images, method, target=["y", "z", 0], **options)
+    for index in range(len(images)):
+        alone = xconv.explain(tiny, images[index:index + 1], method, target=together.targets[index], **options)
+        np.testing.assert_allclose(together.heatmaps[index], alone.heatmaps[0], atol=2e-5, err_msg=method)
+
+
+@pytest.mark.parametrize("method", IMAGE_METHODS)
+def test_never_nan_on_a_constant_image_and_a_dead_model(method):
+    keras_model = tiny_keras_convnet((32, 32), classes=2, seed=3)
+    keras_model.get_layer("predictions").set_weights([np.zeros((16, 2), np.float32), np.zeros(2, np.float32)])
+    model = TinyModel(keras_model, ["a", "b"])
+    for image in (np.full((1, 32, 32, 3), 128, np.uint8), random_images(1, (32, 32), seed=2)):
+        heatmaps = xconv.explain(model, image, method, **QUICK.get(method, {})).heatmaps
+        assert heatmaps.dtype == np.float32 and np.isfinite(heatmaps).all()
+        assert heatmaps.min() >= 0 and heatmaps.max() <= 1
+
+
+@pytest.mark.parametrize("method", IMAGE_METHODS)
+def test_every_method_works_on_nested_transfer_models(method):
+    _, _, sequential, functional = nested_models()
+    for keras_model in (sequential, functional):
+        model = TinyModel(keras_model, ["cat", "dog"])
+        explained = xconv.explain(model, random_images(2, (32, 32), seed=5), method, target="dog",
+                                  **QUICK.get(method, {}))
+        assert explained.targets == [1, 1] and np.isfinite(explained.heatmaps).all()
+        if explained.layer is not None:
+            assert explained.layer == "backbone/conv3"
