@@ -34,6 +34,7 @@ class GuidedGradCAM(InputGradientExplainer):
     name = "guided-gradcam"
     description = "Guided Grad-CAM (Selvaraju et al. 2017): guided backpropagation times the upsampled Grad-CAM"
     guided = True
+    takes_layer = True
 
     def __init__(self, model, layer=None, **options):
         super().__init__(model, layer=model.layer_path(layer), **options)

@@ -24,6 +24,7 @@ from xconv.perturbation import chunked, masked_probabilities
 
 class PerturbationExplainer(xconv.Explainer):
     kind = "heatmap"
+    takes_layer = False
     options = (xconv.Option("chunk", int, 64, "masked copies per compiled forward pass"),)
 
 

@@ -285,3 +285,38 @@ def test_every_method_works_on_nested_transfer_models(method):
         assert explained.targets == [1, 1] and np.isfinite(explained.heatmaps).all()
         if explained.layer is not None:
             assert explained.layer == "backbone/conv3"
+
+
+def test_cli_compares_methods_side_by_side(model_file, tmp_path):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from xconv.cli import build_app
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(random_images(1, (40, 48), seed=8)[0]).save(photo)
+    app, runner = build_app(), CliRunner()
+
+    def run(*args):
+        return runner.invoke(app, [str(a) for a in args])
+
+    result = run("explain", photo, "--model", model_file, "--method", "gradcam,saliency,occlusion", "--target", "dog",
+                 "-O", "method.score=logit", "-O", "occlusion.patch=8", "--out", tmp_path / "a")
+    assert result.exit_code == 0, result.output
+    [figure] = (tmp_path / "a").iterdir()
+    assert figure.name == "photo_compare_dog.png"
+    picture = xconv.load_image(figure)
+    assert picture.shape[0] == 224 + 26 and picture.shape[1] > 4 * 224  # the photo and three maps in a row
+    result = run("explain", photo, "--model", model_file, "--method", "gradcam,saliency", "--renderer", "overlay",
+                 "--out", tmp_path / "b")
+    assert result.exit_code == 0, result.output
+    written = sorted(p.name for p in (tmp_path / "b").iterdir())
+    assert len(written) == 2 and written[0].startswith("photo_gradcam_") and written[1].startswith("photo_saliency_")
+    for args, needle in [
+        (["--method", "gradcam,filters"], "only heatmap methods can be compared"),
+        (["--method", "saliency", "--layer", "conv3"], "takes no layer"),
+        (["--method", "gradcam,saliency", "-O", "occlusion.patch=8"], "the scope must be one of"),
+        (["--method", "gradcam,saliency", "-O", "method.patch=8"], "no option 'patch'"),
+    ]:
+        result = run("explain", photo, "--model", model_file, "--out", tmp_path / "c", *args)
+        assert result.exit_code == 1 and needle in result.output, (args, result.output)

@@ -103,6 +103,8 @@ def explain(model: Model, images, method: str = "gradcam", target=None, layer=No
         raise XconvError(f"method {method!r} needs at least one image")
     if not explainer_cls.needs_images and images is not None:
         raise XconvError(f"method {method!r} makes its own inputs; it takes no images")
+    if layer is not None and not explainer_cls.takes_layer:
+        raise XconvError(f"method {method!r} works on the input itself; it takes no layer")
     resolved = resolve_options(explainer_cls, options)
     batch, decoded, paths = as_batch(model, images)
     targets = resolve_targets(model, target, 0 if batch is None else len(batch))
@@ -117,6 +119,43 @@ def explain(model: Model, images, method: str = "gradcam", target=None, layer=No
     explanation.sources = [str(s) for s in sources] if sources is not None else paths
     explanation.index_offset = index_offset
     return explanation
+
+
+def check_comparable(methods: list[str]) -> None:
+    """At least two different methods, each making heatmaps of images."""
+    if len(set(methods)) < 2:
+        raise XconvError("compare needs at least two different methods")
+    for name in methods:
+        cls = get_registry().get("explainer", name)
+        if cls.kind != "heatmap" or not cls.needs_images:
+            raise XconvError(f"method {name!r} makes {cls.kind} explanations; only heatmap methods can be compared")
+
+
+def compare(model: Model, images, methods: list[str], target=None, layer=None, *, options=None, originals=None,
+            sources=None, index_offset: int = 0) -> Explanation:
+    """Several heatmap methods on the same decoded batch, as one ``comparison`` explanation (drawn by the
+    ``compare`` renderer): ``arrays["heatmaps"]`` maps each method to its (N, h, w) maps. ``layer`` goes to
+    the methods that take one; ``options`` maps a method name to its options."""
+    check_comparable(methods)
+    registry = get_registry()
+    batch, decoded, paths = as_batch(model, images)
+    explained = {
+        name: explain(model, batch, name, target=target,
+                      layer=layer if registry.get("explainer", name).takes_layer else None,
+                      **(options or {}).get(name, {}))
+        for name in dict.fromkeys(methods)
+    }
+    first = next(iter(explained.values()))
+    return Explanation(
+        method="compare", kind="comparison", model_name=model.display_name,
+        arrays={"heatmaps": {name: e.heatmaps for name, e in explained.items()}},
+        layer=None, images=batch, originals=originals if originals is not None else decoded,
+        sources=[str(s) for s in sources] if sources is not None else paths,
+        targets=first.targets, target_names=first.target_names, predictions=first.predictions,
+        metadata={"methods": list(explained), "layers": {name: e.layer for name, e in explained.items()},
+                  "target_scores": first.metadata.get("target_scores")},
+        index_offset=index_offset,
+    )
 
 
 def render(explanation: Explanation, renderer: str = "overlay", out_dir: str | os.PathLike = "xconv-out",
@@ -141,4 +180,4 @@ def render(explanation: Explanation, renderer: str = "overlay", out_dir: str | o
         return [item if isinstance(item, Output) else Output(Path(item)) for item in written]
 
 
-__all__ = ["ImageError", "XconvError", "explain", "load_images", "load_model", "predict", "render"]
+__all__ = ["ImageError", "XconvError", "compare", "explain", "load_images", "load_model", "predict", "render"]

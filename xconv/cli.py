@@ -140,9 +140,9 @@ def open_model(model: str, weights: Optional[str], unsafe: bool = False, preproc
                             **(options or {}))
 
 
-def routed_options(assignments: list[tuple], components: dict[str, type]) -> dict[str, dict]:
+def routed_options(assignments: list[tuple], components: dict[str, type], groups=None) -> dict[str, dict]:
     """Route -O values to the components that declare them and check them now, before any model loads."""
-    routed = route_options(assignments, components)
+    routed = route_options(assignments, components, groups)
     for scope, cls in components.items():
         resolve_options(cls, routed[scope])
     return routed
@@ -294,7 +294,8 @@ def finish(failures: int, total: int) -> None:
 @user_errors
 def explain(
     images: List[Path] = typer.Argument(None, help=IMAGES_HELP + " Not needed for --method filters."),
-    method: str = typer.Option("gradcam", "--method", help="Explainer (see `xconv list`)."),
+    method: str = typer.Option("gradcam", "--method", help="Explainer (see `xconv list`); several as a,b,c or 'all' "
+                               "are compared side by side."),
     model: str = MODEL_OPTION,
     weights: Optional[str] = WEIGHTS_OPTION,
     layer: List[str] = typer.Option(None, "--layer", "-l", help="Layer name or path; repeatable for activations."),
@@ -310,25 +311,46 @@ def explain(
     as_json: bool = JSON_OPTION,
     unsafe: bool = UNSAFE_OPTION,
 ):
-    """Explain images with a method and write the pictures into OUT."""
+    """Explain images with a method (or several: a,b,c or all, compared side by side) and write the pictures into OUT."""
     registry = get_registry()
-    explainer_cls = registry.get("explainer", method)
-    renderer_name = renderer or default_renderer(explainer_cls.kind)
+    methods = method_names(method)
+    classes = {name: registry.get("explainer", name) for name in methods}
+    several = len(methods) > 1
+    if several:
+        xconv.api.check_comparable(methods)
+    kind = "comparison" if several else classes[methods[0]].kind
+    renderer_name = renderer or default_renderer(kind)
     renderer_cls = registry.get("renderer", renderer_name)
+    per_method = several and "heatmap" in renderer_cls.accepts and "comparison" not in renderer_cls.accepts
     aliases = [(None, name, value) for name, value in
                [("colormap", colormap), ("grid", "true" if grid else None), ("channel", channel), ("filters", filters)]
                if value is not None]
+    method_scopes = classes if several else {"method": classes[methods[0]]}
     routed = routed_options(parse_assignments(option) + aliases,
-                            {"model": model_class(model), "method": explainer_cls, "renderer": renderer_cls})
+                            {"model": model_class(model), **method_scopes, "renderer": renderer_cls},
+                            {"method": list(classes)} if several else None)
     loaded = open_model(model, weights, unsafe, preprocess, routed["model"])
     layer_option = layer[0] if layer and len(layer) == 1 else (list(layer) if layer else None)
 
     def run(batch, targets, **where):
-        explanation = xconv.explain(loaded, batch, method=method, target=targets, layer=layer_option, **where,
-                                    **routed["method"])
-        return explanation, xconv.render(explanation, renderer_name, out, **routed["renderer"])
+        if not several:
+            explanation = xconv.explain(loaded, batch, method=methods[0], target=targets, layer=layer_option, **where,
+                                        **routed["method"])
+            return explanation, xconv.render(explanation, renderer_name, out, **routed["renderer"])
+        if not per_method:
+            explanation = xconv.compare(loaded, batch, methods, target=targets, layer=layer_option,
+                                        options={name: routed[name] for name in methods}, **where)
+            return explanation, xconv.render(explanation, renderer_name, out, **routed["renderer"])
+        written = []
+        for name in methods:
+            explanation = xconv.explain(loaded, batch, method=name, target=targets, **where, **routed[name],
+                                        layer=layer_option if classes[name].takes_layer else None)
+            written += xconv.render(explanation, renderer_name, out, **routed["renderer"])
+        return explanation, written
 
-    if not explainer_cls.needs_images:
+    if not classes[methods[0]].needs_images:
+        if images:
+            raise XconvError(f"method {methods[0]!r} makes its own inputs; give no images")
         explanation, written = run(None, None)
         describe_synthesized(explanation, written, as_json)
         return
@@ -352,6 +374,18 @@ def explain(
         for item in shared:
             typer.echo(json.dumps({"outputs": [item]}) if as_json else f"wrote {item}")
     finish(failures, len(paths))
+
+
+def method_names(text: str) -> list[str]:
+    """'gradcam' -> one method; 'a,b,c' -> several; 'all' -> every installed heatmap method for images."""
+    if text.strip().lower() == "all":
+        registry = get_registry()
+        return [name for name in registry.names("explainer")
+                if registry.get("explainer", name).kind == "heatmap" and registry.get("explainer", name).needs_images]
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise XconvError("--method needs a method name, a comma-separated list, or 'all'")
+    return list(dict.fromkeys(names))
 
 
 def describe_synthesized(explanation, written, as_json: bool) -> None:

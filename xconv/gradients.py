@@ -23,6 +23,7 @@ class InputGradientExplainer(Explainer):
     """Base class: set ``name``, ``description`` and implement ``explain`` with :meth:`accumulate`."""
 
     kind = "heatmap"
+    takes_layer = False
     #: Whether the gradients pass through guided-backpropagation gates (:mod:`xconv.guided`).
     guided = False
     options = (SCORE_OPTION, Option("batch_size", int, 16, "image copies per compiled forward and backward pass"))

@@ -273,6 +273,8 @@ class Explainer:
     description: ClassVar[str] = ""
     kind: ClassVar[str] = ""
     needs_images: ClassVar[bool] = True
+    #: False for methods that work on the input alone (saliency, occlusion): a --layer for them is an error.
+    takes_layer: ClassVar[bool] = True
     options: ClassVar[tuple[Option, ...]] = ()
 
     def __init__(self, model: Model, layer: str | list[str] | None = None, **options):

@@ -157,21 +157,27 @@ def parse_assignments(pairs: list[str] | None) -> list[tuple[str | None, str, st
     return parsed
 
 
-def route_options(pairs: list[tuple[str | None, str, str]], components: dict[str, type]) -> dict[str, dict]:
+def route_options(pairs: list[tuple[str | None, str, str]], components: dict[str, type],
+                  groups: dict[str, list[str]] | None = None) -> dict[str, dict]:
     """Send each option to the components that declare it.
 
-    ``components`` maps a scope (``"model"``, ``"method"``, ``"renderer"``) to a plugin class. An option
-    qualified with a scope (``renderer.colormap=...``) goes to that component only; an unqualified one to
-    every component that declares it. An option nobody declares is an error listing every valid name.
+    ``components`` maps a scope (``"model"``, ``"method"``, ``"renderer"``, or a method's name when several
+    run together) to a plugin class; ``groups`` names sets of scopes (``"method"``: every method). An option
+    qualified with a scope (``renderer.colormap=...``) goes to that component, or to the members of that
+    group that declare it; an unqualified one to every component that declares it. An option nobody
+    declares is an error listing every valid name.
     """
+    groups = groups or {}
     routed: dict[str, dict] = {scope: {} for scope in components}
     for scope, name, value in pairs:
-        if scope is not None:
-            if scope not in components:
-                raise XconvError(f"-O {scope}.{name}: the scope must be one of {', '.join(components)}")
+        if scope is None:
+            targets = [s for s, cls in components.items() if name in declared_options(cls)]
+        elif scope in groups:
+            targets = [s for s in groups[scope] if name in declared_options(components[s])]
+        elif scope in components:
             targets = [scope]
         else:
-            targets = [s for s, cls in components.items() if name in declared_options(cls)]
+            raise XconvError(f"-O {scope}.{name}: the scope must be one of {', '.join([*components, *groups])}")
         if not targets:
             valid = "; ".join(f"{owner_label(cls)}: {describe_choices(cls)}" for cls in components.values())
             raise XconvError(f"no option {name!r} here; valid options: {valid}")

@@ -177,7 +177,11 @@ def sample_explanation(kinds) -> "Explanation":
                   predictions=[("class_0", 0.6), ("class_1", 0.7)])
     if "heatmap" in kinds:
         return Explanation("sample", "heatmap", arrays={"heatmaps": rng.random((2, 4, 4), dtype=np.float32)},
-                           layer="conv3", **common)
+                           layer="conv3", metadata={"target_scores": [0.6, 0.7]}, **common)
+    if "comparison" in kinds:
+        maps = {"gradcam": rng.random((2, 4, 4), dtype=np.float32), "saliency": rng.random((2, 32, 32), dtype=np.float32)}
+        return Explanation("compare", "comparison", arrays={"heatmaps": maps}, metadata={"target_scores": [0.6, 0.7]},
+                           **common)
     if "activations" in kinds:
         return Explanation("sample", "activations", layer=["conv1"],
                            arrays={"activations": {"conv1": rng.random((2, 8, 8, 4), dtype=np.float32)}}, **common)

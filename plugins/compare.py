@@ -1,0 +1,85 @@
+"""Compare renderer: the photo and each method's heatmap side by side, one figure per image and target.
+
+Every tile is the photo at one height with the method's map blended over it (the overlay renderer's
+colors), under a label naming the method; the first tile is the photo itself, labelled with the target
+and its probability, which is the same for every method (it is the model's, ``xconv predict``'s).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+import xconv
+
+LABEL_HEIGHT = 26
+GAP = 6
+
+
+def blend(photo: np.ndarray, heatmap: np.ndarray, colormap: str, alpha: float) -> np.ndarray:
+    import cv2
+
+    height, width = photo.shape[:2]
+    resized = cv2.resize(heatmap.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    colored = xconv.apply_colormap(np.uint8(np.round(np.clip(resized, 0, 1) * 255)), colormap).astype(np.float32)
+    return np.uint8(np.clip(np.round((1 - alpha) * photo + alpha * colored), 0, 255))
+
+
+def labelled(tile: np.ndarray, text: str) -> np.ndarray:
+    """The tile under a white band with ``text``, shrunk to fit the tile's width."""
+    import cv2
+
+    band = np.full((LABEL_HEIGHT, tile.shape[1], 3), 255, np.uint8)
+    scale = 0.5
+    while scale > 0.25 and cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] > tile.shape[1] - 8:
+        scale -= 0.05
+    cv2.putText(band, text, (4, LABEL_HEIGHT - 9), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.vstack([band, tile])
+
+
+def side_by_side(tiles: list[np.ndarray], columns: int) -> np.ndarray:
+    """Tiles of equal size in rows of ``columns``, with a white gap between them."""
+    height, width = tiles[0].shape[:2]
+    rows = -(-len(tiles) // columns)
+    canvas = np.full((rows * height + (rows - 1) * GAP, columns * width + (columns - 1) * GAP, 3), 255, np.uint8)
+    for index, tile in enumerate(tiles):
+        row, column = divmod(index, columns)
+        canvas[row * (height + GAP):row * (height + GAP) + height,
+               column * (width + GAP):column * (width + GAP) + width] = tile
+    return canvas
+
+
+class CompareRenderer(xconv.Renderer):
+    name = "compare"
+    description = "the photo and each method's heatmap side by side (xconv explain --method a,b,c or all)"
+    accepts = ("comparison",)
+    options = (
+        xconv.Option("height", int, 224, "height of each tile in pixels"),
+        xconv.Option("columns", int, 5, "tiles per row"),
+        xconv.Option("colormap", str, "jet", "OpenCV colormap for the heatmaps", choices=xconv.COLORMAPS),
+        xconv.Option("alpha", float, 0.45, "weight of the colored heatmap in each blend (0-1)"),
+    )
+
+    def render(self, explanation, out_dir):
+        import cv2
+
+        photos = explanation.originals or list(explanation.images)
+        maps = explanation.heatmaps
+        written = []
+        for index, photo in enumerate(photos):
+            width = max(1, round(photo.shape[1] * self.height / photo.shape[0]))
+            small = cv2.resize(photo, (width, self.height), interpolation=cv2.INTER_AREA)
+            target = explanation.target_names[index]
+            label, probability = target, explanation.metadata["target_scores"][index]
+            tiles = [labelled(small, f"{label} p={probability:.3f}")]
+            tiles += [labelled(blend(small, maps[method][index], self.colormap, self.alpha), method) for method in maps]
+            figure = side_by_side(tiles, min(self.columns, len(tiles)))
+            name = f"{explanation.stem(index)}_compare_{xconv.safe_name(target)}.png"
+            written.append(explanation.output(xconv.save_image(Path(out_dir) / name, figure), index))
+        return written
+
+
+@xconv.hookimpl
+def xconv_register_renderers(register):
+    register(CompareRenderer)
