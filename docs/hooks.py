@@ -1,17 +1,42 @@
-"""MkDocs hook: generate the CLI reference from the typer app and the pictures the pages show.
+"""MkDocs hook: generate the CLI reference and the pictures the pages show, and typeset the math.
 
 Everything under docs/generated/ is made here at build time, from the bundled model and the cat photo
-that ships with scikit-image, so the docs never hold stale pictures or copies of training data.
+that ships with scikit-image (the method pages use the two-animal photo of ../shared when it is there,
+Chelsea otherwise), so the docs never hold stale pictures or copies of training data. Formulas are
+turned into MathML at build time (latex2mathml), which browsers draw natively: the site needs no math
+script and no network.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from html import unescape
 from pathlib import Path
 
 GENERATED = Path(__file__).parent / "generated"
+
+
+MATH = re.compile(r'<(span|div) class="arithmatex">\\[(\[](.*?)\\[)\]]</\1>', re.S)
+
+FAMILIES = {
+    "cams": ["gradcam", "gradcam++", "layercam", "hirescam", "xgradcam", "eigencam", "scorecam", "ablationcam"],
+    "gradients": ["saliency", "smoothgrad", "integrated-gradients", "guided-backprop", "guided-gradcam"],
+    "perturbation": ["occlusion", "rise", "scorecam", "ablationcam"],
+}
+
+
+def on_page_content(html, **kwargs):
+    """LaTeX from pymdownx.arithmatex (generic mode) -> MathML."""
+    from latex2mathml.converter import convert
+
+    def typeset(match):
+        tag, latex = match.group(1), unescape(match.group(2))
+        return convert(latex.strip(), display="block" if tag == "div" else "inline")
+
+    return MATH.sub(typeset, html)
 
 
 def on_pre_build(config, **kwargs):
@@ -22,6 +47,8 @@ def on_pre_build(config, **kwargs):
                    capture_output=True)
     if not (GENERATED / "chelsea_gradcam_cat.png").exists():
         make_pictures()
+    if not (GENERATED / "cams_compare.png").exists():
+        make_method_pictures()
 
 
 def make_pictures():
@@ -38,3 +65,29 @@ def make_pictures():
     explained = xconv.explain(model, resize(photo, model.input_size)[None], "activations",
                               layers=["block1_sepconv1"], sources=[GENERATED / "chelsea.png"])
     xconv.render(explained, "grid", GENERATED, channel=5)
+
+
+def two_animal_photo():
+    """The dog-and-cat sample of ../shared when this checkout has it, else Chelsea (a cat only)."""
+    from xconv.demo import chelsea
+    from xconv.images import load_image
+
+    sample = Path(__file__).resolve().parents[2] / "shared" / "data" / "samples" / "dog-and-cat.png"
+    return load_image(sample) if sample.is_file() else chelsea()
+
+
+def make_method_pictures():
+    """One comparison figure per family of methods: the first figure of each method page."""
+    import shutil
+
+    import xconv
+    from xconv.images import resize
+
+    model = xconv.load_model("catsdogs")
+    photo = two_animal_photo()
+    batch = resize(photo, model.input_size)[None]
+    for family, methods in FAMILIES.items():
+        explanation = xconv.compare(model, batch, methods, target="dog", originals=[photo],
+                                    sources=[GENERATED / f"{family}.png"])
+        [written] = xconv.render(explanation, "compare", GENERATED, columns=4, height=200)
+        shutil.move(written.path, GENERATED / f"{family}_compare.png")

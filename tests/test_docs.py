@@ -58,6 +58,14 @@ def test_docs_build_in_strict_mode(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "site" / "gradcam" / "index.html").is_file()
     assert "xconv explain" in (tmp_path / "site" / "generated" / "cli" / "index.html").read_text()
+    for page in ("gradcam", "cam-methods", "gradient-methods", "perturbation-methods"):
+        html = (tmp_path / "site" / page / "index.html").read_text()
+        assert "<math" in html and "\\(" not in html and "arithmatex" not in html, page  # typeset at build time
+        assert "_compare.png" in html or page == "gradcam"
+    pages = list((tmp_path / "site").rglob("*.html"))
+    assert not [p for p in pages if re.search(r'<script[^>]+src="https?://', p.read_text())], "a page loads a script"
+    for family in ("cams", "gradients", "perturbation"):
+        assert (tmp_path / "site" / "generated" / f"{family}_compare.png").is_file()
 
 
 def hook_names() -> list[str]:
