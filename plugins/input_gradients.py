@@ -8,7 +8,8 @@ for two classes), as for Grad-CAM.
 * ``saliency`` (Simonyan et al. 2014): |d score / d x|, the largest over the color channels.
 * ``smoothgrad`` (Smilkov et al. 2017): the saliency map averaged over ``samples`` noisy copies
   x + N(0, sigma^2), sigma = ``noise`` times the image's input range (max - min); the attributions are the
-  averaged signed gradients. Copy m's noise depends only on (seed, m), so a batch gives what one-by-one does.
+  averaged signed gradients. Copy m's noise depends only on (seed, m) (drawn once per call), so a batch gives
+  what one-by-one does.
 * ``integrated-gradients`` (Sundararajan et al. 2017): (x - x0) times the gradient averaged along the
   straight path from a baseline x0 to x, integrated with ``steps`` Gauss-Legendre nodes (as Captum does:
   more accurate than the trapezoid or Riemann sums for the same passes). The attributions sum to
@@ -52,11 +53,11 @@ class SmoothGrad(InputGradientExplainer):
         chosen, probabilities = self.targets_and_probabilities(inputs, targets)
         tensor = tf.constant(inputs)
         spread = self.noise * (tf.reduce_max(tensor, axis=(1, 2, 3)) - tf.reduce_min(tensor, axis=(1, 2, 3)))
-        shape = inputs.shape[1:]
+        unit_noise = tf.constant(np.stack([np.random.default_rng([self.seed, m]).standard_normal(inputs.shape[1:])
+                                           for m in range(self.samples)]).astype(np.float32))
 
         def noisy(owners, indices):
-            noise = tf.map_fn(lambda m: tf.random.stateless_normal(shape, tf.stack([self.seed, m])), indices,
-                              fn_output_signature=tf.float32)
+            noise = tf.gather(unit_noise, indices)
             return tf.gather(tensor, owners) + tf.gather(spread, owners)[:, None, None, None] * noise
 
         weights = np.full(self.samples, 1.0 / self.samples)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 import xconv
-from xconv.perturbation import chunked, masked_probabilities
+from xconv.perturbation import masked_probabilities
 
 
 class PerturbationExplainer(xconv.Explainer):
@@ -51,22 +51,33 @@ class Occlusion(PerturbationExplainer):
         if not 0 < patch <= min(height, width) or stride < 1:
             raise xconv.XconvError(f"occlusion: patch must be 1-{min(height, width)} pixels and stride at least 1")
         boxes = [(y, x) for y in patch_starts(height, patch, stride) for x in patch_starts(width, patch, stride)]
-        keep = np.ones((len(boxes), height, width), np.float32)
-        for index, (y, x) in enumerate(boxes):
-            keep[index, y:y + patch, x:x + patch] = 0.0
-        covered = (1.0 - keep).sum(axis=0)
+        covered = np.zeros((height, width))
+        for y, x in boxes:
+            covered[y:y + patch, x:x + patch] += 1
         inputs = self.model.preprocess(images)
         gray = self.model.preprocess(np.full((1, height, width, 3), 128, np.uint8))[0]
         chosen, probabilities = self.targets_and_probabilities(inputs, targets)
         drops = np.zeros(images.shape[:3], np.float64)
         for index, (image, target) in enumerate(zip(inputs, chosen)):
-            occluded, _ = masked_probabilities(self.model, image, gray, chunked(keep, self.chunk), target)
-            mean_drop = np.tensordot(probabilities[index, target] - occluded, 1.0 - keep, axes=1)
-            drops[index] = np.divide(mean_drop, covered, out=np.zeros_like(mean_drop), where=covered > 0)
+            occluded, _ = masked_probabilities(self.model, image, gray, self.patch_masks(boxes, patch), target)
+            for (y, x), drop in zip(boxes, probabilities[index, target] - occluded):
+                drops[index, y:y + patch, x:x + patch] += drop
+        drops = np.divide(drops, covered, out=np.zeros_like(drops), where=covered > 0)
         explanation = xconv.heatmap_explanation(self, xconv.unit_maps(np.maximum(drops, 0)), chosen, probabilities, images)
         explanation.arrays["drops"] = drops.astype(np.float32)
         explanation.metadata.update(patch=patch, stride=stride, patches=len(boxes))
         return explanation
+
+
+    def patch_masks(self, boxes, patch):
+        """Chunks of masks at input size: 1 everywhere but the patch, built as they are needed."""
+        height, width = self.model.input_size
+        for first in range(0, len(boxes), self.chunk):
+            part = boxes[first:first + self.chunk]
+            keep = np.ones((len(part), height, width), np.float32)
+            for index, (y, x) in enumerate(part):
+                keep[index, y:y + patch, x:x + patch] = 0.0
+            yield keep
 
 
 class RISE(PerturbationExplainer):

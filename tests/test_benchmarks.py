@@ -35,3 +35,17 @@ def test_gradcam_benchmark_reports_the_ratio_to_a_forward_pass():
     lines = run_benchmark("gradcam.py", "--repeats", "1", "--batches", "2")
     forward, gradcam, ratio = table_row(lines, "    2")
     assert forward > 0 and gradcam > 0 and math.isclose(ratio, gradcam / forward, rel_tol=0.05)
+
+
+def test_methods_benchmark_reports_every_method_against_its_floor():
+    lines = run_benchmark("methods.py", "--model", "tiny", "--batch", "4", "--images", "2", "--repeats", "1",
+                          "--rise-masks", "16", "--top", "4", "--ig-images", "2", "--ig-steps", "4",
+                          "--samples", "2", "--steps", "4", "--patch", "16", "--stride", "16")
+    for method in ("gradcam", "gradcam++", "layercam", "hirescam", "xgradcam", "eigencam"):
+        milliseconds, ratio = table_row(lines, method + " ")
+        assert milliseconds > 0 and math.isfinite(ratio)
+    for method in ("smoothgrad", "integrated-gradients", "occlusion", "rise", "scorecam"):
+        [row] = [line.split() for line in lines if line.startswith(method + " ")][:1]
+        per_image, forward_multiple, floor_multiple = (float(cell.rstrip("x")) for cell in row[1:4])
+        assert per_image > 0 and forward_multiple >= floor_multiple > 0
+    assert any(line.startswith("integrated gradients, 2 images x 4 steps") and "MB" in line for line in lines)

@@ -54,6 +54,29 @@ class InputGradientExplainer(Explainer):
 
         return step
 
+    def summed_gradient_step(self):
+        """tf.function (copies, targets, weights, owners, owner count) -> per owner: (sum of w * gradient,
+        sum of w * max over colors of |gradient|); the reduction happens in the graph, so only one map per
+        image of the chunk comes back to the host."""
+        return self.model.cached(("input_gradient_sums", self.score, self.guided), self._build_summed_step)
+
+    def _build_summed_step(self):
+        import tensorflow as tf
+
+        step = self.gradient_step()
+        height, width = self.model.input_size
+
+        @tf.function(input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32),
+                                      tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.float32),
+                                      tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.int32)])
+        def summed(copies, targets, weights, owners, count):
+            gradients, _ = step(copies, targets)
+            weighted = gradients * weights[:, None, None, None]
+            return (tf.math.unsorted_segment_sum(weighted, owners, count),
+                    tf.math.unsorted_segment_sum(tf.reduce_max(tf.abs(weighted), axis=-1), owners, count))
+
+        return summed
+
     def accumulate(self, inputs: np.ndarray, chosen: np.ndarray, copies: int, make_copies=None, weights=None):
         """For each image i: (sum_m w_m * g_im, sum_m w_m * max_c |g_im|) over its ``copies`` copies, where
         g_im is the gradient at copy m of image i. ``make_copies(owners, m)`` builds a chunk of copies (a
@@ -62,7 +85,7 @@ class InputGradientExplainer(Explainer):
         """
         import tensorflow as tf
 
-        step = self.gradient_step()
+        summed = self.summed_gradient_step()
         weights = np.ones(copies) if weights is None else np.asarray(weights, np.float64)
         images = tf.constant(inputs, tf.float32)
         make_copies = make_copies or (lambda owners, m: tf.gather(images, owners))
@@ -72,11 +95,14 @@ class InputGradientExplainer(Explainer):
         for start in range(0, total, self.batch_size):
             pairs = np.arange(start, min(start + self.batch_size, total))
             owners, indices = pairs // copies, pairs % copies
+            first = owners[0]  # a chunk's pairs are consecutive, so its owners are first .. first + count - 1
+            count = owners[-1] - first + 1
             batch = make_copies(tf.constant(owners, tf.int32), tf.constant(indices, tf.int32))
-            gradients, _ = step(batch, tf.constant(chosen[owners], tf.int32))
-            gradients = gradients.numpy().astype(np.float64) * weights[indices, None, None, None]
-            np.add.at(signed, owners, gradients)
-            np.add.at(saliency, owners, np.abs(gradients).max(axis=-1))
+            chunk_signed, chunk_saliency = summed(batch, tf.constant(chosen[owners], tf.int32),
+                                                  tf.constant(weights[indices], tf.float32),
+                                                  tf.constant(owners - first, tf.int32), tf.constant(count, tf.int32))
+            signed[first:first + count] += chunk_signed.numpy()
+            saliency[first:first + count] += chunk_saliency.numpy()
         return signed, saliency
 
     def scores_of(self, inputs: np.ndarray, chosen: np.ndarray) -> np.ndarray:

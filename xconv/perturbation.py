@@ -34,15 +34,16 @@ def _build_step(model, normalize: bool):
                                   tf.TensorSpec([], tf.int32)])
     def step(image, baseline, masks, target):
         masks = masks[..., None]
-        if masks.shape[1] != height or masks.shape[2] != width:
-            masks = tf.image.resize(masks, (height, width), method="bilinear")
+        at_input_size = tf.logical_and(tf.shape(masks)[1] == height, tf.shape(masks)[2] == width)
+        masks = tf.cond(at_input_size, lambda: tf.ensure_shape(masks, [None, height, width, 1]),
+                        lambda: tf.image.resize(masks, (height, width), method="bilinear"))
         usable = tf.ones(tf.shape(masks)[:1], tf.bool)
         if normalize:
             low = tf.reduce_min(masks, axis=(1, 2, 3), keepdims=True)
             span = tf.reduce_max(masks, axis=(1, 2, 3), keepdims=True) - low
             usable = tf.reshape(span > 0, [-1])
             masks = tf.math.divide_no_nan(masks - low, span)
-        copies = masks * image + (1.0 - masks) * baseline
+        copies = baseline + masks * (image - baseline)
         probabilities = keras_model(copies, training=False)
         return probabilities[:, target], usable
 
