@@ -9,7 +9,7 @@ loading a model does.
 """
 
 from xconv import layers, perturbation, preprocessing
-from xconv.api import compare, explain, load_images, load_model, predict, render
+from xconv.api import compare, explain, load_images, load_model, predict, render, score
 from xconv.cam import CAMExplainer, heatmap_explanation
 from xconv.colors import COLORMAPS, apply_colormap
 from xconv.gradients import InputGradientExplainer, attribution_explanation, unit_maps
@@ -18,13 +18,13 @@ from xconv.hookspecs import API_VERSION, hookimpl
 from xconv.images import ImageError, load_image, save_image
 from xconv.modelfile import load_keras_file, read_metadata, write_metadata
 from xconv.options import Option
-from xconv.interfaces import Explainer, Explanation, Model, Output, Renderer, safe_name
+from xconv.interfaces import Explainer, Explanation, Metric, MetricResult, Model, Output, Renderer, safe_name
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "API_VERSION", "COLORMAPS", "CAMExplainer", "InputGradientExplainer", "attribution_explanation", "compare", "Explainer", "Explanation", "ImageError", "Model", "Option", "Output",
+    "API_VERSION", "COLORMAPS", "CAMExplainer", "InputGradientExplainer", "attribution_explanation", "compare", "Explainer", "Explanation", "ImageError", "Metric", "MetricResult", "Model", "Option", "Output",
     "PluginError", "Renderer", "UnknownNameError", "XconvError", "XconvWarning", "apply_colormap", "explain",
     "first_line", "heatmap_explanation", "hookimpl", "layers", "load_image", "load_images", "load_keras_file",
-    "load_model", "perturbation", "predict", "preprocessing", "read_metadata", "render", "safe_name", "save_image", "unit_maps", "write_metadata",
+    "load_model", "perturbation", "predict", "preprocessing", "read_metadata", "render", "score", "safe_name", "save_image", "unit_maps", "write_metadata",
 ]

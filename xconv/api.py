@@ -158,6 +158,46 @@ def compare(model: Model, images, methods: list[str], target=None, layer=None, *
     )
 
 
+def score(model: Model, images, methods=("gradcam",), metrics=("deletion", "insertion"), target=None, *,
+          method_options=None, metric_options=None, batch_size: int = 16, table=None):
+    """Score every method with every metric on ``images`` (paths, decoded in chunks of ``batch_size``, or a
+    uint8 array at input size), plus the ``random`` and ``center`` reference rows. Returns the per-image
+    rows (image, target, method, metric, value): a pandas DataFrame when pandas is installed, else a list
+    of dicts. ``table``: a :class:`xconv.scoring.ScoreTable` to fill (summaries, curves, files)."""
+    from xconv.scoring import ScoreTable, score_batch
+
+    registry = get_registry()
+    methods, metrics = list(methods), list(metrics)
+    for name in methods:
+        cls = registry.get("explainer", name)
+        if cls.kind != "heatmap" or not cls.needs_images:
+            raise XconvError(f"method {name!r} makes {cls.kind} explanations; only heatmap methods can be scored")
+    method_options = {name: resolve_options(registry.get("explainer", name), (method_options or {}).get(name, {}))
+                      for name in methods}
+    metric_objects = {}
+    for name in metrics:
+        entry = registry.entry("metric", name)
+        resolved = resolve_options(entry.cls, (metric_options or {}).get(name, {}))
+        with entry.guarded("load"), already_resolved():
+            metric_objects[name] = entry.cls(model, **resolved)
+    table = table if table is not None else ScoreTable()
+    if isinstance(images, np.ndarray):
+        batches = [(images[i:i + batch_size], None, None) for i in range(0, len(images), batch_size)]
+    else:
+        paths = [images] if isinstance(images, (str, os.PathLike)) else list(images)
+        batches = (load_batch(paths[i:i + batch_size], model.input_size)[:3] for i in range(0, len(paths), batch_size))
+    for index, (batch, originals, good) in enumerate(batches):
+        if len(batch):
+            score_batch(model, batch, methods, metric_objects, table, target=target, originals=originals,
+                        sources=good, method_options=method_options, seed=index)
+    try:
+        import pandas
+
+        return pandas.DataFrame(table.rows)
+    except ImportError:
+        return table.rows
+
+
 def render(explanation: Explanation, renderer: str = "overlay", out_dir: str | os.PathLike = "xconv-out",
            **options) -> list[Output]:
     """Write ``explanation`` with renderer ``renderer`` into ``out_dir`` (created); returns one
@@ -180,4 +220,4 @@ def render(explanation: Explanation, renderer: str = "overlay", out_dir: str | o
         return [item if isinstance(item, Output) else Output(Path(item)) for item in written]
 
 
-__all__ = ["ImageError", "XconvError", "compare", "explain", "load_images", "load_model", "predict", "render"]
+__all__ = ["ImageError", "XconvError", "compare", "explain", "load_images", "load_model", "predict", "render", "score"]

@@ -45,6 +45,7 @@ OPTIONS_OPTION = typer.Option(None, "--option", "-O", help="A plugin option NAME
                               "shows a plugin's options.")
 PREPROCESS_OPTION = typer.Option(None, "--preprocess", help="For .keras files: what the network expects its pixels "
                                  "turned into: none (0-255), unit (0-1), tf (-1..1), torch or caffe (ImageNet).")
+KIND_ORDER = ("model", "explainer", "renderer", "metric")
 IMAGES_HELP = "Image files or folders (searched recursively, in sorted order; name sub-folders to limit it)."
 
 
@@ -168,12 +169,12 @@ def list_plugins(
     name: Optional[str] = typer.Argument(None, help="Show one plugin in detail, with its options."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ):
-    """List every model, explainer and renderer with the distribution that provides it (or one, in detail)."""
+    """List every model, explainer, renderer and metric with the distribution that provides it (or one, in detail)."""
     registry = get_registry()
     if name is not None:
         return show_plugin(name, as_json)
     rows = [listing_row(registry, kind, entry_name, entry)
-            for kind in ("model", "explainer", "renderer")
+            for kind in KIND_ORDER
             for entry_name, claimants in sorted(registry.claims[kind].items()) for entry in claimants]
     if as_json:
         typer.echo(json.dumps(rows, indent=1))
@@ -204,6 +205,8 @@ def plugin_details(kind: str, entry) -> dict:
         details.update(explains=cls.kind, needs_images=cls.needs_images)
     if kind == "renderer":
         details["accepts"] = list(cls.accepts)
+    if kind == "metric":
+        details["higher_is_better"] = cls.higher_is_better
     details["options"] = [
         {"name": option.name, "type": option.type_name, "default": option.default, "help": option.help,
          "choices": list(option.choices)}
@@ -216,13 +219,13 @@ def show_plugin(name: str, as_json: bool) -> None:
     registry = get_registry()
     found = registry.find(name)
     if not found:
-        for kind in ("model", "explainer", "renderer"):
+        for kind in KIND_ORDER:
             try:
                 registry.entry(kind, name)
             except XconvError as error:
                 if "unknown" not in str(error):
                     raise  # a clash or a plugin that failed to load: that message says more
-        known = "; ".join(f"{kind}s: {', '.join(registry.names(kind))}" for kind in ("model", "explainer", "renderer"))
+        known = "; ".join(f"{kind}s: {', '.join(registry.names(kind))}" for kind in KIND_ORDER)
         raise XconvError(f"no plugin provides {name!r}; {known}")
     details = [plugin_details(kind, entry) for kind, entry in found]
     if as_json:
@@ -386,6 +389,79 @@ def method_names(text: str) -> list[str]:
     if not names:
         raise XconvError("--method needs a method name, a comma-separated list, or 'all'")
     return list(dict.fromkeys(names))
+
+
+@app.command()
+@user_errors
+def score(
+    images: List[Path] = typer.Argument(..., help=IMAGES_HELP),
+    method: str = typer.Option("gradcam", "--method", help="Heatmap methods to score: a,b,c or 'all'."),
+    metric: str = typer.Option("deletion,insertion", "--metric", help="Metrics: a,b,c or 'all' (see `xconv list`)."),
+    boxes: Optional[Path] = typer.Option(None, "--boxes", help="JSON or CSV of boxes per image and class, for "
+                                         "the pointing metric (same as -O pointing.boxes=FILE)."),
+    target: Optional[str] = typer.Option(None, "--target", "-t", help="Class name or index; default: the predicted class."),
+    model: str = MODEL_OPTION,
+    weights: Optional[str] = WEIGHTS_OPTION,
+    out: Path = typer.Option(Path("xconv-score"), "--out", "-o", help="Folder for score.csv, score.json, score.png."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images decoded and scored together."),
+    option: List[str] = OPTIONS_OPTION,
+    preprocess: Optional[str] = PREPROCESS_OPTION,
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of a table."),
+    unsafe: bool = UNSAFE_OPTION,
+):
+    """Rank explanation methods by faithfulness metrics on your photos, against random and center maps."""
+    from xconv.scoring import REFERENCES, ScoreTable, write_files
+
+    registry = get_registry()
+    methods = method_names(method)
+    metrics = (registry.names("metric") if metric.strip().lower() == "all"
+               else list(dict.fromkeys(n.strip() for n in metric.split(",") if n.strip())))
+    method_classes = {name: registry.get("explainer", name) for name in methods}
+    metric_classes = {name: registry.get("metric", name) for name in metrics}
+    assignments = parse_assignments(option) + ([("pointing", "boxes", str(boxes))] if boxes else [])
+    components = {"model": model_class(model), **method_classes, **metric_classes}
+    routed = routed_options(assignments, components, {"method": methods, "metric": metrics})
+    loaded = open_model(model, weights, unsafe, preprocess, routed["model"])
+    paths = xconv.images.expand_inputs(images)
+    if not paths:
+        finish(0, 0)
+    table = ScoreTable()
+    failures = 0
+    for group in progress(chunks(paths, batch_size), "scoring"):
+        decoded = xconv.load_images(group, loaded)
+        failures += report_bad_inputs(decoded[3], False)
+        if decoded[2]:
+            xconv.score(loaded, decoded[2], methods, metrics, target=loaded.class_index(target) if target else None,
+                        method_options={n: routed[n] for n in methods},
+                        metric_options={n: routed[n] for n in metrics}, batch_size=batch_size, table=table)
+    written = write_files(table, out)
+    summary, best = table.summary(), table.best()
+    if as_json:
+        typer.echo(json.dumps({"summary": summary, "best": best, "outputs": [str(p) for p in written]}, indent=1))
+    else:
+        show_score_table(summary, best, methods + list(REFERENCES), metrics, table.higher_is_better)
+        for path in written:
+            typer.echo(f"wrote {path}")
+    if failures:
+        typer.echo(f"xconv: {failures} of {len(paths)} inputs failed", err=True)
+        raise typer.Exit(1)
+
+
+def show_score_table(summary, best, methods, metrics, higher_is_better) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    cells = {(row["method"], row["metric"]): row for row in summary}
+    table = Table("method", *[f"{m} {'↑' if higher_is_better.get(m, True) else '↓'}" for m in metrics],
+                  title="mean ± 95 % interval; * best method")
+    for name in methods:
+        values = []
+        for metric_name in metrics:
+            row = cells.get((name, metric_name))
+            text = "-" if row is None else f"{row['mean']:.3f} ± {row['ci95']:.3f}"
+            values.append(text + (" *" if best.get(metric_name) == name else ""))
+        table.add_row(name, *values)
+    Console(width=max(100, 24 * (len(metrics) + 1))).print(table)
 
 
 def describe_synthesized(explanation, written, as_json: bool) -> None:

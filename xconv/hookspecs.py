@@ -30,5 +30,10 @@ def xconv_register_renderers(register):
 
 
 @hookspec
+def xconv_register_metrics(register):
+    """Call ``register(MetricClass)`` for each :class:`xconv.Metric` subclass the plugin provides."""
+
+
+@hookspec
 def xconv_register_commands(app):
     """Add sub-commands to the typer ``app`` of the ``xconv`` CLI (``@app.command()``)."""

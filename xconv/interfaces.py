@@ -315,3 +315,40 @@ class Renderer:
     def render(self, explanation: Explanation, out_dir: str | os.PathLike) -> list[Output]:
         """Write files into ``out_dir``; return one :class:`Output` per file (``explanation.output(path, i)``)."""
         raise NotImplementedError
+
+
+@dataclass(repr=False)
+class MetricResult:
+    """One number per image (NaN where the metric does not apply, e.g. no box for the target), and, for
+    metrics that have them, each image's curve sampled at ``curve_x`` (``curves``: (N, len(curve_x)))."""
+
+    values: np.ndarray
+    curves: np.ndarray | None = None
+    curve_x: np.ndarray | None = None
+
+    def __repr__(self) -> str:
+        curves = "" if self.curves is None else f", curves={list(np.shape(self.curves))}"
+        return f"MetricResult(values={list(np.shape(self.values))}{curves})"
+
+
+class Metric:
+    """Scores explanations: how faithfully does each map describe what the model computes?
+
+    Constructed as ``Metric(model, **options)`` (options declared as for explainers);
+    ``score(images, targets, explanation)`` gets the uint8 images at input size, the class index per image
+    and a heatmap explanation of them, and returns a :class:`MetricResult`. ``higher_is_better`` tells
+    tables which end is best.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    higher_is_better: ClassVar[bool] = True
+    options: ClassVar[tuple[Option, ...]] = ()
+
+    def __init__(self, model: Model, **options):
+        self.model = model
+        self.options = resolve_options(type(self), options)
+        self.__dict__.update(self.options)
+
+    def score(self, images: np.ndarray, targets: np.ndarray, explanation: Explanation) -> MetricResult:
+        raise NotImplementedError

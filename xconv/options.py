@@ -22,7 +22,7 @@ FALSE_WORDS = ("0", "false", "no", "off")
 
 #: Names the base classes use for themselves; an option may not take them.
 RESERVED = frozenset({"model", "layer", "options", "name", "kind", "description", "needs_images", "accepts",
-                      "explain", "render", "load", "trainable"})
+                      "explain", "render", "load", "trainable", "higher_is_better"})
 
 #: Set while xconv constructs a plugin with options it has already converted, so they are not converted twice.
 _already_resolved = contextvars.ContextVar("xconv_options_already_resolved", default=False)

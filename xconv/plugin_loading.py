@@ -23,7 +23,7 @@ from xconv.errors import one_line
 ENTRY_POINT_GROUP = "xconv"
 BUILTIN_DISTRIBUTION = "xconv"
 KIND_HOOKS = {"model": "xconv_register_models", "explainer": "xconv_register_explainers",
-              "renderer": "xconv_register_renderers"}
+              "renderer": "xconv_register_renderers", "metric": "xconv_register_metrics"}
 
 
 @dataclass

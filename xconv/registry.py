@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from xconv.errors import PluginError, UnknownNameError, XconvError, one_line
-from xconv.interfaces import Explainer, Model, Renderer
+from xconv.interfaces import Explainer, Metric, Model, Renderer
 from xconv.options import reserved_names
 from xconv.plugin_loading import BUILTIN_DISTRIBUTION, KIND_HOOKS, LoadedPlugins, call_each, canonical, load_plugins
 
-KINDS = {"model": Model, "explainer": Explainer, "renderer": Renderer}
+KINDS = {"model": Model, "explainer": Explainer, "renderer": Renderer, "metric": Metric}
 
 
 @dataclass(frozen=True)

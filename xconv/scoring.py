@@ -1,0 +1,153 @@
+"""``xconv.score``: every method and metric on the same decoded batches, with two reference rows.
+
+The reference rows are what a map that knows nothing scores: ``random`` (uniform noise) and ``center``
+(a Gaussian centred on the image, a photographer's prior). A method is worth trusting on a metric only
+where it beats both. Images stream through in chunks, so memory does not grow with their number.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from xconv.errors import XconvError
+from xconv.interfaces import Explanation, Model
+
+REFERENCES = ("random", "center")
+
+
+@dataclass
+class ScoreTable:
+    """Per-image values (``rows``: image, method, metric, value) and each metric's mean curve per method."""
+
+    rows: list[dict] = field(default_factory=list)
+    curves: dict[tuple[str, str], list[np.ndarray]] = field(default_factory=dict)
+    curve_x: dict[str, np.ndarray] = field(default_factory=dict)
+    higher_is_better: dict[str, bool] = field(default_factory=dict)
+
+    def summary(self) -> list[dict]:
+        """Mean and 95 % confidence half-width (1.96 standard errors) per method and metric, NaNs skipped."""
+        groups: dict[tuple[str, str], list[float]] = {}
+        for row in self.rows:
+            groups.setdefault((row["method"], row["metric"]), []).append(row["value"])
+        summary = []
+        for (method, metric), values in groups.items():
+            values = np.array([v for v in values if not math.isnan(v)])
+            mean = float(values.mean()) if len(values) else math.nan
+            half = float(1.96 * values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan
+            summary.append({"method": method, "metric": metric, "mean": mean, "ci95": half, "images": len(values)})
+        return summary
+
+    def best(self) -> dict[str, str]:
+        """The best method per metric (reference rows excluded)."""
+        best: dict[str, tuple[float, str]] = {}
+        for row in self.summary():
+            if row["method"] in REFERENCES or math.isnan(row["mean"]):
+                continue
+            sign = 1 if self.higher_is_better[row["metric"]] else -1
+            if row["metric"] not in best or sign * row["mean"] > sign * best[row["metric"]][0]:
+                best[row["metric"]] = (row["mean"], row["method"])
+        return {metric: method for metric, (_, method) in best.items()}
+
+    def mean_curve(self, method: str, metric: str) -> np.ndarray | None:
+        parts = self.curves.get((method, metric))
+        return None if not parts else np.concatenate(parts).mean(axis=0)
+
+
+def reference_maps(kind: str, count: int, size=(16, 16), seed: int = 0) -> np.ndarray:
+    """``random``: uniform noise; ``center``: a Gaussian centred on the image (sigma a quarter of the side)."""
+    if kind == "random":
+        return np.random.default_rng(seed).random((count, *size)).astype(np.float32)
+    ys, xs = np.mgrid[0:size[0], 0:size[1]]
+    centre = np.exp(-(((ys - (size[0] - 1) / 2) / (size[0] / 4)) ** 2 + ((xs - (size[1] - 1) / 2) / (size[1] / 4)) ** 2) / 2)
+    return np.repeat((centre / centre.max()).astype(np.float32)[None], count, axis=0)
+
+
+def reference_explanation(model: Model, kind: str, like: Explanation, seed: int) -> Explanation:
+    """A heatmap explanation of the same images and targets whose maps know nothing about the model."""
+    return Explanation(method=kind, kind="heatmap", model_name=model.display_name,
+                       arrays={"heatmaps": reference_maps(kind, len(like.images), seed=seed)}, layer=None,
+                       images=like.images, originals=like.originals, sources=like.sources, targets=like.targets,
+                       target_names=like.target_names, predictions=like.predictions)
+
+
+def score_batch(model: Model, batch: np.ndarray, methods: list[str], metrics: dict, table: ScoreTable, target=None,
+                originals=None, sources=None, method_options=None, seed: int = 0) -> None:
+    """Explain one decoded batch with every method, then score every explanation with every metric."""
+    from xconv.api import explain
+
+    explanations = {}
+    for method in methods:
+        explanations[method] = explain(model, batch, method, target=target, originals=originals, sources=sources,
+                                       **(method_options or {}).get(method, {}))
+    first = next(iter(explanations.values()))
+    for offset, kind in enumerate(REFERENCES):
+        explanations[kind] = reference_explanation(model, kind, first, seed + offset)
+    targets = np.asarray(first.targets)
+    names = [str(s) for s in (sources or [f"image {i}" for i in range(len(batch))])]
+    for metric_name, metric in metrics.items():
+        table.higher_is_better[metric_name] = metric.higher_is_better
+        for method, explanation in explanations.items():
+            result = metric.score(batch, targets, explanation)
+            values = np.asarray(result.values, np.float64)
+            if values.shape != (len(batch),):
+                raise XconvError(f"metric {metric_name!r} returned {values.shape} values for {len(batch)} images")
+            for name, target_name, value in zip(names, first.target_names, values):
+                table.rows.append({"image": name, "target": target_name, "method": method, "metric": metric_name,
+                                   "value": float(value)})
+            if result.curves is not None:
+                table.curves.setdefault((method, metric_name), []).append(np.asarray(result.curves))
+                table.curve_x[metric_name] = np.asarray(result.curve_x)
+
+
+
+def write_files(table: ScoreTable, out_dir) -> list:
+    """score.csv (one row per image, method and metric), score.json (the rows and the summary) and
+    score.png (mean deletion/insertion curves per method, and a bar chart per metric)."""
+    import csv
+    import json
+    from pathlib import Path
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "score.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["image", "target", "method", "metric", "value"])
+        writer.writeheader()
+        writer.writerows(table.rows)
+    (out / "score.json").write_text(json.dumps({"summary": table.summary(), "best": table.best(),
+                                                "rows": table.rows}, indent=1))
+    return [out / "score.csv", out / "score.json", plot(table, out / "score.png")]
+
+
+def plot(table: ScoreTable, png):
+    """Curves for the metrics that have them, then one bar chart (mean, 95 % interval) per metric."""
+    from matplotlib.figure import Figure
+
+    summary = table.summary()
+    metrics = list(dict.fromkeys(row["metric"] for row in summary))
+    methods = list(dict.fromkeys(row["method"] for row in summary))
+    curved = [metric for metric in metrics if metric in table.curve_x]
+    panels = len(curved) + len(metrics)
+    figure = Figure(figsize=(4.2 * panels, 3.6))
+    axes = figure.subplots(1, panels, squeeze=False)[0]
+    for axis, metric in zip(axes, curved):
+        for method in methods:
+            curve = table.mean_curve(method, metric)
+            if curve is not None:
+                style = ":" if method in REFERENCES else "-"
+                axis.plot(table.curve_x[metric], curve, style, label=method)
+        axis.set_title(f"{metric} curve (mean)")
+        axis.set_xlabel("fraction of pixels")
+        axis.set_ylabel("target probability")
+        axis.legend(fontsize=7)
+    for axis, metric in zip(axes[len(curved):], metrics):
+        rows = [next(r for r in summary if r["method"] == m and r["metric"] == metric) for m in methods]
+        colors = ["0.7" if m in REFERENCES else "C0" for m in methods]
+        axis.bar(range(len(methods)), [r["mean"] for r in rows], yerr=[r["ci95"] for r in rows], color=colors)
+        axis.set_xticks(range(len(methods)), methods, rotation=60, ha="right", fontsize=7)
+        axis.set_title(f"{metric} ({'higher' if table.higher_is_better[metric] else 'lower'} is better)")
+    figure.tight_layout()
+    figure.savefig(png, dpi=90)
+    return png
