@@ -49,6 +49,8 @@ def on_pre_build(config, **kwargs):
         make_pictures()
     if not (GENERATED / "cams_compare.png").exists():
         make_method_pictures()
+    if not (GENERATED / "choosing_table.txt").exists():
+        make_choosing_table()
 
 
 def make_pictures():
@@ -91,3 +93,51 @@ def make_method_pictures():
                                     sources=[GENERATED / f"{family}.png"])
         [written] = xconv.render(explanation, "compare", GENERATED, columns=4, height=200)
         shutil.move(written.path, GENERATED / f"{family}_compare.png")
+
+
+CHOOSING_METHODS = ["gradcam", "gradcam++", "layercam", "hirescam", "xgradcam", "eigencam", "saliency",
+                    "guided-backprop"]
+CHOOSING_METRICS = ["deletion", "insertion", "average-drop", "randomization"]
+
+
+def validation_sample(per_class: int = 12) -> list[Path]:
+    folder = Path(__file__).resolve().parents[2] / "shared" / "data" / "cats-vs-dogs" / "validation"
+    if not folder.is_dir():
+        return []
+    return [path for name in ("cats", "dogs") for path in sorted((folder / name).iterdir())[:per_class]]
+
+
+def make_choosing_table():
+    """xconv score on a sample of the validation photos: the table and figure of the 'Choosing' page."""
+    import math
+    import shutil
+
+    import xconv
+    from xconv.demo import chelsea
+    from xconv.images import resize
+    from xconv.scoring import REFERENCES, ScoreTable, write_files
+
+    model = xconv.load_model("catsdogs")
+    photos = validation_sample()
+    images = [str(p) for p in photos] or resize(chelsea(), model.input_size)[None]
+    table = ScoreTable()
+    xconv.score(model, images, CHOOSING_METHODS, CHOOSING_METRICS, table=table,
+                metric_options={"deletion": {"steps": 10}, "insertion": {"steps": 10}, "randomization": {"layers": 3}})
+    scratch = GENERATED / "choosing"
+    write_files(table, scratch)
+    shutil.move(scratch / "score.png", GENERATED / "choosing_score.png")
+    summary, best = table.summary(), table.best()
+    metrics = list(table.higher_is_better)
+    cells = {(row["method"], row["metric"]): row for row in summary}
+    lines = ["| method | " + " | ".join(f"{m} {'(higher)' if table.higher_is_better[m] else '(lower)'}" for m in metrics)
+             + " |", "| --- |" + " --- |" * len(metrics)]
+    for method in CHOOSING_METHODS + list(REFERENCES):
+        values = []
+        for metric in metrics:
+            row = cells[(method, metric)]
+            text = "-" if math.isnan(row["mean"]) else f"{row['mean']:.3f} ± {row['ci95']:.3f}"
+            values.append(f"**{text}**" if best.get(metric) == method else text)
+        lines.append(f"| `{method}` | " + " | ".join(values) + " |")
+    source = f"{len(photos)} validation photos" if photos else "Chelsea (the validation photos are absent)"
+    lines += ["", f"*Mean ± 95 % interval over {source}; bold: the best method per metric.*"]
+    (GENERATED / "choosing_table.txt").write_text("\n".join(lines) + "\n")

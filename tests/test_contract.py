@@ -4,7 +4,7 @@ test_common), through the same test kit third-party authors use."""
 import pytest
 
 from xconv.registry import get_registry
-from xconv.testing import check_explainer, check_model, check_renderer
+from xconv.testing import check_explainer, check_metric, check_model, check_renderer
 
 FAST = {"filters": {"steps": 3, "filters": "0-3"}}
 
@@ -27,3 +27,13 @@ def test_model_contract(name):
     file it was trained into; tests/test_training.py trains and reloads one."""
     model = check_model(get_registry().get("model", name), weights=None)
     assert model.name == name
+
+
+METRIC_OPTIONS = {"randomization": {"layers": 1}, "deletion": {"steps": 4}, "insertion": {"steps": 4}}
+
+
+@pytest.mark.parametrize("name", [n for n in get_registry().names("metric") if n != "pointing"])
+def test_metric_contract(name):
+    """pointing needs a boxes file: tests/test_metrics.py checks it against hand-made boxes."""
+    result = check_metric(get_registry().get("metric", name), **METRIC_OPTIONS.get(name, {}))
+    assert len(result.values) == 3

@@ -40,6 +40,7 @@ def workspace(tmp_path_factory):
     Image.fromarray(chelsea()).save(root / "photo.jpg")
     (root / "folder").mkdir()
     Image.fromarray(chelsea()[::2, ::2]).save(root / "folder" / "small.png")
+    (root / "boxes.csv").write_text("image,class,x0,y0,x1,y1\nsmall.png,cat,40,20,200,150\n")
     rng = np.random.default_rng(0)
     for split, count in [("train", 6), ("validation", 3)]:
         for name, color in [("cats", (200, 60, 60)), ("dogs", (60, 60, 200))]:

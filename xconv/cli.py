@@ -439,7 +439,7 @@ def score(
     if as_json:
         typer.echo(json.dumps({"summary": summary, "best": best, "outputs": [str(p) for p in written]}, indent=1))
     else:
-        show_score_table(summary, best, methods + list(REFERENCES), metrics, table.higher_is_better)
+        show_score_table(summary, best, methods + list(REFERENCES), list(table.higher_is_better), table.higher_is_better)
         for path in written:
             typer.echo(f"wrote {path}")
     if failures:

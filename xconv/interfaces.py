@@ -193,7 +193,8 @@ class Explanation:
         arrays = self.__dict__.get("arrays", {})
         if name in arrays:
             return arrays[name]
-        raise AttributeError(f"{self.method} explanation has no {name!r} (it has: {', '.join(arrays)})")
+        method = self.__dict__.get("method", "this")  # also while copy and pickle rebuild an instance
+        raise AttributeError(f"{method} explanation has no {name!r} (it has: {', '.join(arrays)})")
 
     def __repr__(self) -> str:
         def shape(value):
@@ -320,11 +321,14 @@ class Renderer:
 @dataclass(repr=False)
 class MetricResult:
     """One number per image (NaN where the metric does not apply, e.g. no box for the target), and, for
-    metrics that have them, each image's curve sampled at ``curve_x`` (``curves``: (N, len(curve_x)))."""
+    metrics that have them, each image's curve sampled at ``curve_x`` (``curves``: (N, len(curve_x))).
+    ``extra`` holds further per-image values by name (randomization's SSIM beside its rank correlation)."""
 
     values: np.ndarray
     curves: np.ndarray | None = None
     curve_x: np.ndarray | None = None
+    #: Further per-image values the same computation gave, by name (they become rows of their own).
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         curves = "" if self.curves is None else f", curves={list(np.shape(self.curves))}"

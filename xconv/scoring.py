@@ -91,12 +91,14 @@ def score_batch(model: Model, batch: np.ndarray, methods: list[str], metrics: di
         table.higher_is_better[metric_name] = metric.higher_is_better
         for method, explanation in explanations.items():
             result = metric.score(batch, targets, explanation)
-            values = np.asarray(result.values, np.float64)
-            if values.shape != (len(batch),):
-                raise XconvError(f"metric {metric_name!r} returned {values.shape} values for {len(batch)} images")
-            for name, target_name, value in zip(names, first.target_names, values):
-                table.rows.append({"image": name, "target": target_name, "method": method, "metric": metric_name,
-                                   "value": float(value)})
+            for row_metric, values in {metric_name: result.values, **result.extra}.items():
+                values = np.asarray(values, np.float64)
+                if values.shape != (len(batch),):
+                    raise XconvError(f"metric {metric_name!r} returned {values.shape} values for {len(batch)} images")
+                table.higher_is_better.setdefault(row_metric, metric.higher_is_better)
+                for name, target_name, value in zip(names, first.target_names, values):
+                    table.rows.append({"image": name, "target": target_name, "method": method, "metric": row_metric,
+                                       "value": float(value)})
             if result.curves is not None:
                 table.curves.setdefault((method, metric_name), []).append(np.asarray(result.curves))
                 table.curve_x[metric_name] = np.asarray(result.curve_x)
@@ -129,9 +131,14 @@ def plot(table: ScoreTable, png):
     metrics = list(dict.fromkeys(row["metric"] for row in summary))
     methods = list(dict.fromkeys(row["method"] for row in summary))
     curved = [metric for metric in metrics if metric in table.curve_x]
-    panels = len(curved) + len(metrics)
-    figure = Figure(figsize=(4.2 * panels, 3.6))
-    axes = figure.subplots(1, panels, squeeze=False)[0]
+    columns = min(4, max(len(curved), len(metrics)))
+    rows = -(-len(curved) // columns) + -(-len(metrics) // columns)
+    figure = Figure(figsize=(4.4 * columns, 3.8 * rows))
+    grid = figure.subplots(rows, columns, squeeze=False).ravel()
+    curve_rows = -(-len(curved) // columns) * columns
+    axes = list(grid[:len(curved)]) + list(grid[curve_rows:curve_rows + len(metrics)])
+    for unused in [a for a in grid if not any(a is b for b in axes)]:
+        unused.set_axis_off()
     for axis, metric in zip(axes, curved):
         for method in methods:
             curve = table.mean_curve(method, metric)

@@ -166,6 +166,45 @@ def check_model(model_cls, weights=None, **options):
     return model
 
 
+def check_metric(metric_cls, model: Model | None = None, **options):
+    """Contract check for a metric: attributes and option declaration, one finite-or-NaN value per image for
+    a made-up heatmap explanation, curves (if any) of one row per image matching ``curve_x``, and values
+    that do not depend on which other images share the batch. Returns the MetricResult."""
+    from xconv.interfaces import Metric, MetricResult
+
+    assert isinstance(metric_cls, type) and issubclass(metric_cls, Metric), f"{metric_cls} is not an xconv.Metric subclass"
+    _check_declaration(metric_cls, ("name", "description"))
+    model = model or tiny_convnet()
+    _check_refuses_unknown_option(lambda: metric_cls(model, no_such_option=1), metric_cls)
+    images = random_images(3, model.input_size, seed=6)
+    explanation = sample_explanation(("heatmap",))
+    explanation.images, explanation.targets = images, [0, 1, 0]
+    explanation.originals, explanation.sources = list(images), ["a.png", "b.png", "c.png"]
+    explanation.arrays["heatmaps"] = np.random.default_rng(1).random((3, 4, 4)).astype(np.float32)
+    targets = np.array([0, 1, 0])
+    result = metric_cls(model, **options).score(images, targets, explanation)
+    assert isinstance(result, MetricResult), f"score() returned {type(result).__name__}, not xconv.MetricResult"
+    values = np.asarray(result.values, np.float64)
+    assert values.shape == (3,) and not np.isinf(values).any(), f"values must be one number per image: {values}"
+    if result.curves is not None:
+        assert np.shape(result.curves)[0] == 3 and np.shape(result.curves)[1] == len(result.curve_x)
+    alone = metric_cls(model, **options).score(images[1:2], targets[1:2], _first_of(explanation, 1))
+    np.testing.assert_allclose(np.asarray(alone.values, np.float64), values[1:2], atol=1e-5, equal_nan=True,
+                               err_msg="a metric's value for an image must not depend on the rest of the batch")
+    return result
+
+
+def _first_of(explanation, index):
+    import copy
+
+    one = copy.copy(explanation)
+    one.arrays = {"heatmaps": explanation.heatmaps[index:index + 1]}
+    one.images, one.targets = explanation.images[index:index + 1], explanation.targets[index:index + 1]
+    one.originals, one.sources = explanation.originals[index:index + 1], explanation.sources[index:index + 1]
+    one.target_names = explanation.target_names[index:index + 1] if explanation.target_names else None
+    return one
+
+
 def sample_explanation(kinds) -> "Explanation":
     """A small made-up explanation of the first built-in kind in ``kinds``, for renderer checks."""
     from xconv.interfaces import Explanation

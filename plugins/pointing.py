@@ -1,0 +1,81 @@
+"""Pointing game (Zhang et al. 2016): does the map's maximum fall on the object?
+
+A hit when the map's highest point (after bilinear upsampling to the photo's original size) lies inside
+a box of the target class, grown by ``tolerance`` pixels on every side (15 px as in the paper). Boxes
+come from ``-O boxes=FILE`` (``xconv score --boxes FILE``), a JSON list or a CSV with one record per image
+and class: ``image`` (the file name, or its path), ``class`` (name or index), ``x0, y0, x1, y1`` in the
+original image's pixels. An image with no box for its target gets NaN (left out of the mean).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+import xconv
+from xconv.faithfulness import maps_at_input_size
+
+
+def read_boxes(path) -> list[dict]:
+    """Box records from JSON (a list of objects) or CSV (a header row): image, class, x0, y0, x1, y1."""
+    path = Path(path)
+    if not path.is_file():
+        raise xconv.XconvError(f"boxes file {path} does not exist")
+    try:
+        if path.suffix.lower() == ".json":
+            records = json.loads(path.read_text())
+        else:
+            with open(path, newline="") as handle:
+                records = list(csv.DictReader(handle))
+        return [{"image": str(r["image"]), "class": str(r["class"]),
+                 **{key: float(r[key]) for key in ("x0", "y0", "x1", "y1")}} for r in records]
+    except (ValueError, KeyError, TypeError) as error:
+        raise xconv.XconvError(f"boxes file {path}: each record needs image, class, x0, y0, x1, y1 "
+                               f"({xconv.first_line(error)})") from None
+
+
+class Pointing(xconv.Metric):
+    name = "pointing"
+    description = "1 when the map's maximum falls in a box of the target class (Zhang et al. 2016)"
+    options = (
+        xconv.Option("boxes", str, None, "JSON or CSV file of boxes (image, class, x0, y0, x1, y1)"),
+        xconv.Option("tolerance", float, 15.0, "pixels added around each box, at the original resolution"),
+    )
+
+    def __init__(self, model, **options):
+        super().__init__(model, **options)
+        if not self.boxes:
+            raise xconv.XconvError("pointing needs boxes: xconv score --boxes FILE (or -O pointing.boxes=FILE)")
+        self.records = read_boxes(self.boxes)
+
+    def boxes_for(self, source: str | None, target: int) -> list[tuple[float, float, float, float]]:
+        names = {self.model.class_names[target], str(target)}
+        found = []
+        for record in self.records:
+            same_image = source is not None and (record["image"] == source or record["image"] == Path(source).name)
+            if same_image and (record["class"] in names or record["class"].lower() in {n.lower() for n in names}):
+                found.append((record["x0"], record["y0"], record["x1"], record["y1"]))
+        return found
+
+    def score(self, images, targets, explanation):
+        sources = explanation.sources or [None] * len(images)
+        originals = explanation.originals or list(images)
+        values = np.full(len(images), np.nan)
+        for index, (heatmap, target) in enumerate(zip(explanation.heatmaps, targets)):
+            boxes = self.boxes_for(sources[index], int(target))
+            if not boxes:
+                continue
+            full = maps_at_input_size(heatmap[None], originals[index].shape[:2])[0]
+            y, x = np.unravel_index(np.argmax(full), full.shape)
+            tolerance = self.tolerance
+            values[index] = float(any(x0 - tolerance <= x <= x1 + tolerance and y0 - tolerance <= y <= y1 + tolerance
+                                      for x0, y0, x1, y1 in boxes))
+        return xconv.MetricResult(values)
+
+
+@xconv.hookimpl
+def xconv_register_metrics(register):
+    register(Pointing)

@@ -1,0 +1,97 @@
+"""Model-randomization sanity check (Adebayo et al. 2018): do the maps depend on what the model learned?
+
+The model's weighted layers are re-initialized cumulatively from the top down (the output layer first),
+on a copy: the user's model is never touched. After each step the method's maps are recomputed for the
+same images and targets and compared with the original maps: Spearman rank correlation (the value
+reported, after the last step, in ``curves`` after every step) and SSIM (``randomization-ssim``). A
+faithful method's maps must change, so lower is better; a method whose maps stay the same while the
+model turns random is describing the image, not the model.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+import xconv
+from xconv.faithfulness import maps_at_input_size
+
+
+def rank_correlation(first: np.ndarray, second: np.ndarray) -> float:
+    """Spearman correlation of two maps (NaN when either is constant)."""
+    ranks = [np.argsort(np.argsort(m.ravel(), kind="stable"), kind="stable").astype(np.float64) for m in (first, second)]
+    if first.std() == 0 or second.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(*ranks)[0, 1])
+
+
+def structural_similarity(first: np.ndarray, second: np.ndarray) -> float:
+    from skimage.metrics import structural_similarity as ssim
+
+    return float(ssim(first, second, data_range=1.0, win_size=min(7, *first.shape) // 2 * 2 + 1 or 3))
+
+
+def reseeded(weight: np.ndarray, rng) -> np.ndarray:
+    """A fresh initial weight drawn from ``rng`` with the spread Keras's initializer gave it (constants, such
+    as biases and batch-norm statistics, kept), so a run is repeatable without touching Keras's global seed."""
+    spread = float(np.std(weight))
+    if spread == 0:
+        return weight
+    return (rng.uniform(-1.0, 1.0, weight.shape) * np.sqrt(3.0) * spread + float(np.mean(weight))).astype(weight.dtype)
+
+
+def weighted_layers(keras_model) -> list:
+    """Layers that own weights, in network order (nested models descended)."""
+    return [info.layer for info in xconv.layers.iter_layers(keras_model)
+            if info.layer.weights and not xconv.layers.is_container(info.layer)]
+
+
+class Randomization(xconv.Metric):
+    name = "randomization"
+    description = "rank correlation with the maps of a top-down randomized copy (Adebayo et al. 2018); lower is better"
+    higher_is_better = False
+    options = (
+        xconv.Option("layers", int, 5, "weighted layers randomized, one more per step, from the output down"),
+        xconv.Option("seed", int, 0, "random seed of the new weights"),
+    )
+
+    def randomized_models(self):
+        """The model with its top 1, 2, ... ``layers`` weighted layers re-initialized (copies, built lazily)."""
+        import keras
+
+        original = self.model.keras_model
+        working = keras.models.clone_model(original)
+        working.set_weights(original.get_weights())
+        fresh = keras.models.clone_model(original)  # new layers, initialized as the architecture says
+        rng = np.random.default_rng(self.seed)
+        for working_layer, fresh_layer in list(zip(weighted_layers(working), weighted_layers(fresh)))[::-1][:self.layers]:
+            working_layer.set_weights([reseeded(weight, rng) for weight in fresh_layer.get_weights()])
+            model = copy.copy(self.model)
+            model.__dict__.pop("_cache", None)
+            model.keras_model = working
+            yield working_layer.name, model
+
+    def score(self, images, targets, explanation):
+        values = np.full(len(images), np.nan)
+        try:
+            method = xconv.registry.get_registry().get("explainer", explanation.method)
+        except xconv.XconvError:
+            return xconv.MetricResult(values, extra={"randomization-ssim": values.copy()})  # reference rows
+        size = images.shape[1:3]
+        original = maps_at_input_size(explanation.heatmaps, size)
+        correlations, similarities = [], []
+        for _, model in self.randomized_models():
+            layer = explanation.layer if method.takes_layer else None
+            again = xconv.explain(model, images, explanation.method, target=list(map(int, targets)), layer=layer)
+            changed = maps_at_input_size(again.heatmaps, size)
+            correlations.append([rank_correlation(a, b) for a, b in zip(original, changed)])
+            similarities.append([structural_similarity(a, b) for a, b in zip(original, changed)])
+        curves = np.array(correlations).T
+        return xconv.MetricResult(curves[:, -1], curves, np.arange(1, curves.shape[1] + 1),
+                                  extra={"randomization-ssim": np.array(similarities).T[:, -1]})
+
+
+@xconv.hookimpl
+def xconv_register_metrics(register):
+    register(Randomization)

@@ -1,0 +1,192 @@
+"""Faithfulness metrics on a model whose answer depends on a known region, against plain loops."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import xconv
+from xconv.faithfulness import area_under, maps_at_input_size, pixel_ranks
+from xconv.registry import get_registry
+from xconv.scoring import ScoreTable
+from xconv.testing import TinyModel, random_images, tiny_convnet
+
+REGION = (slice(12, 20), slice(12, 20))  # 64 of the 1,024 pixels
+
+
+class RegionScore(keras.layers.Layer):
+    """Two logits: 0 and a steep function of the region's mean brightness (1 for white, 0 for black)."""
+
+    def call(self, inputs):
+        mean = keras.ops.mean(inputs[:, REGION[0], REGION[1], :], axis=(1, 2, 3))
+        return keras.ops.stack([keras.ops.zeros_like(mean), 40.0 * (mean - 0.5)], axis=1)
+
+
+@pytest.fixture(scope="module")
+def region_model():
+    inputs = keras.Input((32, 32, 3))
+    logits = RegionScore()(keras.layers.Rescaling(1 / 255)(inputs))
+    return TinyModel(keras.Model(inputs, keras.layers.Activation("softmax")(logits)), ["off", "on"])
+
+
+def white(count=2):
+    return np.full((count, 32, 32, 3), 255, np.uint8)
+
+
+def region_map(inverse=False, count=2):
+    maps = np.zeros((count, 32, 32), np.float32)
+    maps[:, REGION[0], REGION[1]] = 1.0
+    return 1.0 - maps if inverse else maps
+
+
+def explanation_of(maps, images, method="handmade"):
+    return xconv.Explanation(method, "heatmap", "region", arrays={"heatmaps": maps}, images=images,
+                             targets=[1] * len(images), target_names=["on"] * len(images))
+
+
+def metric(model, name, **options):
+    return get_registry().get("metric", name)(model, **options)
+
+
+def test_the_right_region_wins_deletion_and_insertion(region_model):
+    images, targets = white(), np.array([1, 1])
+    deletion = metric(region_model, "deletion", baseline="black")
+    insertion = metric(region_model, "insertion", baseline="black")
+    exact, inverse = explanation_of(region_map(), images), explanation_of(region_map(True), images)
+    noise = explanation_of(np.random.default_rng(0).random((2, 32, 32)).astype(np.float32), images)
+    assert (deletion.score(images, targets, exact).values < 0.06).all()
+    assert (insertion.score(images, targets, exact).values > 0.94).all()
+    assert (deletion.score(images, targets, inverse).values > 0.9).all()
+    assert (insertion.score(images, targets, inverse).values < 0.1).all()
+    for value in (deletion.score(images, targets, noise).values, insertion.score(images, targets, noise).values):
+        assert ((0.2 < value) & (value < 0.8)).all()
+    curves = deletion.score(images, targets, exact).curves
+    assert curves.shape == (2, 21) and curves[0, 0] > 0.99 and curves[0, -1] < 0.01
+
+
+def test_auc_agrees_with_a_plain_per_step_loop(region_model):
+    """Pixels removed one step at a time in numpy, each copy through the Keras model, the area by hand."""
+    images = random_images(3, (32, 32), seed=4)
+    maps = random_images(3, (8, 8), seed=5)[..., 0].astype(np.float32) / 255
+    targets = np.array([1, 0, 1])
+    ranks = pixel_ranks(maps_at_input_size(maps, (32, 32)))
+    steps = 10
+    expected = []
+    for image, rank, target in zip(images, ranks, targets):
+        curve = []
+        for step in range(steps + 1):
+            removed = rank < round(step * 1024 / steps)
+            copy = np.where(removed[..., None], 0, image).astype(np.float32)
+            curve.append(float(region_model.keras_model(copy[None], training=False)[0, target]))
+        expected.append(sum((a + b) / 2 for a, b in zip(curve, curve[1:])) / steps)
+    result = metric(region_model, "deletion", baseline="black", steps=steps).score(images, targets,
+                                                                                 explanation_of(maps, images))
+    np.testing.assert_allclose(result.values, expected, atol=0.02)
+    np.testing.assert_allclose(area_under(result.curves), result.values)
+
+
+def test_scores_do_not_depend_on_the_batch_size(region_model):
+    images, maps = random_images(5, (32, 32), seed=6), random_images(5, (8, 8), seed=7)[..., 0] / 255.0
+    explanation = explanation_of(maps.astype(np.float32), images)
+    for name in ("deletion", "insertion"):
+        whole = metric(region_model, name, batch_size=5).score(images, np.ones(5, int), explanation).values
+        small = metric(region_model, name, batch_size=2).score(images, np.ones(5, int), explanation).values
+        np.testing.assert_allclose(whole, small, atol=1e-6)
+
+
+def test_average_drop_and_increase_in_confidence(region_model):
+    images, targets = white(), np.array([1, 1])
+    drop = metric(region_model, "average-drop").score(images, targets, explanation_of(region_map(), images)).values
+    assert (drop < 0.01).all()  # the map keeps the whole region: no confidence lost
+    lost = metric(region_model, "average-drop").score(images, targets, explanation_of(region_map(True), images))
+    assert (lost.values > 0.99).all()  # the map blacks the region out
+    increase = metric(region_model, "increase-in-confidence").score(images, targets, explanation_of(region_map(), images))
+    assert set(increase.values.tolist()) <= {0.0, 1.0}
+
+
+def test_pointing_against_hand_made_boxes(tmp_path, region_model):
+    maps = np.zeros((3, 4, 4), np.float32)
+    maps[0, 0, 0] = maps[1, 3, 3] = maps[2, 1, 2] = 1  # peaks near the top left, bottom right, centre right
+    originals = [np.zeros((40, 40, 3), np.uint8)] * 3
+    boxes = [{"image": "a.png", "class": "on", "x0": 0, "y0": 0, "x1": 8, "y1": 8},
+             {"image": "b.png", "class": "on", "x0": 0, "y0": 0, "x1": 8, "y1": 8},
+             {"image": "c.png", "class": "off", "x0": 0, "y0": 0, "x1": 40, "y1": 40}]
+    (tmp_path / "boxes.json").write_text(json.dumps(boxes))
+    explanation = explanation_of(maps, white(3))
+    explanation.sources, explanation.originals = ["dir/a.png", "b.png", "c.png"], originals
+    pointing = metric(region_model, "pointing", boxes=str(tmp_path / "boxes.json"), tolerance=0)
+    values = pointing.score(white(3), np.array([1, 1, 1]), explanation).values
+    assert values[0] == 1 and values[1] == 0 and np.isnan(values[2])  # c.png has a box for 'off' only
+    generous = metric(region_model, "pointing", boxes=str(tmp_path / "boxes.json"), tolerance=40)
+    assert generous.score(white(3), np.array([1, 1, 1]), explanation).values[1] == 1
+    (tmp_path / "boxes.csv").write_text("image,class,x0,y0,x1,y1\na.png,on,0,0,8,8\n")
+    csv_values = metric(region_model, "pointing", boxes=str(tmp_path / "boxes.csv")).score(
+        white(1), np.array([1]), explanation_of(maps[:1], white(1)))
+    assert np.isnan(csv_values.values[0])  # no sources: nothing to match
+    with pytest.raises(xconv.XconvError, match="needs boxes"):
+        metric(region_model, "pointing")
+
+
+def test_cascading_randomization_changes_a_copy_only():
+    model = tiny_convnet(classes=3)
+    before = [w.copy() for w in model.keras_model.get_weights()]
+    randomization = metric(model, "randomization", layers=2)
+    steps = list(randomization.randomized_models())
+    assert [name for name, _ in steps] == ["predictions", "conv3"]
+    for name, copied in steps:
+        assert copied.keras_model is not model.keras_model
+    last = steps[-1][1].keras_model
+    assert not np.allclose(last.get_layer("predictions").get_weights()[0], model.keras_model.get_layer("predictions").get_weights()[0])
+    assert not np.allclose(last.get_layer("conv3").get_weights()[0], model.keras_model.get_layer("conv3").get_weights()[0])
+    np.testing.assert_array_equal(last.get_layer("conv1").get_weights()[0], model.keras_model.get_layer("conv1").get_weights()[0])
+    for original, now in zip(before, model.keras_model.get_weights()):
+        np.testing.assert_array_equal(original, now)
+    images = random_images(2, (32, 32), seed=3)
+    explanation = xconv.explain(model, images, "gradcam")
+    result = randomization.score(images, np.asarray(explanation.targets), explanation)
+    assert result.curves.shape == (2, 2) and np.all(np.abs(result.values) <= 1)
+    assert result.extra["randomization-ssim"].shape == (2,)
+
+
+def test_score_reports_references_and_writes_files(tmp_path):
+    from typer.testing import CliRunner
+    from PIL import Image
+
+    from xconv.cli import build_app
+
+    model_path = tmp_path / "tiny.keras"
+    from xconv.testing import tiny_keras_convnet
+
+    tiny_keras_convnet((32, 32), classes=2).save(model_path)
+    xconv.write_metadata(model_path, {"class_names": ["cat", "dog"]})
+    for index, image in enumerate(random_images(3, (40, 40), seed=2)):
+        Image.fromarray(image).save(tmp_path / f"{index}.png")
+    (tmp_path / "bad.png").write_text("not an image")
+    result = CliRunner().invoke(build_app(), [
+        "score", str(tmp_path), "--model", str(model_path), "--method", "gradcam,saliency", "--metric",
+        "deletion,insertion,average-drop", "-O", "metric.steps=4", "--batch-size", "2", "--out", str(tmp_path / "out"),
+        "--json"])
+    assert result.exit_code == 1 and "bad.png" in result.output  # the bad file is listed, the rest scored
+    report = json.loads(result.output[result.output.index("{"):result.output.rindex("}") + 1])
+    methods = {row["method"] for row in report["summary"]}
+    assert methods == {"gradcam", "saliency", "random", "center"}
+    assert all(row["images"] == 3 for row in report["summary"])
+    assert set(report["best"]) == {"deletion", "insertion", "average-drop"}
+    assert report["best"]["deletion"] in ("gradcam", "saliency")
+    rows = (tmp_path / "out" / "score.csv").read_text().splitlines()
+    assert rows[0] == "image,target,method,metric,value" and len(rows) == 1 + 3 * 4 * 3
+    assert (tmp_path / "out" / "score.png").stat().st_size > 10_000
+
+
+def test_python_score_returns_rows_and_fills_the_table():
+    model = tiny_convnet()
+    table = ScoreTable()
+    rows = xconv.score(model, random_images(3, (32, 32)), ["gradcam"], ["deletion"], table=table, batch_size=2,
+                       metric_options={"deletion": {"steps": 4}})
+    assert len(rows) == 3 * 3  # gradcam, random, center
+    assert table.mean_curve("gradcam", "deletion").shape == (5,)
+    with pytest.raises(xconv.XconvError, match="only heatmap methods"):
+        xconv.score(model, random_images(1, (32, 32)), ["activations"], ["deletion"])
+    with pytest.raises(xconv.XconvError, match="has no option 'stepz'"):
+        xconv.score(model, random_images(1, (32, 32)), ["gradcam"], ["deletion"], metric_options={"deletion": {"stepz": 2}})
