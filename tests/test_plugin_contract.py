@@ -441,3 +441,41 @@ def test_python_values_that_fit_are_accepted(model_file, photo, tmp_path):
     import pickle
 
     assert pickle.loads(pickle.dumps(output)) == output and copy.deepcopy(output).index == 0
+
+
+METRIC_PLUGIN = '''
+import numpy as np
+import xconv
+
+
+class PeakHeight(xconv.Metric):
+    name = "peak-test"
+    description = "the map's highest value (a toy metric for the contract test)"
+    options = (xconv.Option("scale", float, 1.0, "multiplies the value"),)
+
+    def score(self, images, targets, explanation):
+        return xconv.MetricResult(explanation.heatmaps.reshape(len(images), -1).max(axis=1) * self.scale)
+
+
+@xconv.hookimpl
+def xconv_register_metrics(register):
+    register(PeakHeight)
+'''
+
+
+def test_a_third_party_metric_registers_and_scores(make_plugin_dist, model_file, photo, tmp_path):
+    make_plugin_dist("xconv-peak", "fakeplug_peak", METRIC_PLUGIN)
+    from xconv.registry import get_registry
+    from xconv.testing import check_metric
+
+    entry = get_registry().entry("metric", "peak-test")
+    assert entry.distribution == "xconv-peak"
+    check_metric(entry.cls, scale=2.0)
+    listed = invoke("list", "peak-test")
+    assert listed.exit_code == 0 and "metric peak-test" in listed.output and "scale" in listed.output
+    result = invoke("score", photo, "--model", model_file, "--metric", "peak-test", "-O", "peak-test.scale=3",
+                    "--out", tmp_path, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{"):])
+    gradcam = next(row for row in report["summary"] if row["method"] == "gradcam")
+    assert gradcam["mean"] == pytest.approx(3.0)  # Grad-CAM maps peak at 1
