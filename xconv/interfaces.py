@@ -347,6 +347,8 @@ class Metric:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     higher_is_better: ClassVar[bool] = True
+    #: Axis labels for the metric's curves in ``xconv score``'s figure.
+    curve_labels: ClassVar[tuple[str, str]] = ("fraction of pixels", "target probability")
     options: ClassVar[tuple[Option, ...]] = ()
 
     def __init__(self, model: Model, **options):

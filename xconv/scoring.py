@@ -25,6 +25,7 @@ class ScoreTable:
     rows: list[dict] = field(default_factory=list)
     curves: dict[tuple[str, str], list[np.ndarray]] = field(default_factory=dict)
     curve_x: dict[str, np.ndarray] = field(default_factory=dict)
+    curve_labels: dict[str, tuple[str, str]] = field(default_factory=dict)
     higher_is_better: dict[str, bool] = field(default_factory=dict)
 
     def summary(self) -> list[dict]:
@@ -102,6 +103,7 @@ def score_batch(model: Model, batch: np.ndarray, methods: list[str], metrics: di
             if result.curves is not None:
                 table.curves.setdefault((method, metric_name), []).append(np.asarray(result.curves))
                 table.curve_x[metric_name] = np.asarray(result.curve_x)
+                table.curve_labels[metric_name] = tuple(getattr(metric, "curve_labels", ("", "")))
 
 
 
@@ -146,8 +148,9 @@ def plot(table: ScoreTable, png):
                 style = ":" if method in REFERENCES else "-"
                 axis.plot(table.curve_x[metric], curve, style, label=method)
         axis.set_title(f"{metric} curve (mean)")
-        axis.set_xlabel("fraction of pixels")
-        axis.set_ylabel("target probability")
+        x_label, y_label = table.curve_labels.get(metric, ("", ""))
+        axis.set_xlabel(x_label, fontsize=8)
+        axis.set_ylabel(y_label, fontsize=8)
         axis.legend(fontsize=7)
     for axis, metric in zip(axes[len(curved):], metrics):
         rows = [next(r for r in summary if r["method"] == m and r["metric"] == metric) for m in methods]
