@@ -10,20 +10,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from timing import median_seconds  # noqa: E402 - benchmarks/ is the script folder
 
-def median_seconds(function, repeats: int) -> float:
-    function()  # warm-up: tracing and first-call allocations are not part of the steady state
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+
 
 
 def main() -> None:

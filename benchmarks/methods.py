@@ -24,28 +24,14 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import statistics
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from timing import median_seconds as seconds  # noqa: E402 - benchmarks/ is the script folder
 
 GRADIENT_CAMS = ("gradcam", "gradcam++", "layercam", "hirescam", "xgradcam", "eigencam")
 
 
-def seconds(function, repeats: int) -> float:
-    """Median over ``repeats`` timed calls after a warm-up call; ``repeats=0``: one call, tracing included
-    (for runs too long to repeat, where tracing is a small share)."""
-    if repeats == 0:
-        start = time.perf_counter()
-        function()
-        return time.perf_counter() - start
-    function()  # warm-up: tracing and first allocations are not the steady state
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def peak_rss_mb() -> float:

@@ -17,15 +17,6 @@ LABEL_HEIGHT = 26
 GAP = 6
 
 
-def blend(photo: np.ndarray, heatmap: np.ndarray, colormap: str, alpha: float) -> np.ndarray:
-    import cv2
-
-    height, width = photo.shape[:2]
-    resized = cv2.resize(heatmap.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
-    colored = xconv.apply_colormap(np.uint8(np.round(np.clip(resized, 0, 1) * 255)), colormap).astype(np.float32)
-    return np.uint8(np.clip(np.round((1 - alpha) * photo + alpha * colored), 0, 255))
-
-
 def labelled(tile: np.ndarray, text: str) -> np.ndarray:
     """The tile under a white band with ``text``, shrunk to fit the tile's width."""
     import cv2
@@ -73,7 +64,7 @@ class CompareRenderer(xconv.Renderer):
             target = explanation.target_names[index]
             label, probability = target, explanation.metadata["target_scores"][index]
             tiles = [labelled(small, f"{label} p={probability:.3f}")]
-            tiles += [labelled(blend(small, maps[method][index], self.colormap, self.alpha), method) for method in maps]
+            tiles += [labelled(xconv.overlay_heatmap(small, maps[method][index], self.colormap, self.alpha), method) for method in maps]
             figure = side_by_side(tiles, min(self.columns, len(tiles)))
             name = f"{explanation.stem(index)}_compare_{xconv.safe_name(target)}.png"
             written.append(explanation.output(xconv.save_image(Path(out_dir) / name, figure), index))

@@ -23,12 +23,6 @@ class GuidedBackprop(InputGradientExplainer):
     description = "guided backpropagation (Springenberg et al. 2015): only positive gradients pass each ReLU"
     guided = True
 
-    def explain(self, images, targets=None):
-        inputs = self.model.preprocess(images)
-        chosen, probabilities = self.targets_and_probabilities(inputs, targets)
-        signed, saliency = self.accumulate(inputs, chosen, copies=1)
-        return attribution_explanation(self, signed, saliency, chosen, probabilities, images)
-
 
 class GuidedGradCAM(InputGradientExplainer):
     name = "guided-gradcam"

@@ -30,12 +30,6 @@ class Saliency(InputGradientExplainer):
     name = "saliency"
     description = "saliency map (Simonyan et al. 2014): largest |gradient| of the class score over the colors"
 
-    def explain(self, images, targets=None):
-        inputs = self.model.preprocess(images)
-        chosen, probabilities = self.targets_and_probabilities(inputs, targets)
-        signed, saliency = self.accumulate(inputs, chosen, copies=1)
-        return attribution_explanation(self, signed, saliency, chosen, probabilities, images)
-
 
 class SmoothGrad(InputGradientExplainer):
     name = "smoothgrad"

@@ -13,23 +13,6 @@ import numpy as np
 import xconv
 
 
-def colorize(heatmap: np.ndarray, colormap: str = "jet") -> np.ndarray:
-    """float [0, 1] (h, w) -> uint8 RGB (h, w, 3)."""
-    levels = np.uint8(np.round(np.clip(np.nan_to_num(heatmap), 0.0, 1.0) * 255))
-    return xconv.apply_colormap(levels, colormap)
-
-
-def overlay(photo: np.ndarray, heatmap: np.ndarray, colormap: str = "jet", alpha: float = 0.4) -> np.ndarray:
-    """Blend the colored heatmap, resized (bilinear) to the photo's own size, over the photo."""
-    import cv2
-
-    height, width = photo.shape[:2]
-    resized = cv2.resize(heatmap.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
-    colored = colorize(resized, colormap).astype(np.float32)
-    blended = (1.0 - alpha) * photo.astype(np.float32) + alpha * colored
-    return np.uint8(np.clip(np.round(blended), 0, 255))
-
-
 def draw_cell_grid(image: np.ndarray, cells: tuple[int, int], color=(255, 255, 255)) -> np.ndarray:
     """Lines splitting the image into the explained layer's h x w cells: each cell is one heatmap value."""
     import cv2
@@ -59,7 +42,7 @@ class OverlayRenderer(xconv.Renderer):
         photos = explanation.originals or list(explanation.images)
         written = []
         for index, (photo, heatmap) in enumerate(zip(photos, explanation.heatmaps)):
-            image = overlay(photo, heatmap, self.colormap, self.alpha)
+            image = xconv.overlay_heatmap(photo, heatmap, self.colormap, self.alpha)
             if self.grid:
                 image = draw_cell_grid(image, heatmap.shape)
             target = xconv.safe_name(explanation.target_names[index])

@@ -23,3 +23,14 @@ def apply_colormap(levels: np.ndarray, name: str) -> np.ndarray:
     if code is None:
         raise UnknownNameError("colormap", name, COLORMAPS)
     return cv2.cvtColor(cv2.applyColorMap(np.ascontiguousarray(levels), code), cv2.COLOR_BGR2RGB)
+
+
+def overlay_heatmap(photo: np.ndarray, heatmap: np.ndarray, colormap: str = "jet", alpha: float = 0.4) -> np.ndarray:
+    """The heatmap (float in [0, 1]), resized bilinearly to the photo, colored and blended over it, in RGB."""
+    import cv2
+
+    height, width = photo.shape[:2]
+    resized = cv2.resize(np.asarray(heatmap, np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    levels = np.uint8(np.round(np.clip(np.nan_to_num(resized), 0.0, 1.0) * 255))
+    colored = apply_colormap(levels, colormap).astype(np.float32)
+    return np.uint8(np.clip(np.round((1.0 - alpha) * photo.astype(np.float32) + alpha * colored), 0, 255))

@@ -20,7 +20,8 @@ from xconv.scores import SCORE_OPTION, class_scores, resolve_score
 
 
 class InputGradientExplainer(Explainer):
-    """Base class: set ``name``, ``description`` and implement ``explain`` with :meth:`accumulate`."""
+    """Base class: set ``name`` and ``description``; the default ``explain`` maps the gradient itself (with
+    ``guided = True``, the guided gradient); methods over many copies override it with :meth:`accumulate`."""
 
     kind = "heatmap"
     takes_layer = False
@@ -53,6 +54,12 @@ class InputGradientExplainer(Explainer):
             return tape.gradient(scores, copies), scores
 
         return step
+
+    def explain(self, images, targets=None):
+        inputs = self.model.preprocess(images)
+        chosen, probabilities = self.targets_and_probabilities(inputs, targets)
+        signed, saliency = self.accumulate(inputs, chosen, copies=1)
+        return attribution_explanation(self, signed, saliency, chosen, probabilities, images)
 
     def summed_gradient_step(self):
         """tf.function (copies, targets, weights, owners, owner count) -> per owner: (sum of w * gradient,
