@@ -29,18 +29,6 @@ def labelled(tile: np.ndarray, text: str) -> np.ndarray:
     return np.vstack([band, tile])
 
 
-def side_by_side(tiles: list[np.ndarray], columns: int) -> np.ndarray:
-    """Tiles of equal size in rows of ``columns``, with a white gap between them."""
-    height, width = tiles[0].shape[:2]
-    rows = -(-len(tiles) // columns)
-    canvas = np.full((rows * height + (rows - 1) * GAP, columns * width + (columns - 1) * GAP, 3), 255, np.uint8)
-    for index, tile in enumerate(tiles):
-        row, column = divmod(index, columns)
-        canvas[row * (height + GAP):row * (height + GAP) + height,
-               column * (width + GAP):column * (width + GAP) + width] = tile
-    return canvas
-
-
 class CompareRenderer(xconv.Renderer):
     name = "compare"
     description = "the photo and each method's heatmap side by side (xconv explain --method a,b,c or all)"
@@ -64,8 +52,9 @@ class CompareRenderer(xconv.Renderer):
             target = explanation.target_names[index]
             label, probability = target, explanation.metadata["target_scores"][index]
             tiles = [labelled(small, f"{label} p={probability:.3f}")]
-            tiles += [labelled(xconv.overlay_heatmap(small, maps[method][index], self.colormap, self.alpha), method) for method in maps]
-            figure = side_by_side(tiles, min(self.columns, len(tiles)))
+            tiles += [labelled(xconv.overlay_heatmap(small, maps[method][index], self.colormap, self.alpha), method)
+                      for method in maps]
+            figure = xconv.tile(np.stack(tiles), min(self.columns, len(tiles)), GAP)
             name = f"{explanation.stem(index)}_compare_{xconv.safe_name(target)}.png"
             written.append(explanation.output(xconv.save_image(Path(out_dir) / name, figure), index))
         return written

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 import xconv
-from xconv import safe_name, save_image
+from xconv import safe_name, save_image, tile
 
 BACKGROUND = 255
 MIN_TILE = 32
@@ -28,18 +28,6 @@ def channel_images(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     scaled = (channels - mean) / np.where(std < 1e-7, 1.0, std) * 64.0 + 128.0
     scaled[dead] = BACKGROUND
     return np.clip(scaled, 0, 255).astype(np.uint8), dead
-
-
-def tile(tiles: np.ndarray, columns: int, margin: int, fill=BACKGROUND) -> np.ndarray:
-    """(n, h, w[, 3]) -> one image of ceil(n / columns) rows with ``margin`` pixels between tiles."""
-    count, height, width = tiles.shape[:3]
-    extra = tiles.shape[3:]
-    rows = -(-count // columns)
-    padded = np.full((rows * columns, height + margin, width + margin, *extra), fill, tiles.dtype)
-    padded[:count, :height, :width] = tiles
-    grid = padded.reshape(rows, columns, height + margin, width + margin, *extra)
-    grid = grid.swapaxes(1, 2).reshape(rows * (height + margin), columns * (width + margin), *extra)
-    return grid[: grid.shape[0] - margin, : grid.shape[1] - margin] if margin else grid
 
 
 def upscale(tiles: np.ndarray, factor: int) -> np.ndarray:

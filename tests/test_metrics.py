@@ -179,6 +179,18 @@ def test_score_reports_references_and_writes_files(tmp_path):
     assert (tmp_path / "out" / "score.png").stat().st_size > 10_000
 
 
+def test_python_score_lists_files_it_could_not_decode(tmp_path):
+    from PIL import Image
+
+    Image.fromarray(random_images(1, (32, 32))[0]).save(tmp_path / "good.png")
+    (tmp_path / "bad.png").write_text("not an image")
+    table = ScoreTable()
+    rows = xconv.score(tiny_convnet(), [tmp_path / "good.png", tmp_path / "bad.png"], ["gradcam"], ["deletion"],
+                       table=table, metric_options={"deletion": {"steps": 2}})
+    assert {row["image"] for row in rows} == {str(tmp_path / "good.png")}
+    assert [error.path for error in table.skipped] == [str(tmp_path / "bad.png")]
+
+
 def test_python_score_returns_rows_and_fills_the_table():
     model = tiny_convnet()
     table = ScoreTable()

@@ -11,7 +11,7 @@ loading a model does.
 from xconv import layers, perturbation, preprocessing
 from xconv.api import compare, explain, load_images, load_model, predict, render, score
 from xconv.cam import CAMExplainer, heatmap_explanation
-from xconv.colors import COLORMAPS, apply_colormap, overlay_heatmap
+from xconv.colors import COLORMAPS, apply_colormap, overlay_heatmap, tile
 from xconv.gradients import InputGradientExplainer, attribution_explanation, unit_maps
 from xconv.errors import PluginError, UnknownNameError, XconvError, XconvWarning, first_line
 from xconv.hookspecs import API_VERSION, hookimpl
@@ -26,5 +26,5 @@ __all__ = [
     "API_VERSION", "COLORMAPS", "CAMExplainer", "InputGradientExplainer", "attribution_explanation", "compare", "Explainer", "Explanation", "ImageError", "Metric", "MetricResult", "Model", "Option", "Output",
     "PluginError", "Renderer", "UnknownNameError", "XconvError", "XconvWarning", "apply_colormap", "explain",
     "first_line", "heatmap_explanation", "hookimpl", "layers", "load_image", "load_images", "load_keras_file",
-    "load_model", "overlay_heatmap", "perturbation", "predict", "preprocessing", "read_metadata", "render", "score", "safe_name", "save_image", "unit_maps", "write_metadata",
+    "load_model", "overlay_heatmap", "perturbation", "predict", "preprocessing", "read_metadata", "render", "score", "safe_name", "save_image", "tile", "unit_maps", "write_metadata",
 ]

@@ -159,11 +159,12 @@ def compare(model: Model, images, methods: list[str], target=None, layer=None, *
 
 
 def score(model: Model, images, methods=("gradcam",), metrics=("deletion", "insertion"), target=None, *,
-          method_options=None, metric_options=None, batch_size: int = 16, table=None):
+          method_options=None, metric_options=None, batch_size: int = 16, table=None, track=None):
     """Score every method with every metric on ``images`` (paths, decoded in chunks of ``batch_size``, or a
     uint8 array at input size), plus the ``random`` and ``center`` reference rows. Returns the per-image
     rows (image, target, method, metric, value): a pandas DataFrame when pandas is installed, else a list
-    of dicts. ``table``: a :class:`xconv.scoring.ScoreTable` to fill (summaries, curves, files)."""
+    of dicts. ``table``: a :class:`xconv.scoring.ScoreTable` to fill (summaries, curves, files; files that
+    could not be decoded are in ``table.skipped``). ``track`` wraps the list of path chunks (a progress bar)."""
     from xconv.scoring import ScoreTable, score_batch
 
     registry = get_registry()
@@ -182,11 +183,14 @@ def score(model: Model, images, methods=("gradcam",), metrics=("deletion", "inse
             metric_objects[name] = entry.cls(model, **resolved)
     table = table if table is not None else ScoreTable()
     if isinstance(images, np.ndarray):
-        batches = [(images[i:i + batch_size], None, None) for i in range(0, len(images), batch_size)]
+        batches = [(images[i:i + batch_size], None, None, []) for i in range(0, len(images), batch_size)]
     else:
         paths = [images] if isinstance(images, (str, os.PathLike)) else list(images)
-        batches = (load_batch(paths[i:i + batch_size], model.input_size)[:3] for i in range(0, len(paths), batch_size))
-    for index, (batch, originals, good) in enumerate(batches):
+        chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
+        # Decoded one chunk at a time, so memory stays flat; files that fail are listed, not fatal.
+        batches = (load_batch(chunk, model.input_size) for chunk in (track(chunks) if track else chunks))
+    for index, (batch, originals, good, errors) in enumerate(batches):
+        table.skipped.extend(errors)
         if len(batch):
             score_batch(model, batch, methods, metric_objects, table, target=target, originals=originals,
                         sources=good, method_options=method_options, seed=index)

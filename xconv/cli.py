@@ -426,14 +426,10 @@ def score(
     if not paths:
         finish(0, 0)
     table = ScoreTable()
-    failures = 0
-    for group in progress(chunks(paths, batch_size), "scoring"):
-        decoded = xconv.load_images(group, loaded)
-        failures += report_bad_inputs(decoded[3], False)
-        if decoded[2]:
-            xconv.score(loaded, decoded[2], methods, metrics, target=loaded.class_index(target) if target else None,
-                        method_options={n: routed[n] for n in methods},
-                        metric_options={n: routed[n] for n in metrics}, batch_size=batch_size, table=table)
+    xconv.score(loaded, paths, methods, metrics, target=loaded.class_index(target) if target else None,
+                method_options={n: routed[n] for n in methods}, metric_options={n: routed[n] for n in metrics},
+                batch_size=batch_size, table=table, track=lambda chunks: progress(chunks, "scoring"))
+    failures = report_bad_inputs(table.skipped, False)
     written = write_files(table, out)
     summary, best = table.summary(), table.best()
     if as_json:

@@ -1,4 +1,4 @@
-"""Colormaps for heatmaps and feature maps, by OpenCV name, returned as RGB.
+"""Colormaps for heatmaps and feature maps, by OpenCV name, returned as RGB; blending and tiling pictures.
 
 ``cv2.applyColorMap`` returns BGR while every array in xconv is RGB; converting here, once, keeps colors
 right in every renderer. The names are listed without importing OpenCV, so plugins can declare them as
@@ -34,3 +34,15 @@ def overlay_heatmap(photo: np.ndarray, heatmap: np.ndarray, colormap: str = "jet
     levels = np.uint8(np.round(np.clip(np.nan_to_num(resized), 0.0, 1.0) * 255))
     colored = apply_colormap(levels, colormap).astype(np.float32)
     return np.uint8(np.clip(np.round((1.0 - alpha) * photo.astype(np.float32) + alpha * colored), 0, 255))
+
+
+def tile(tiles: np.ndarray, columns: int, margin: int, fill=255) -> np.ndarray:
+    """(n, h, w[, 3]) -> one image of ceil(n / columns) rows with ``margin`` pixels between tiles."""
+    count, height, width = tiles.shape[:3]
+    extra = tiles.shape[3:]
+    rows = -(-count // columns)
+    padded = np.full((rows * columns, height + margin, width + margin, *extra), fill, tiles.dtype)
+    padded[:count, :height, :width] = tiles
+    grid = padded.reshape(rows, columns, height + margin, width + margin, *extra)
+    grid = grid.swapaxes(1, 2).reshape(rows * (height + margin), columns * (width + margin), *extra)
+    return grid[: grid.shape[0] - margin, : grid.shape[1] - margin] if margin else grid

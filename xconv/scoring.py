@@ -27,6 +27,7 @@ class ScoreTable:
     curve_x: dict[str, np.ndarray] = field(default_factory=dict)
     curve_labels: dict[str, tuple[str, str]] = field(default_factory=dict)
     higher_is_better: dict[str, bool] = field(default_factory=dict)
+    skipped: list = field(default_factory=list)  # ImageError for each input that could not be decoded
 
     def summary(self) -> list[dict]:
         """Mean and 95 % confidence half-width (1.96 standard errors) per method and metric, NaNs skipped."""
