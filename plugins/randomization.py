@@ -57,21 +57,30 @@ class Randomization(xconv.Metric):
         xconv.Option("seed", int, 0, "random seed of the new weights"),
     )
 
-    def randomized_models(self):
-        """The model with its top 1, 2, ... ``layers`` weighted layers re-initialized (copies, built lazily)."""
+    def randomized_models(self) -> list:
+        """(layer name, model) with the top 1, 2, ... ``layers`` weighted layers re-initialized: one copy per
+        step, built once per metric, so every batch and method reuses their compiled functions."""
+        if getattr(self, "_randomized", None) is None:
+            self._randomized = list(self._build_randomized())
+        return self._randomized
+
+    def _build_randomized(self):
         import keras
 
         original = self.model.keras_model
-        working = keras.models.clone_model(original)
-        working.set_weights(original.get_weights())
         fresh = keras.models.clone_model(original)  # new layers, initialized as the architecture says
         rng = np.random.default_rng(self.seed)
-        for working_layer, fresh_layer in list(zip(weighted_layers(working), weighted_layers(fresh)))[::-1][:self.layers]:
-            working_layer.set_weights([reseeded(weight, rng) for weight in fresh_layer.get_weights()])
+        pairs = list(zip(weighted_layers(original), weighted_layers(fresh)))[::-1][:self.layers]
+        new_weights = {id(layer): [reseeded(weight, rng) for weight in source.get_weights()] for layer, source in pairs}
+        for step in range(1, len(pairs) + 1):
+            working = keras.models.clone_model(original)
+            working.set_weights(original.get_weights())
+            for (layer, _), working_layer in zip(pairs[:step], weighted_layers(working)[::-1]):
+                working_layer.set_weights(new_weights[id(layer)])
             model = copy.copy(self.model)
             model.__dict__.pop("_cache", None)
             model.keras_model = working
-            yield working_layer.name, model
+            yield pairs[step - 1][0].name, model
 
     def score(self, images, targets, explanation):
         values = np.full(len(images), np.nan)

@@ -140,6 +140,10 @@ def test_cascading_randomization_changes_a_copy_only():
     assert not np.allclose(last.get_layer("predictions").get_weights()[0], model.keras_model.get_layer("predictions").get_weights()[0])
     assert not np.allclose(last.get_layer("conv3").get_weights()[0], model.keras_model.get_layer("conv3").get_weights()[0])
     np.testing.assert_array_equal(last.get_layer("conv1").get_weights()[0], model.keras_model.get_layer("conv1").get_weights()[0])
+    first = steps[0][1].keras_model  # cascading: step 1 changed the output layer only, with step 2's draw
+    np.testing.assert_array_equal(first.get_layer("predictions").get_weights()[0], last.get_layer("predictions").get_weights()[0])
+    np.testing.assert_array_equal(first.get_layer("conv3").get_weights()[0], model.keras_model.get_layer("conv3").get_weights()[0])
+    assert randomization.randomized_models() is randomization.randomized_models()  # built once, reused by batches
     for original, now in zip(before, model.keras_model.get_weights()):
         np.testing.assert_array_equal(original, now)
     images = random_images(2, (32, 32), seed=3)

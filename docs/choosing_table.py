@@ -1,0 +1,104 @@
+"""The 'Choosing a method' table: ``xconv.score`` on the bundled model over validation photos.
+
+The docs build runs it on a 24-photo sample (``make_choosing_table`` below); the full table comes from::
+
+    python docs/choosing_table.py --per-class all --steps 20 --out docs/results/choosing-1000
+
+which scores the 1,000 validation photos of ``../shared`` (about half an hour on 2 cores) and writes
+``table.md``, ``summary.json`` and ``score.png`` there; the page includes them as they were committed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+
+SHARED_VALIDATION = Path(__file__).resolve().parents[2] / "shared" / "data" / "cats-vs-dogs" / "validation"
+METHODS = ["gradcam", "gradcam++", "layercam", "hirescam", "xgradcam", "eigencam", "saliency", "guided-backprop"]
+METRICS = ["deletion", "insertion", "average-drop", "randomization"]
+
+
+def validation_photos(per_class: int | None, folder: Path = SHARED_VALIDATION) -> list[Path]:
+    """The first ``per_class`` photos of each class (all with None); empty when ../shared is absent."""
+    if not folder.is_dir():
+        return []
+    return [path for name in ("cats", "dogs") for path in sorted((folder / name).iterdir())[:per_class]]
+
+
+def markdown_table(table, methods: list[str], source: str) -> str:
+    from xconv.scoring import REFERENCES
+
+    summary, best = table.summary(), table.best()
+    metrics = list(table.higher_is_better)
+    cells = {(row["method"], row["metric"]): row for row in summary}
+    lines = ["| method | " + " | ".join(f"{m} {'(higher)' if table.higher_is_better[m] else '(lower)'}"
+                                         for m in metrics) + " |", "| --- |" + " --- |" * len(metrics)]
+    for method in methods + list(REFERENCES):
+        values = []
+        for metric in metrics:
+            row = cells[(method, metric)]
+            text = "-" if math.isnan(row["mean"]) else f"{row['mean']:.3f} ± {row['ci95']:.3f}"
+            values.append(f"**{text}**" if best.get(metric) == method else text)
+        lines.append(f"| `{method}` | " + " | ".join(values) + " |")
+    lines += ["", f"*Mean ± 95 % interval over {source}; bold: the best method per metric.*"]
+    return "\n".join(lines) + "\n"
+
+
+def make_choosing_table(out: Path, per_class: int | None = 12, steps: int = 10, progress: bool = False) -> Path:
+    """Score METHODS with METRICS; write table.md, summary.json and score.png into ``out``."""
+    import xconv
+    from xconv.demo import chelsea
+    from xconv.images import resize
+    from xconv.scoring import ScoreTable, write_files
+
+    model = xconv.load_model("catsdogs")
+    photos = validation_photos(per_class)
+    images = [str(p) for p in photos] or resize(chelsea(), model.input_size)[None]
+    track = _progress_bar if progress else None
+    table, started = ScoreTable(), time.perf_counter()
+    xconv.score(model, images, METHODS, METRICS, table=table, track=track,
+                metric_options={"deletion": {"steps": steps}, "insertion": {"steps": steps},
+                                "randomization": {"layers": 3}})
+    seconds = time.perf_counter() - started
+    out.mkdir(parents=True, exist_ok=True)
+    scratch = out / "scratch"
+    write_files(table, scratch)
+    shutil.move(scratch / "score.png", out / "score.png")
+    shutil.rmtree(scratch)
+    source = (f"{len(photos)} validation photos, deletion and insertion at {steps} steps" if photos
+              else "Chelsea (the validation photos are absent)")
+    (out / "table.md").write_text(markdown_table(table, METHODS, source))
+    (out / "summary.json").write_text(json.dumps({"photos": len(photos), "steps": steps, "seconds": round(seconds),
+                                                  "skipped": [str(s) for s in table.skipped],
+                                                  "summary": table.summary()}, indent=1, default=str) + "\n")
+    return out
+
+
+def _progress_bar(chunks):
+    from rich.progress import track
+
+    return track(chunks, description="scoring")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--per-class", default="12", help="photos per class, or 'all'")
+    parser.add_argument("--steps", type=int, default=10, help="deletion/insertion steps")
+    parser.add_argument("--out", type=Path, default=Path("docs/results/choosing-1000"))
+    args = parser.parse_args(argv)
+    if not SHARED_VALIDATION.is_dir():
+        print(f"error: {SHARED_VALIDATION} is absent; the full table needs the validation photos", file=sys.stderr)
+        return 1
+    per_class = None if args.per_class == "all" else int(args.per_class)
+    written = make_choosing_table(args.out, per_class, args.steps, progress=True)
+    print((written / "table.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
