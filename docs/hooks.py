@@ -51,6 +51,8 @@ def on_pre_build(config, **kwargs):
         make_method_pictures()
     if not (GENERATED / "choosing_table.txt").exists():
         make_choosing_table()
+    if not (GENERATED / "filters_table.txt").exists():
+        make_filter_pictures()
 
 
 def make_pictures():
@@ -67,6 +69,32 @@ def make_pictures():
     explained = xconv.explain(model, resize(photo, model.input_size)[None], "activations",
                               layers=["block1_sepconv1"], sources=[GENERATED / "chelsea.png"])
     xconv.render(explained, "grid", GENERATED, channel=5)
+
+
+FILTER_LAYERS = ["block2_sepconv2", "block3_sepconv2", "block4_sepconv2"]
+
+
+def make_filter_pictures():
+    """Filters 0-7 of three depths of the bundled model, with the default robust ascent and without it,
+    and the table of their robustness and high-frequency share (filters 0-15) that the filters page shows."""
+    import numpy as np
+
+    import xconv
+    from xconv_plugins.filters import high_frequency_share
+
+    model = xconv.load_model("catsdogs")
+    lines = ["| layer | setting | median robustness | median high-frequency share |", "| --- | --- | --- | --- |"]
+    for layer in FILTER_LAYERS:
+        for setting, options in (("plain", {"robust": False}), ("robust", {})):
+            explained = xconv.explain(model, None, method="filters", layer=layer, filters="0-15", **options)
+            lines.append(f"| `{layer}` | {setting} | {np.nanmedian(explained.arrays['robustness']):.2f} | "
+                         f"{np.median(high_frequency_share(explained.patterns)):.2f} |")
+            first = xconv.Explanation(method="filters", kind="patterns", model_name=explained.model_name,
+                                      layer=layer, arrays={key: value[:8] for key, value in explained.arrays.items()},
+                                      metadata={**explained.metadata, "filters": explained.metadata["filters"][:8]})
+            [written] = xconv.render(first, "grid", GENERATED / "filters" / setting)
+            written.path.replace(GENERATED / f"filters_{layer}_{setting}.png")
+    (GENERATED / "filters_table.txt").write_text("\n".join(lines) + "\n")
 
 
 def two_animal_photo():
@@ -95,49 +123,13 @@ def make_method_pictures():
         shutil.move(written.path, GENERATED / f"{family}_compare.png")
 
 
-CHOOSING_METHODS = ["gradcam", "gradcam++", "layercam", "hirescam", "xgradcam", "eigencam", "saliency",
-                    "guided-backprop"]
-CHOOSING_METRICS = ["deletion", "insertion", "average-drop", "randomization"]
-
-
-def validation_sample(per_class: int = 12) -> list[Path]:
-    folder = Path(__file__).resolve().parents[2] / "shared" / "data" / "cats-vs-dogs" / "validation"
-    if not folder.is_dir():
-        return []
-    return [path for name in ("cats", "dogs") for path in sorted((folder / name).iterdir())[:per_class]]
-
-
 def make_choosing_table():
-    """xconv score on a sample of the validation photos: the table and figure of the 'Choosing' page."""
-    import math
+    """xconv score on 24 validation photos: the build-time table and figure of the 'Choosing' page."""
     import shutil
 
-    import xconv
-    from xconv.demo import chelsea
-    from xconv.images import resize
-    from xconv.scoring import REFERENCES, ScoreTable, write_files
+    sys.path.insert(0, str(Path(__file__).parent))
+    from choosing_table import make_choosing_table as make
 
-    model = xconv.load_model("catsdogs")
-    photos = validation_sample()
-    images = [str(p) for p in photos] or resize(chelsea(), model.input_size)[None]
-    table = ScoreTable()
-    xconv.score(model, images, CHOOSING_METHODS, CHOOSING_METRICS, table=table,
-                metric_options={"deletion": {"steps": 10}, "insertion": {"steps": 10}, "randomization": {"layers": 3}})
-    scratch = GENERATED / "choosing"
-    write_files(table, scratch)
-    shutil.move(scratch / "score.png", GENERATED / "choosing_score.png")
-    summary, best = table.summary(), table.best()
-    metrics = list(table.higher_is_better)
-    cells = {(row["method"], row["metric"]): row for row in summary}
-    lines = ["| method | " + " | ".join(f"{m} {'(higher)' if table.higher_is_better[m] else '(lower)'}" for m in metrics)
-             + " |", "| --- |" + " --- |" * len(metrics)]
-    for method in CHOOSING_METHODS + list(REFERENCES):
-        values = []
-        for metric in metrics:
-            row = cells[(method, metric)]
-            text = "-" if math.isnan(row["mean"]) else f"{row['mean']:.3f} ± {row['ci95']:.3f}"
-            values.append(f"**{text}**" if best.get(metric) == method else text)
-        lines.append(f"| `{method}` | " + " | ".join(values) + " |")
-    source = f"{len(photos)} validation photos" if photos else "Chelsea (the validation photos are absent)"
-    lines += ["", f"*Mean ± 95 % interval over {source}; bold: the best method per metric.*"]
-    (GENERATED / "choosing_table.txt").write_text("\n".join(lines) + "\n")
+    out = make(GENERATED / "choosing", per_class=12, steps=10)
+    shutil.copy(out / "table.md", GENERATED / "choosing_table.txt")
+    shutil.copy(out / "score.png", GENERATED / "choosing_score.png")

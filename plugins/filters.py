@@ -1,14 +1,16 @@
 """Filter patterns: the input each filter responds to most, by gradient ascent in input space.
 
-All requested filters are optimized together, one batch element per filter, in one compiled step.
-Images are parameterized as in Lucid (Olah et al. 2017): a Fourier spectrum scaled by 1/frequency
-(so steps favour smooth structure over high-frequency noise), decorrelated colors and a sigmoid to
-stay in the valid pixel range. The start is a gray image with small noise. Each step can jitter the
-image by a random translation (``jitter`` pixels, off by default), so patterns cannot exploit one pixel
-alignment, and ascends the filter's mean activation (borders excluded) with Adam. A filter with no
-gradient on its start restarts in place from stronger noise. The network runs with its batch norms
-folded into the convolutions (the same function, one less pass per feature map). A plain pixel
-parameterization (``parameterization="pixels"``) is available for comparison.
+All requested filters are optimized together, one batch element per filter (and per diverse copy),
+in one compiled step. Images are parameterized as in Lucid (Olah et al. 2017): a Fourier spectrum
+scaled by 1/frequency, decorrelated colors and a sigmoid to stay in the valid pixel range. Each step
+moves, scales and rotates the image by a small random amount (transformation robustness, on by
+default), so the ascent finds patterns the filter responds to wherever they sit, not adversarial noise
+that works at one pixel alignment; every finished pattern's robustness (the activation it keeps under
+such moves) is measured and returned. Adam ascends the objective: a channel's mean activation
+(borders excluded) or its centre neuron, in the positive or negative direction, with an optional
+diversity term that makes several different patterns per filter. A filter with no gradient on its
+start restarts in place from stronger noise. The network runs with its batch norms folded into the
+convolutions (the same function, one less pass per feature map).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import re
 import numpy as np
 
 import xconv
+from xconv_plugins.pattern_transforms import ROBUSTNESS_CHECK, TransformRange, random_matrices, warp
 
 #: Lucid's square root of the ImageNet color correlation matrix (decorrelated color space).
 COLOR_CORRELATION_SQRT = np.array([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], np.float32)
@@ -32,6 +35,27 @@ ADAM_BETA1 = 0.5
 
 #: In the pixel parameterization, Adam's step is step_size * this many pixel levels.
 PIXEL_STEP_SCALE = 100.0
+
+#: Random draws of ROBUSTNESS_CHECK each finished pattern is scored under.
+ROBUSTNESS_DRAWS = 8
+
+
+def high_frequency_share(patterns: np.ndarray, cutoff: float = 1 / 8) -> np.ndarray:
+    """Each pattern's share of luminance energy (mean removed) above ``cutoff`` cycles per pixel: near 1 for
+    pixel noise, low for structure a viewer can see."""
+    luminance = np.asarray(patterns, np.float64) @ np.array([0.299, 0.587, 0.114])
+    luminance -= luminance.mean(axis=(1, 2), keepdims=True)
+    power = np.abs(np.fft.fft2(luminance)) ** 2
+    fy, fx = np.fft.fftfreq(luminance.shape[1])[:, None], np.fft.fftfreq(luminance.shape[2])[None]
+    high = np.sqrt(fx * fx + fy * fy) > cutoff
+    return power[:, high].sum(axis=1) / np.maximum(power.sum(axis=(1, 2)), 1e-12)
+
+
+def default_transforms(size: int, map_size: int) -> TransformRange:
+    """Lucid-style robustness scaled to the layer: shifts of about one feature-map cell (2 to 8 pixels,
+    early layers need less), scale 0.9-1.1 and rotation up to 10 degrees."""
+    stride = size / max(1, map_size)
+    return TransformRange(shift=float(np.clip(round(stride), 2, 8)), scale=0.1, degrees=10.0)
 
 
 def parse_filters(spec, channels: int) -> list[int]:
@@ -82,17 +106,26 @@ def spectrum_scale(height: int, width: int, decay: float = 1.0) -> np.ndarray:
 
 class FilterPatterns(xconv.Explainer):
     name = "filters"
-    description = "filter patterns by batched gradient ascent (Fourier parameterization)"
+    description = "filter patterns by batched, transformation-robust gradient ascent (Fourier parameterization)"
     kind = "patterns"
     needs_images = False
     options = (
         xconv.Option("filters", filter_spec, None, "which filters (default: the first 16)"),
         xconv.Option("steps", int, 30, "gradient-ascent steps"),
-        xconv.Option("step_size", float, 0.5, "Adam step size"),
+        xconv.Option("step_size", float, 0.25, "Adam step size"),
         xconv.Option("size", int, None, "pattern size in pixels (default: the model's input size)"),
-        xconv.Option("jitter", int, 0, "random translation per step, in pixels"),
-        xconv.Option("seed", int, 0, "random seed of the starting noise"),
-        xconv.Option("chunk", int, 64, "filters optimized together in one batch"),
+        xconv.Option("robust", bool, True, "random shift, scale and rotation each step (off: plain ascent)"),
+        xconv.Option("jitter", int, None, "largest random shift per step in pixels (default: from the layer's stride)"),
+        xconv.Option("scale", float, None, "largest random relative scale change per step (default 0.1)"),
+        xconv.Option("rotate", float, None, "largest random rotation per step in degrees (default 10)"),
+        xconv.Option("objective", str, "channel", "maximize the channel's mean or its centre neuron",
+                     choices=("channel", "neuron")),
+        xconv.Option("sign", str, "positive", "negative: the input that drives the filter down",
+                     choices=("positive", "negative")),
+        xconv.Option("diversity", int, 1, "different patterns per filter (Olah et al.'s diversity term)"),
+        xconv.Option("diversity_weight", float, 2.0, "strength of the diversity term, relative to the activation"),
+        xconv.Option("seed", int, 0, "random seed of the starting noise and the transforms"),
+        xconv.Option("chunk", int, 64, "patterns optimized together in one batch"),
         xconv.Option("jit_compile", bool, False, "compile the step with XLA"),
         xconv.Option("noise", float, 0.01, "spread of the starting noise"),
         xconv.Option("parameterization", str, "fourier", "image parameterization", choices=("fourier", "pixels")),
@@ -101,8 +134,8 @@ class FilterPatterns(xconv.Explainer):
     def __init__(self, model, layer=None, **options):
         super().__init__(model, layer=model.layer_path(layer), **options)
         filters, steps, size = self.filters, self.steps, self.size
-        if steps < 1 or (size is not None and size < 16):
-            raise xconv.XconvError("filters: steps must be at least 1 and size at least 16 pixels")
+        if steps < 1 or (size is not None and size < 16) or self.diversity < 1:
+            raise xconv.XconvError("filters: steps and diversity must be at least 1 and size at least 16 pixels")
         self.size = int(size) if size else model.input_size[0]
         if self.size is None:
             raise xconv.XconvError(f"{model.display_name} takes any input size: give the pattern size with --size")
@@ -111,24 +144,33 @@ class FilterPatterns(xconv.Explainer):
                                                  fold_batch_norms=True)
         channels = int(self.feature_model.outputs[0].shape[-1])
         self.filters = parse_filters(filters, channels)
-        # Jitter is off by default: over a short run of 30 steps it cost InceptionV3 patterns more than
-        # half their activation (benchmarks/filters.py), while the Fourier basis already keeps them smooth.
+        self.transforms = self.ascent_transforms(int(self.feature_model.outputs[0].shape[1] or 1))
         self.scale, self.offset = xconv.preprocessing.preprocess_affine(model.preprocess, model.display_name)
 
+    def ascent_transforms(self, map_size: int) -> TransformRange:
+        if not self.robust:
+            return TransformRange()
+        default = default_transforms(self.size, map_size)
+        return TransformRange(shift=default.shift if self.jitter is None else float(self.jitter),
+                              scale=default.scale if self.scale is None else float(self.scale),
+                              degrees=default.degrees if self.rotate is None else float(self.rotate))
+
     def functions(self):
-        """(render, ascend, filter_means, channel_means), compiled once per model and setting (cached)."""
-        key = ("filters", self.layer, self.size, self.jitter, self.step_size, self.seed, self.jit_compile,
-               self.parameterization)
+        """(render, ascend, objective_values), compiled once per model and setting (cached)."""
+        key = ("filters", self.layer, self.size, self.transforms, self.step_size, self.seed, self.jit_compile,
+               self.parameterization, self.objective, self.sign, self.diversity, self.diversity_weight)
         return self.model.cached(key, self._build_functions)
 
     def _build_functions(self):
         import tensorflow as tf
 
-        size, jitter = self.size, self.jitter
+        size, transforms, copies = self.size, self.transforms, self.diversity
         weights = tf.constant(spectrum_scale(size, size)[None, None])
         color = tf.constant(COLOR_CORRELATION_SQRT)
         scale, offset = tf.constant(self.scale), tf.constant(self.offset)
         feature_model = self.feature_model
+        direction = 1.0 if self.sign == "positive" else -1.0
+        neuron = self.objective == "neuron"
 
         def render_pixels(pixels):
             return tf.clip_by_value(pixels, 0.0, 255.0)
@@ -142,28 +184,54 @@ class FilterPatterns(xconv.Explainer):
 
         render = render_fourier if self.parameterization == "fourier" else render_pixels
 
-        def channel_means(pixels):
-            """Each channel's mean activation, borders excluded: (N, C)."""
+        def activations_and_objective(pixels, filters):
+            """Feature maps (N, h, w, C) and each element's objective for its own filter (N,)."""
             activations = feature_model(pixels * scale + offset, training=False)
-            border = 2 if min(activations.shape[1], activations.shape[2]) > 6 else 0
-            inner = activations[:, border:activations.shape[1] - border, border:activations.shape[2] - border]
-            return tf.reduce_mean(inner, axis=(1, 2))
+            height, width = activations.shape[1], activations.shape[2]
+            if neuron:
+                values = activations[:, height // 2, width // 2]
+            else:
+                # Plain ascent leaves out a 2-cell border, whose padding effects would win; with random moves
+                # and reflected borders the whole map counts, so the pattern's edges are optimized too.
+                border = 2 if transforms.identity and min(height, width) > 6 else 0
+                values = tf.reduce_mean(activations[:, border:height - border, border:width - border], axis=(1, 2))
+            return activations, direction * tf.gather(values, filters, axis=1, batch_dims=1)
 
-        def filter_means(pixels, filters):
-            return tf.gather(channel_means(pixels), filters, axis=1, batch_dims=1)
+        def objective_values(pixels, filters):
+            return activations_and_objective(pixels, filters)[1]
+
+        def diversity_penalty(activations, objective):
+            """Olah et al.: the mean cosine similarity of the copies' Gram matrices, per filter, weighted by
+            that filter's activation so the term keeps its strength as the activation grows. The Gram
+            matrices are centred (covariances): uncentred ones are dominated by the channel means the
+            copies share, and left two of four filters of the bundled model's block3 without diversity."""
+            channels = activations.shape[-1]
+            flat = tf.reshape(activations, [tf.shape(activations)[0], -1, channels])
+            flat -= tf.reduce_mean(flat, axis=1, keepdims=True)
+            grams = tf.math.l2_normalize(tf.reshape(tf.matmul(flat, flat, transpose_a=True), [-1, copies, channels * channels]),
+                                         axis=-1, epsilon=1e-10)
+            similarity = tf.einsum("fnd,fmd->fnm", grams, grams)
+            pairwise = (tf.reduce_sum(similarity, axis=(1, 2)) - tf.linalg.trace(similarity)) / (copies * (copies - 1))
+            strength = tf.stop_gradient(tf.reduce_mean(tf.abs(tf.reshape(objective, [-1, copies])), axis=1))
+            return tf.reduce_sum(self.diversity_weight * strength * copies * pairwise)
 
         seed = tf.constant(self.seed, tf.int32)
         step_size = self.step_size * (1.0 if self.parameterization == "fourier" else PIXEL_STEP_SCALE)
 
         def ascend(spectrum, moments, filters, step):
-            shift = tf.random.stateless_uniform([2], tf.stack([seed, step]), -jitter, jitter + 1, dtype=tf.int32) \
-                if jitter else tf.zeros([2], tf.int32)
             with tf.GradientTape() as tape:
                 tape.watch(spectrum)
-                pixels = tf.roll(render(spectrum), shift, axis=[1, 2])
+                pixels = render(spectrum)
+                if not transforms.identity:
+                    # One draw for the whole batch, so a filter's pattern does not depend on its companions.
+                    matrix = random_matrices(1, tf.stack([seed, step]), transforms, size)
+                    pixels = warp(pixels, tf.tile(matrix, [tf.shape(pixels)[0], 1]))
+                activations, objective = activations_and_objective(pixels, filters)
                 # Each batch element scores only its own filter, so one gradient serves all filters.
-                objective = tf.reduce_sum(filter_means(pixels, filters))
-            gradient = tape.gradient(objective, spectrum)
+                total = tf.reduce_sum(objective)
+                if copies > 1:
+                    total -= diversity_penalty(activations, objective)
+            gradient = tape.gradient(total, spectrum)
             first, second = moments
             first = ADAM_BETA1 * first + (1 - ADAM_BETA1) * gradient
             second = 0.999 * second + 0.001 * tf.square(gradient)
@@ -175,23 +243,23 @@ class FilterPatterns(xconv.Explainer):
         return (
             tf.function(render, jit_compile=self.jit_compile),
             tf.function(ascend, jit_compile=self.jit_compile),
-            tf.function(filter_means, reduce_retracing=True),
-            tf.function(channel_means, reduce_retracing=True),
+            tf.function(objective_values, input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32),
+                                                           tf.TensorSpec([None], tf.int32)]),
         )
 
     def starting_values(self, filters: list[int], noise: float, attempt: int = 0) -> np.ndarray:
-        """Gray plus noise, one draw per filter index so a start does not depend on its batch companions."""
+        """Gray plus noise, one draw per filter and copy, so a start does not depend on its batch companions."""
         if self.parameterization == "fourier":
             shape, center, spread = (2, 3, self.size, self.size // 2 + 1), 0.0, noise
         else:  # pixels: gray 128 with noise of the same relative size
             shape, center, spread = (self.size, self.size, 3), 128.0, noise * 255
         return np.stack([
-            center + np.random.default_rng([self.seed, f, attempt]).normal(0, spread, shape).astype(np.float32)
-            for f in filters
+            center + np.random.default_rng([self.seed, f, attempt, copy]).normal(0, spread, shape).astype(np.float32)
+            for f in filters for copy in range(self.diversity)
         ])
 
     def optimize(self, filters: list[int]) -> np.ndarray:
-        """Gradient ascent for one chunk of filters; returns uint8 patterns (F, H, W, 3).
+        """Gradient ascent for one chunk of filters; returns uint8 patterns (F * diversity, H, W, 3).
 
         A filter with no gradient at all (a ReLU off everywhere on the start image) cannot move; after the
         first steps such a filter restarts in place, in the same batch, from much stronger noise, which
@@ -199,10 +267,10 @@ class FilterPatterns(xconv.Explainer):
         """
         import tensorflow as tf
 
-        render, ascend, _, _ = self.functions()
+        render, ascend, _ = self.functions()
         value = tf.constant(self.starting_values(filters, self.noise))
         moments = (tf.zeros_like(value), tf.zeros_like(value))
-        targets = tf.constant(filters, tf.int32)
+        targets = tf.constant(np.repeat(filters, self.diversity), tf.int32)
         for step in range(1, self.steps + 1):
             value, moments, moving = ascend(value, moments, targets, tf.constant(step))
             if step in RESTART_STEPS and step < self.steps:
@@ -220,36 +288,54 @@ class FilterPatterns(xconv.Explainer):
         zero = tf.zeros_like(value)
         return tf.where(mask, fresh, value), tuple(tf.where(mask, zero, m) for m in moments)
 
-    def scores(self, patterns: np.ndarray, filters: list[int]) -> np.ndarray:
-        """Each filter's mean activation (borders excluded) on its own uint8 pattern."""
+    def scores(self, patterns: np.ndarray, filters) -> np.ndarray:
+        """Each pattern's objective (its filter's mean or centre activation, negated for sign=negative)."""
         import tensorflow as tf
 
-        _, _, filter_means, _ = self.functions()
-        starts = range(0, len(filters), self.chunk)
+        _, _, objective_values = self.functions()
         return np.concatenate([
-            filter_means(tf.constant(patterns[i:i + self.chunk], tf.float32),
-                         tf.constant(filters[i:i + self.chunk], tf.int32)).numpy()
-            for i in starts
+            objective_values(tf.constant(patterns[i:i + self.chunk], tf.float32),
+                             tf.constant(filters[i:i + self.chunk], tf.int32)).numpy()
+            for i in range(0, len(filters), self.chunk)
         ])
 
-    def gray_scores(self) -> np.ndarray:
-        """Each filter's mean activation on a plain gray image (all filters from one image)."""
+    def robustness(self, patterns: np.ndarray, filters, scores: np.ndarray) -> np.ndarray:
+        """The share of each pattern's objective kept under ROBUSTNESS_DRAWS small random moves (shift up to
+        6 px, scale 0.92-1.08, rotation up to 8 degrees, borders reflected): the mean objective over the
+        moved copies divided by the objective on the pattern. NaN where the pattern does not activate its
+        filter at all. The same draws for every pattern, from a fixed seed."""
         import tensorflow as tf
 
-        _, _, _, channel_means = self.functions()
-        gray = tf.fill((1, self.size, self.size, 3), 128.0)
-        return channel_means(gray).numpy()[0, self.filters]
+        matrices = random_matrices(ROBUSTNESS_DRAWS, tf.constant([12345, 0]), ROBUSTNESS_CHECK, self.size)
+        kept = []
+        for start in range(0, len(patterns), self.chunk):
+            part = patterns[start:start + self.chunk]
+            moved = warp(tf.constant(np.repeat(part, ROBUSTNESS_DRAWS, 0), tf.float32), tf.tile(matrices, [len(part), 1]))
+            kept.append(self.scores(moved.numpy(), np.repeat(filters[start:start + self.chunk], ROBUSTNESS_DRAWS)))
+        kept = np.concatenate(kept)
+        kept = kept.reshape(len(patterns), ROBUSTNESS_DRAWS).mean(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(scores > 1e-6, kept / np.where(scores > 1e-6, scores, 1.0), np.nan).astype(np.float32)
 
     def explain(self, images=None, targets=None):
-        starts = range(0, len(self.filters), self.chunk)
-        patterns = np.concatenate([self.optimize(self.filters[i:i + self.chunk]) for i in starts])
-        scores = self.scores(patterns, self.filters)
-        gray_scores = self.gray_scores()
+        per_chunk = max(1, self.chunk // self.diversity)
+        patterns = np.concatenate([self.optimize(self.filters[i:i + per_chunk])
+                                   for i in range(0, len(self.filters), per_chunk)])
+        pattern_filters = np.repeat(self.filters, self.diversity).tolist()
+        scores = self.scores(patterns, pattern_filters)
+        robustness = self.robustness(patterns, pattern_filters, scores)
+        gray = np.full((1, self.size, self.size, 3), 128, np.uint8)
+        gray_scores = self.scores(np.repeat(gray, len(self.filters), 0), self.filters)
         return xconv.Explanation(
             method=self.name, kind=self.kind, model_name=self.model.display_name,
-            arrays={"patterns": patterns, "scores": scores.astype(np.float32)}, layer=self.layer,
-            metadata={"filters": self.filters, "gray_scores": gray_scores.tolist(), "steps": self.steps,
-                      "step_size": self.step_size, "size": self.size, "jitter": self.jitter},
+            arrays={"patterns": patterns, "scores": scores.astype(np.float32), "robustness": robustness},
+            layer=self.layer,
+            metadata={"filters": pattern_filters, "gray_scores": gray_scores.tolist(), "steps": self.steps,
+                      "step_size": self.step_size, "size": self.size, "objective": self.objective,
+                      "sign": self.sign, "diversity": self.diversity,
+                      "transforms": {"shift": self.transforms.shift, "scale": self.transforms.scale,
+                                     "degrees": self.transforms.degrees},
+                      "robustness": [None if np.isnan(r) else round(float(r), 4) for r in robustness]},
         )
 
 

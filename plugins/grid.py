@@ -18,6 +18,9 @@ from xconv import safe_name, save_image, tile
 BACKGROUND = 255
 MIN_TILE = 32
 
+#: Filter patterns keeping less than this share of their activation under small moves are faded.
+FRAGILE = 0.5
+
 
 def channel_images(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(h, w, c) float -> (c, h, w) uint8 per Chollet's post-processing, and a (c,) mask of dead channels."""
@@ -42,15 +45,18 @@ def colorize_gray(gray: np.ndarray, colormap: str, blank: np.ndarray) -> np.ndar
 
 
 def add_labels(grid: np.ndarray, title: str, tile_size: tuple[int, int], columns: int, margin: int,
-               rows: int, first_index: int = 0) -> np.ndarray:
-    """A title band on top, column indices under it, and each row's first channel index on the left."""
+               rows: int, first_index: int = 0, row_labels=None) -> np.ndarray:
+    """A title band on top, column indices under it, and each row's first channel index (or its entry of
+    ``row_labels``) on the left."""
     import cv2
 
     font, scale, thickness = cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1
-    left = 8 * len(str(first_index + rows * columns)) + 8
+    row_labels = [str(first_index + row * columns) for row in range(rows)] if row_labels is None else row_labels
+    left = 8 * max(len(label) for label in row_labels) + 8
     top = 40
-    canvas = np.full((grid.shape[0] + top, grid.shape[1] + left, 3), BACKGROUND, np.uint8)
-    canvas[top:, left:] = grid
+    title_width = cv2.getTextSize(title, font, 0.5, thickness)[0][0] + 8
+    canvas = np.full((grid.shape[0] + top, max(grid.shape[1] + left, title_width), 3), BACKGROUND, np.uint8)
+    canvas[top:, left:left + grid.shape[1]] = grid
     cv2.putText(canvas, title, (4, 16), font, 0.5, (0, 0, 0), thickness, cv2.LINE_AA)
     step_y, step_x = tile_size[0] + margin, tile_size[1] + margin
     for column in range(columns):
@@ -58,7 +64,7 @@ def add_labels(grid: np.ndarray, title: str, tile_size: tuple[int, int], columns
                     cv2.LINE_AA)
     for row in range(rows):
         y = top + row * step_y + min(tile_size[0], 14)
-        cv2.putText(canvas, str(first_index + row * columns), (2, y), font, scale, (80, 80, 80), thickness, cv2.LINE_AA)
+        cv2.putText(canvas, row_labels[row], (2, y), font, scale, (80, 80, 80), thickness, cv2.LINE_AA)
     return canvas
 
 
@@ -120,16 +126,46 @@ class GridRenderer(xconv.Renderer):
         return written
 
     def render_patterns(self, explanation, out_dir: Path) -> Path:
+        """Patterns tiled in rows (one row per filter when there are several per filter), each with its
+        robustness in a corner; fragile patterns are faded."""
         patterns = explanation.patterns
         filters = explanation.metadata.get("filters", list(range(len(patterns))))
-        columns = min(self.columns or 8, len(patterns))
+        copies = int(explanation.metadata.get("diversity", 1))
+        columns = min(self.columns or (copies if copies > 1 else 8), len(patterns))
         margin = max(4, patterns.shape[1] // 25)
-        grid = tile(patterns, columns, margin)
+        robustness = explanation.arrays.get("robustness")
+        shown = patterns if robustness is None else mark_robustness(patterns, robustness)
+        grid = tile(shown, columns, margin)
         rows = -(-len(patterns) // columns)
-        title = f"{explanation.layer}: filters {format_filters(filters)}"
-        picture = add_labels(grid, title, patterns.shape[1:3], columns, margin, rows, first_index=filters[0])
+        unique = list(dict.fromkeys(filters))
+        title = f"{explanation.layer}: filters {format_filters(unique)}"
+        if copies > 1:
+            title += f", {copies} diverse patterns each"
+        if robustness is not None:
+            title += f"; faded: keeps < {FRAGILE:.0%} of its activation when moved"
+        row_labels = [str(filters[row * columns]) for row in range(rows)] if copies > 1 or len(unique) < len(filters) else None
+        picture = add_labels(grid, title, patterns.shape[1:3], columns, margin, rows, first_index=filters[0],
+                             row_labels=row_labels)
         return save_image(out_dir / f"{safe_name(explanation.model_name)}_{safe_name(explanation.layer)}_filters.png",
                           picture)
+
+
+def mark_robustness(patterns: np.ndarray, robustness: np.ndarray) -> np.ndarray:
+    """Each pattern with its robustness written in its lower-left corner; fragile (or dead) ones faded
+    toward white, so a reader does not take adversarial noise for a feature."""
+    import cv2
+
+    marked = patterns.copy()
+    fragile = ~(np.nan_to_num(robustness, nan=0.0) >= FRAGILE)
+    marked[fragile] = (0.35 * marked[fragile] + 0.65 * BACKGROUND).astype(np.uint8)
+    height = patterns.shape[1]
+    scale = max(0.3, height / 400)
+    for picture, value in zip(marked, robustness):
+        text = "-" if np.isnan(value) else f"{value:.2f}"
+        (width, text_height), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        cv2.rectangle(picture, (0, height - text_height - 6), (width + 4, height - 1), (255, 255, 255), -1)
+        cv2.putText(picture, text, (2, height - 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return marked
 
 
 def format_filters(filters) -> str:

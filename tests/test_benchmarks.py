@@ -21,14 +21,18 @@ def table_row(lines, label):
     return [float(cell.rstrip("x")) for cell in row[len(label):].split()]
 
 
-def test_filter_benchmark_compares_all_methods():
-    lines = run_benchmark("filters.py", "--filters", "2", "--steps", "6", "--size", "96")
-    rows = {label: table_row(lines, label) for label in ("recipe", "warm loop", "plain batch")}
-    rows["xconv"] = table_row([line for line in lines if line.startswith("xconv ")][:1], "xconv")
-    for label, (steps, seconds, vs_recipe, vs_plain, activation, saved, per_second) in rows.items():
-        assert steps == 6 and seconds > 0 and all(math.isfinite(v) for v in (activation, saved, per_second)), label
-    assert rows["recipe"][2] == 1.0 and rows["plain batch"][3] == 1.0
-    assert rows["xconv"][5] > 0  # the ascent switched its filters on
+def test_filter_benchmark_compares_speed_and_quality():
+    lines = run_benchmark("filters.py", "--filters", "2", "--steps", "6", "--size", "96",
+                          "--bundled-layers", "block2_sepconv2", "--bundled-steps", "4")
+    rows = {label: table_row([line.replace(" -", "") for line in lines], label)
+            for label in ("recipe", "warm loop", "plain batch", "xconv")}
+    for label, (seconds, vs_recipe, vs_plain, activation, saved, *robust) in rows.items():
+        assert seconds > 0 and all(math.isfinite(v) for v in (activation, saved)), label
+    assert rows["recipe"][1] == 1.0 and rows["plain batch"][2] == 1.0
+    assert rows["xconv"][4] > 0 and 0 < rows["xconv"][5] < 2  # the ascent switched its filters on; robustness
+    plain, default = (line.split() for line in lines if line.startswith("block2_sepconv2"))
+    assert plain[1] == "plain" and default[1] == "default"
+    assert all(0 <= float(cell) <= 1 for cell in (plain[3], default[3]))  # high-frequency shares
 
 
 def test_gradcam_benchmark_reports_the_ratio_to_a_forward_pass():

@@ -461,14 +461,24 @@ def show_score_table(summary, best, methods, metrics, higher_is_better) -> None:
 
 
 def describe_synthesized(explanation, written, as_json: bool) -> None:
-    """Report a method that makes its own inputs (filter patterns): its layer, outputs and scores."""
+    """Report a method that makes its own inputs (filter patterns): its layer, outputs, scores and robustness."""
+    import numpy as np
+
     scores = explanation.arrays.get("scores")
+    robustness = explanation.arrays.get("robustness")
     if as_json:
         typer.echo(json.dumps({"method": explanation.method, "layer": explanation.layer,
                                "outputs": [str(p) for p in written],
-                               "scores": [] if scores is None else [float(v) for v in scores]}))
+                               "filters": explanation.metadata.get("filters"),
+                               "scores": [] if scores is None else [float(v) for v in scores],
+                               "robustness": None if robustness is None else
+                               [None if np.isnan(v) else round(float(v), 4) for v in robustness]}))
         return
     typer.echo(f"{explanation.method}" + (f" at {layer_text(explanation.layer)}" if explanation.layer else ""))
+    if robustness is not None and np.isfinite(robustness).any():
+        fragile = int(np.sum(~(np.nan_to_num(robustness, nan=0.0) >= 0.5)))
+        typer.echo(f"  robustness (activation kept when moved a little): median {np.nanmedian(robustness):.2f}, "
+                   f"{fragile} of {len(robustness)} patterns below 0.5")
     for item in written:
         typer.echo(f"  wrote {item}")
 
