@@ -620,6 +620,37 @@ def evaluate(
 
 @app.command()
 @user_errors
+def serve(
+    model: str = MODEL_OPTION,
+    weights: Optional[str] = WEIGHTS_OPTION,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; anything but loopback needs a token."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535),
+    token: Optional[str] = typer.Option(None, "--token", help="Access token to require (default: generated "
+                                        "when --host is not loopback)."),
+    no_token: bool = typer.Option(False, "--no-token", help="Serve without an access token even off loopback."),
+    max_batch: int = typer.Option(16, "--max-batch", min=1, help="Most uploads answered by one model call."),
+    option: List[str] = OPTIONS_OPTION,
+    preprocess: Optional[str] = PREPROCESS_OPTION,
+    unsafe: bool = UNSAFE_OPTION,
+):
+    """A local web page (and JSON API) showing predictions, heatmaps, activations and filter patterns."""
+    from xconv.quiet import quiet_tensorflow
+
+    import importlib.util
+
+    missing = [name for name in ("fastapi", "uvicorn", "multipart") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise XconvError(f"xconv serve needs {', '.join(missing)}: pip install fastapi uvicorn python-multipart")
+    from xconv.web.server import serve as run_server
+
+    quiet_tensorflow()
+    routed = routed_options(parse_assignments(option), {"model": model_class(model)})
+    loaded = open_model(model, weights, unsafe, preprocess, routed["model"])
+    run_server(loaded, host=host, port=port, token=token, no_token=no_token, max_batch=max_batch, echo=typer.echo)
+
+
+@app.command()
+@user_errors
 def demo(out: Path = typer.Option(Path("xconv-demo"), "--out", "-o", help="Output folder (created).")):
     """Offline demo on a cat photo shipped with scikit-image: predict, then every view for both classes."""
     from xconv.demo import run_demo

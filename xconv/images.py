@@ -48,8 +48,6 @@ def expand_inputs(inputs: list[str | os.PathLike]) -> list[Path]:
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
     """Decode any common image file to uint8 RGB (H, W, 3), EXIF orientation applied."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     path = Path(path)
     if path.is_dir():
         raise ImageError(path, "is a directory, not an image file")
@@ -57,12 +55,29 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         raise ImageError(path, "no such file")
     if path.stat().st_size == 0:
         raise ImageError(path, "empty file")
+    return decode_image(path, path)
+
+
+def decode_bytes(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode an uploaded file's bytes like :func:`load_image` (nothing touches the disk); ``name`` is only
+    used in error messages."""
+    import io
+
+    if not data:
+        raise ImageError(name, "empty file")
+    return decode_image(io.BytesIO(data), name, max_pixels)
+
+
+def decode_image(source, name, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """PIL decoding of a path or file object, with every failure turned into one ImageError line."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                if image.width * image.height > MAX_PIXELS:
-                    raise ImageError(path, f"image too large to decode safely ({image.width}x{image.height})")
+            with Image.open(source) as image:
+                if image.width * image.height > max_pixels:
+                    raise ImageError(name, f"image too large to decode safely ({image.width}x{image.height})")
                 image.seek(0)  # first frame of an animated GIF/WebP/TIFF
                 image.load()
                 image = ImageOps.exif_transpose(image)
@@ -70,11 +85,11 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(path, "image too large to decode safely (decompression bomb)") from None
+        raise ImageError(name, "image too large to decode safely (decompression bomb)") from None
     except UnidentifiedImageError:
-        raise ImageError(path, "not an image file (unrecognized format)") from None
+        raise ImageError(name, "not an image file (unrecognized format)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(path, f"corrupt or truncated image ({first_line(exc)})") from None
+        raise ImageError(name, f"corrupt or truncated image ({first_line(exc)})") from None
 
 
 def to_rgb(image) -> np.ndarray:

@@ -1,0 +1,262 @@
+"""xconv serve: the JSON API over a real uvicorn, the page in headless Chromium, limits, token, load."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import xconv
+from conftest import REPO
+from web_helpers import LiveServer, free_port, launch_browser, screenshot
+from xconv.demo import chelsea
+
+httpx = pytest.importorskip("httpx")
+
+
+@pytest.fixture(scope="module")
+def catsdogs():
+    return xconv.load_model("catsdogs")
+
+
+@pytest.fixture(scope="module")
+def server(catsdogs):
+    from xconv.web.app import create_app
+    from xconv.web.service import ExplainService
+
+    live = LiveServer(create_app(ExplainService(catsdogs), max_upload_bytes=2 * 1024 * 1024,
+                                 max_pixels=30_000_000)).start()
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """Chelsea as JPEG and PNG, a PNG of a mirrored crop, and broken files."""
+    folder = tmp_path_factory.mktemp("photos")
+    cat = chelsea()
+    Image.fromarray(cat).save(folder / "chelsea.jpg", quality=92)
+    Image.fromarray(cat[:, ::-1][40:, 60:]).save(folder / "crop.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    (folder / "text.png").write_text("hello")
+    return folder
+
+
+def cli_prediction(catsdogs, path):
+    """What `xconv predict` says for the file: the same decoding and model call."""
+    [[(label, score)]] = xconv.predict(catsdogs, [path])
+    return label, score
+
+
+def post(url, path, **fields):
+    with open(path, "rb") as handle:
+        return httpx.post(url, files={"file": (path.name, handle.read())}, data=fields, timeout=60)
+
+
+def test_api_answers_models_methods_and_predictions(server, catsdogs, photos):
+    [model] = httpx.get(f"{server.url}/api/models").json()
+    assert model["name"] == "catsdogs" and model["classes"] == ["cat", "dog"] and "block1_pool" in model["layers"]
+    methods = {m["name"] for m in httpx.get(f"{server.url}/api/methods").json()}
+    assert {"gradcam", "gradcam++", "scorecam", "saliency"} <= methods and "filters" not in methods
+    answer = post(f"{server.url}/api/predict", photos / "chelsea.jpg").json()
+    label, score = cli_prediction(catsdogs, photos / "chelsea.jpg")
+    assert answer["label"] == label and answer["probability"] == pytest.approx(score, abs=1e-5)
+    assert sum(row["probability"] for row in answer["probabilities"]) == pytest.approx(1.0, abs=1e-5)
+
+
+def decode_data_url(url: str) -> np.ndarray:
+    assert url.startswith("data:image/png;base64,")
+    import base64
+
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
+
+
+def test_explain_returns_an_overlay_per_class_and_the_activation_grid(server, photos):
+    answer = post(f"{server.url}/api/explain", photos / "chelsea.jpg", method="gradcam", activations="block1_pool",
+                  grid="true").json()
+    assert [h["class"] for h in answer["heatmaps"]] == [row["class"] for row in answer["probabilities"]]
+    overlays = [decode_data_url(h["png"]) for h in answer["heatmaps"]]
+    assert all(o.ndim == 3 and max(o.shape[:2]) <= 448 for o in overlays)
+    assert not np.array_equal(overlays[0], overlays[1])  # the two classes' maps differ
+    assert answer["activations"]["layer"] == "block1_pool" and decode_data_url(answer["activations"]["png"]).size
+    other = post(f"{server.url}/api/explain", photos / "chelsea.jpg", method="layercam", classes="predicted").json()
+    assert other["method"] == "layercam" and len(other["heatmaps"]) == 1 and "activations" not in other
+
+
+@pytest.mark.parametrize("name, fields, status, message", [
+    ("broken.jpg", {}, 400, "broken.jpg: corrupt or truncated image"),
+    ("text.png", {}, 400, "text.png: not an image file"),
+    ("chelsea.jpg", {"method": "nope"}, 400, "unknown method 'nope'"),
+    ("chelsea.jpg", {"layer": "nope"}, 400, "unknown layer 'nope'"),
+    ("chelsea.jpg", {"activations": "predictions"}, 400, "has no spatial output"),
+    ("chelsea.jpg", {"classes": "some"}, 400, "classes must be"),
+])
+def test_bad_requests_get_one_line_and_a_4xx(server, photos, name, fields, status, message):
+    response = post(f"{server.url}/api/explain", photos / name, **fields)
+    assert response.status_code == status and message in response.json()["error"]
+    assert "\n" not in response.json()["error"]
+
+
+def test_limits_refuse_big_uploads_bombs_and_paths(server, photos, tmp_path):
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG" + os.urandom(3 * 1024 * 1024))
+    assert post(f"{server.url}/api/explain", big).status_code == 413
+    bomb = tmp_path / "bomb.png"
+    Image.new("L", (8000, 5000)).save(bomb)  # small file, 40 megapixels
+    response = post(f"{server.url}/api/explain", bomb)
+    assert response.status_code == 413 and "too large to decode safely" in response.json()["error"]
+    for name in ("../../etc/passwd", "/etc/passwd", "chelsea/../x"):
+        response = httpx.post(f"{server.url}/api/explain", data={"sample": name})
+        assert response.status_code == 404 and "unknown sample" in response.json()["error"]
+    assert httpx.get(f"{server.url}/static/../../pyproject.toml").status_code == 404
+    assert httpx.get(f"{server.url}/api/samples/chelsea").headers["content-type"] == "image/png"
+
+
+def test_filter_patterns_are_computed_once_per_layer(server):
+    started = time.perf_counter()
+    first = httpx.get(f"{server.url}/api/filters", params={"layer": "block1_pool"}, timeout=120).json()
+    first_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    again = httpx.get(f"{server.url}/api/filters", params={"layer": "block1_pool"}, timeout=120).json()
+    assert again == first and time.perf_counter() - started < first_seconds
+    assert len(first["robustness"]) == 16 and decode_data_url(first["png"]).size
+    response = httpx.get(f"{server.url}/api/filters", params={"layer": "predictions"})
+    assert response.status_code == 400
+
+
+def test_openapi_docs_are_served_offline(server):
+    page = httpx.get(f"{server.url}/docs").text
+    assert "/swagger-ui/swagger-ui-bundle.js" in page and "cdn" not in page.lower()
+    assert httpx.get(f"{server.url}/swagger-ui/swagger-ui-bundle.js").status_code == 200
+    paths = httpx.get(f"{server.url}/openapi.json").json()["paths"]
+    assert {"/api/models", "/api/methods", "/api/predict", "/api/explain"} <= set(paths)
+
+
+def test_access_token_is_required_when_set(catsdogs):
+    from xconv.web.app import create_app
+    from xconv.web.server import access_token
+    from xconv.web.service import ExplainService
+
+    assert access_token("127.0.0.1", None, False) is None and access_token("::1", None, False) is None
+    assert len(access_token("0.0.0.0", None, False)) >= 24 and access_token("0.0.0.0", None, True) is None
+    live = LiveServer(create_app(ExplainService(catsdogs), token="s3cret")).start()
+    try:
+        assert httpx.get(f"{live.url}/api/models").status_code == 401
+        assert httpx.get(f"{live.url}/api/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert httpx.get(f"{live.url}/api/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        with httpx.Client(base_url=live.url) as client:  # ?token= once, then the cookie carries it
+            assert client.get("/", params={"token": "s3cret"}).status_code == 200
+            assert client.get("/api/methods").status_code == 200
+    finally:
+        live.stop()
+
+
+def test_serve_command_needs_a_token_off_loopback_and_stops_on_ctrl_c():
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "xconv.cli", "serve", "--host", "0.0.0.0", "--port", str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, cwd=REPO)
+    try:
+        line = process.stdout.readline()
+        match = re.search(r"\?token=(\S+)", line)
+        assert match, line
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/api/models", timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and process.poll() is None
+                time.sleep(0.2)
+        assert response.status_code == 401
+        assert httpx.get(f"http://127.0.0.1:{port}/api/models", params={"token": match[1]}).status_code == 200
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+        assert "Traceback" not in process.stdout.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        return int(next(line for line in status if line.startswith("VmRSS")).split()[1]) / 1024
+
+
+def test_fifty_concurrent_uploads_are_batched_and_answered_correctly(server, catsdogs, photos):
+    good = [photos / "chelsea.jpg", photos / "crop.png"]
+    expected = {path.name: cli_prediction(catsdogs, path) for path in good}
+    payloads = [(p.name, p.read_bytes()) for p in good + [photos / "broken.jpg", photos / "text.png"]]
+
+    async def one(client, index):
+        name, data = payloads[index % len(payloads)]
+        response = await client.post("/api/explain", files={"file": (name, data)}, data={"method": "gradcam"})
+        return name, response.status_code, response.json()
+
+    async def burst():
+        async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+            return await asyncio.gather(*(one(client, i) for i in range(50)))
+
+    asyncio.run(burst())  # warm-up: every shape traced, caches filled
+    before, calls_before = rss_mb(), httpx.get(f"{server.url}/api/stats").json()
+    answers = asyncio.run(burst())
+    for name, status, body in answers:
+        if name in expected:
+            label, score = expected[name]
+            assert status == 200 and body["label"] == label and body["probability"] == pytest.approx(score, abs=1e-4)
+        else:
+            assert 400 <= status < 500 and name in body["error"]
+    server_stats = httpx.get(f"{server.url}/api/stats").json()
+    calls = server_stats["batches"] - calls_before["batches"]
+    photos_answered = server_stats["items"] - calls_before["items"]
+    assert photos_answered == 26 and calls < photos_answered  # 26 good uploads in fewer model calls
+    assert server_stats["largest_batch"] > 1
+    assert httpx.get(f"{server.url}/api/models").status_code == 200
+    assert rss_mb() - before < 200, (before, rss_mb())
+
+
+def test_page_in_chromium_explains_switches_and_reports_errors(server, catsdogs, photos):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    label, score = cli_prediction(catsdogs, photos / "chelsea.jpg")
+    with sync_api.sync_playwright() as playwright:
+        browser = launch_browser(playwright)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.goto(server.url)
+        page.wait_for_selector("body[data-ready=true]")
+        page.set_input_files("#file", str(photos / "chelsea.jpg"))
+        page.wait_for_selector("body[data-state=done]", timeout=60_000)
+        assert page.inner_text("#prediction") == f"{label} {score:.3f}"
+        assert page.locator("#heatmaps img").count() == 2
+        page.wait_for_selector("body[data-filters=done]", timeout=120_000)
+        all_loaded = """() => Array.from(document.images).filter(i => !i.closest('[hidden]'))
+                           .every(i => i.complete && i.naturalWidth > 0 && i.getBoundingClientRect().width > 0)"""
+        assert page.evaluate(all_loaded)
+        screenshot(page, "web-page")
+
+        page.select_option("#method", "gradcam++")
+        page.wait_for_function("document.getElementById('heatmap-caption').textContent.startsWith('gradcam++')")
+        page.wait_for_selector("body[data-state=done]")
+        page.select_option("#layer", "block2_pool")  # activations and filters; heatmaps stay at the default layer
+        page.wait_for_function("document.getElementById('activation-layer').textContent === 'block2_pool'",
+                               timeout=60_000)
+        page.wait_for_function("document.getElementById('filters-layer').textContent === 'block2_pool'",
+                               timeout=120_000)
+        page.wait_for_selector("body[data-filters=done]")
+        assert page.evaluate(all_loaded)
+        screenshot(page, "web-page-switched")
+
+        page.set_input_files("#file", str(photos / "broken.jpg"))
+        page.wait_for_selector("body[data-state=error]", timeout=60_000)
+        assert "broken.jpg: corrupt or truncated image" in page.inner_text("#error")
+        assert page.is_hidden("#result")
+        screenshot(page, "web-page-error")
+        browser.close()

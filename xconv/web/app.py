@@ -1,0 +1,192 @@
+"""The ASGI application of ``xconv serve``: JSON API, static page, limits and access token.
+
+Every error a user can cause (a broken upload, an unknown method, layer or sample) is a 4xx with the
+same one line the CLI prints, as ``{"error": "..."}``. Uploads are read into memory with a size cap and
+decoded with a pixel cap (decompression bombs refused); nothing a client sends becomes a path on the
+server; the pictures come back inline as base64 PNG data URLs, so nothing is stored between requests.
+"""
+
+import asyncio
+import base64
+import secrets
+import sys
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Optional
+
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from xconv.errors import XconvError, first_line
+from xconv.images import ImageError, decode_bytes
+from xconv.web.batching import MicroBatcher
+from xconv.web.service import SAMPLES, ExplainKey, ExplainService, sample_photo
+
+#: Default upload limits: bytes per file, and decoded pixels (a 24-megapixel photo passes).
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+MAX_UPLOAD_PIXELS = 40_000_000
+
+TOKEN_COOKIE = "xconv_token"
+
+
+def data_url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def with_data_urls(value):
+    """PNG bytes anywhere in a result -> data URLs, for JSON."""
+    if isinstance(value, bytes):
+        return data_url(value)
+    if isinstance(value, dict):
+        return {key: with_data_urls(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [with_data_urls(item) for item in value]
+    return value
+
+
+def create_app(service: ExplainService, token: str | None = None, max_batch: int = 16,
+               max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_UPLOAD_PIXELS):
+    """The FastAPI app over one loaded model. ``token``: required on every request when set (header
+    ``Authorization: Bearer``, ``X-Xconv-Token``, ``?token=`` which also sets a cookie for the page)."""
+    batcher = MicroBatcher(lambda key, uploads: run_batch(service, key, uploads), max_batch=max_batch)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        batcher.close()
+
+    app = FastAPI(title="xconv", version="1", docs_url=None, redoc_url=None, lifespan=lifespan,
+                  description="See how a convolutional network sees an image: predictions, heatmaps, "
+                              "activations and filter patterns of the loaded model.")
+    app.state.service, app.state.batcher = service, batcher
+    static = resources.files("xconv.web") / "static"
+    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+
+        app.mount("/swagger-ui", StaticFiles(directory=swagger_ui_path), name="swagger")
+        swagger_assets = True
+    except ImportError:  # the API docs page then needs the network; the app itself does not
+        swagger_assets = False
+
+    @app.exception_handler(XconvError)
+    async def user_error(request, error: XconvError):
+        status = 413 if "too large" in str(error) else 404 if "unknown sample" in str(error) else 400
+        return JSONResponse({"error": first_line(error)}, status_code=status)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request, error: Exception):
+        # A bug, not a user mistake: one line to the client and the server log, no traceback.
+        print(f"xconv serve: internal error on {request.url.path}: {first_line(error)}", file=sys.stderr)
+        return JSONResponse({"error": f"internal error: {first_line(error)}"}, status_code=500)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        if token is not None:
+            offered = (request.headers.get("x-xconv-token") or request.query_params.get("token")
+                       or request.cookies.get(TOKEN_COOKIE) or "")
+            bearer = request.headers.get("authorization", "")
+            if bearer.lower().startswith("bearer "):
+                offered = bearer[7:]
+            if not secrets.compare_digest(offered.encode(), token.encode()):
+                return JSONResponse({"error": "access token required: open the URL xconv serve printed "
+                                              "(it ends in ?token=...)"}, status_code=401)
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > max_upload_bytes + 64 * 1024:
+            return JSONResponse({"error": f"upload too large (over {max_upload_bytes // (1024 * 1024)} MB)"},
+                                status_code=413)
+        response = await call_next(request)
+        if token is not None and request.query_params.get("token"):
+            response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
+        return response
+
+    async def read_upload(file: Optional[UploadFile], sample: Optional[str]):
+        """Decode an upload (or look up a sample) off the event loop, with size and pixel caps."""
+        if file is None and not sample:
+            raise XconvError("send a photo as 'file', or name a sample")
+        if file is None:
+            photo = await asyncio.to_thread(sample_photo, sample)
+            return service.upload(photo, sample)
+        name = (file.filename or "upload").replace("/", "_")[-80:]
+        try:
+            data = await file.read(max_upload_bytes + 1)
+        finally:
+            await file.close()
+        if len(data) > max_upload_bytes:
+            raise ImageError(name, f"upload too large (over {max_upload_bytes // (1024 * 1024)} MB)")
+        photo = await asyncio.to_thread(decode_bytes, data, name, max_pixels)
+        return await asyncio.to_thread(service.upload, photo, name)
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(str(static / "index.html"), media_type="text/html")
+
+    if swagger_assets:
+        @app.get("/docs", include_in_schema=False)
+        async def api_docs():
+            return get_swagger_ui_html(openapi_url="/openapi.json", title="xconv API",
+                                       swagger_js_url="/swagger-ui/swagger-ui-bundle.js",
+                                       swagger_css_url="/swagger-ui/swagger-ui.css",
+                                       swagger_favicon_url="/swagger-ui/favicon-32x32.png")
+    else:
+        @app.get("/docs", include_in_schema=False)
+        async def api_docs():
+            return get_swagger_ui_html(openapi_url="/openapi.json", title="xconv API")
+
+    @app.get("/api/models", summary="The loaded model: name, classes, input size, layers")
+    async def models():
+        return [service.describe()]
+
+    @app.get("/api/methods", summary="Installed heatmap methods, plugins included")
+    async def methods():
+        return service.heatmap_methods()
+
+    @app.get("/api/samples", summary="Names of the sample photos shipped with xconv")
+    async def samples():
+        return list(SAMPLES)
+
+    @app.get("/api/samples/{name}", summary="A sample photo as PNG", response_class=Response)
+    async def sample(name: str):
+        import cv2
+
+        photo = await asyncio.to_thread(sample_photo, name)
+        ok, png = cv2.imencode(".png", cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+        return Response(png.tobytes(), media_type="image/png")
+
+    @app.post("/api/predict", summary="Every class's probability for one photo")
+    async def predict(file: Optional[UploadFile] = File(None), sample: Optional[str] = Form(None)):
+        upload = await read_upload(file, sample)
+        result = await batcher.submit(("predict",), upload)
+        return {"model": service.model.display_name, **result}
+
+    @app.post("/api/explain", summary="Prediction, a heatmap overlay per class, optionally an activation grid")
+    async def explain(file: Optional[UploadFile] = File(None), sample: Optional[str] = Form(None),
+                      method: str = Form("gradcam"), layer: Optional[str] = Form(None),
+                      activations: Optional[str] = Form(None), grid: bool = Form(False),
+                      classes: str = Form("all")):
+        if classes not in ("all", "predicted"):
+            raise XconvError("classes must be 'all' or 'predicted'")
+        key = service.check(ExplainKey(method, layer or None, activations or None, grid, classes == "all"))
+        upload = await read_upload(file, sample)
+        result = await batcher.submit(key, upload)
+        return with_data_urls({"model": service.model.display_name, "name": upload.name, **result})
+
+    @app.get("/api/filters", summary="Filter patterns of a layer (computed once per layer, then cached)")
+    async def filters(layer: Optional[str] = None):
+        result = await batcher.call(service.filters, layer)
+        return with_data_urls(result)
+
+    @app.get("/api/stats", summary="Model calls made and photos they carried (micro-batching at work)")
+    async def stats():
+        return vars(service.stats)
+
+    return app
+
+
+def run_batch(service: ExplainService, key, uploads):
+    """The worker-thread side of the batcher: one model call for every queued upload with this key."""
+    if key == ("predict",):
+        return service.predict(uploads)
+    return service.explain(key, uploads)

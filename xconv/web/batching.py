@@ -1,0 +1,64 @@
+"""Micro-batching: concurrent requests that share a key are answered by one call on one worker thread.
+
+The event loop never runs model code: each call goes to a single worker thread (TensorFlow already uses
+every core inside one call; two calls at once would only fight over them). While a call runs, new
+requests queue up, and the next call takes all of them (up to ``max_batch``), so batches grow with the
+load by themselves, and no request waits for a timer when the server is idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Hashable
+
+
+class MicroBatcher:
+    def __init__(self, run: Callable[[Hashable, list], list], max_batch: int = 16,
+                 executor: ThreadPoolExecutor | None = None):
+        """``run(key, items)`` returns one result per item, in order; an exception fails the whole call."""
+        self.run = run
+        self.max_batch = max(1, int(max_batch))
+        self.executor = executor or ThreadPoolExecutor(1, thread_name_prefix="xconv-model")
+        self._pending: dict[Hashable, list] = defaultdict(list)
+        self._draining: dict[Hashable, asyncio.Task] = {}
+
+    async def submit(self, key: Hashable, item: Any) -> Any:
+        future = asyncio.get_running_loop().create_future()
+        self._pending[key].append((item, future))
+        if key not in self._draining:
+            self._draining[key] = asyncio.create_task(self._drain(key))
+        return await future
+
+    async def call(self, function: Callable, *args) -> Any:
+        """Any other model work (filter patterns), on the same worker thread."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, function, *args)
+
+    async def _drain(self, key: Hashable) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.sleep(0)  # requests arriving in the same loop turn join the first call
+            while self._pending[key]:
+                chunk = self._pending[key][:self.max_batch]
+                del self._pending[key][:self.max_batch]
+                live = [(item, future) for item, future in chunk if not future.cancelled()]
+                if not live:
+                    continue
+                try:
+                    results = await loop.run_in_executor(self.executor, self.run, key, [item for item, _ in live])
+                except Exception as error:  # noqa: BLE001 - handed to every waiting request
+                    for _, future in live:
+                        if not future.done():
+                            future.set_exception(error)
+                    continue
+                for (_, future), result in zip(live, results):
+                    if not future.done():
+                        future.set_result(result)
+        finally:
+            self._draining.pop(key, None)
+            if not self._pending.get(key):
+                self._pending.pop(key, None)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)

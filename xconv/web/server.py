@@ -1,0 +1,41 @@
+"""``xconv serve``: load the model once, decide on the access token, run uvicorn until Ctrl-C."""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def access_token(host: str, token: str | None, no_token: bool) -> str | None:
+    """No token on loopback unless one is given; elsewhere a generated one unless explicitly disabled."""
+    if no_token:
+        return None
+    if token:
+        return token
+    return None if is_loopback(host) else secrets.token_urlsafe(24)
+
+
+def serve(model, host: str = "127.0.0.1", port: int = 8000, token: str | None = None, no_token: bool = False,
+          max_batch: int = 16, echo=print) -> None:
+    import uvicorn
+
+    from xconv.web.app import create_app
+    from xconv.web.service import ExplainService
+
+    token = access_token(host, token, no_token)
+    app = create_app(ExplainService(model), token=token, max_batch=max_batch)
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+    echo(f"xconv serving {model.display_name} at {url}  (API docs: {url.split('?')[0]}docs; Ctrl-C stops)")
+    if not token and not is_loopback(host):
+        echo("warning: no access token and not on loopback: anyone who can reach this port can use it")
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)

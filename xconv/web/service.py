@@ -1,0 +1,177 @@
+"""What the web page shows, computed without HTTP: predictions, heatmaps per class, activation grids and
+filter patterns, for whole batches of uploads at once.
+
+Pictures are made by the same renderer plugins the CLI uses (``overlay``, ``grid``), written into a
+temporary folder that is removed before the call returns, and handed back as PNG bytes.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import xconv
+from xconv.errors import XconvError
+from xconv.images import resize
+
+#: Photos shipped with the package (scikit-image's CC0 samples), offered on the page by name only.
+SAMPLES = {"chelsea": "chelsea", "coffee": "coffee", "astronaut": "astronaut"}
+
+#: Originals are shrunk to this longest side before overlays are drawn: the page shows them small.
+DISPLAY_SIZE = 448
+
+#: Classes explained per photo when the model has more than this many (the top ones by probability).
+MAX_CLASSES = 3
+
+
+def sample_photo(name: str) -> np.ndarray:
+    """A shipped sample by name; the name is looked up, never used as a path."""
+    from skimage import data
+
+    if name not in SAMPLES:
+        raise XconvError(f"unknown sample {name!r}; choose one of {', '.join(SAMPLES)}")
+    return np.asarray(getattr(data, SAMPLES[name])(), np.uint8)
+
+
+@dataclass(frozen=True)
+class ExplainKey:
+    """Requests with equal keys share one compiled call."""
+
+    method: str = "gradcam"
+    layer: str | None = None
+    activation_layer: str | None = None
+    grid: bool = False
+    all_classes: bool = True
+
+
+@dataclass
+class Upload:
+    """One decoded photo: at model input size, and shrunk for display."""
+
+    image: np.ndarray
+    display: np.ndarray
+    name: str = "upload"
+
+
+@dataclass
+class ServiceStats:
+    """Model calls made and photos they carried: how well concurrent requests were batched."""
+
+    batches: int = 0
+    items: int = 0
+    largest_batch: int = 0
+
+
+class ExplainService:
+    """One loaded model and the work the page asks of it. Not thread-safe by itself: the app runs every
+    call on one worker thread."""
+
+    def __init__(self, model):
+        self.model = model
+        self.layers = model.feature_layers()
+        self.stats = ServiceStats()
+        self._filters: dict[str, dict] = {}
+        self._filters_lock = threading.Lock()
+
+    def describe(self) -> dict:
+        return {"name": self.model.display_name, "classes": list(self.model.class_names),
+                "input_size": list(self.model.input_size), "layers": self.layers,
+                "default_layer": self.model.default_layer}
+
+    @staticmethod
+    def heatmap_methods() -> list[dict]:
+        """Every installed method that makes heatmaps of photos (plugins included)."""
+        from xconv.registry import get_registry
+
+        registry = get_registry()
+        methods = []
+        for name in registry.names("explainer"):
+            cls = registry.get("explainer", name)
+            if cls.kind == "heatmap" and cls.needs_images:
+                methods.append({"name": name, "description": cls.description, "takes_layer": cls.takes_layer})
+        return methods
+
+    def upload(self, photo: np.ndarray, name: str = "upload") -> Upload:
+        scale = DISPLAY_SIZE / max(photo.shape[:2])
+        display = photo if scale >= 1 else resize(photo, (round(photo.shape[0] * scale), round(photo.shape[1] * scale)))
+        return Upload(resize(photo, self.model.input_size), display, name)
+
+    def check(self, key: ExplainKey) -> ExplainKey:
+        """The key with names resolved, or one readable XconvError (unknown method or layer)."""
+        names = {m["name"]: m for m in self.heatmap_methods()}
+        if key.method not in names:
+            raise XconvError(f"unknown method {key.method!r}; choose one of {', '.join(names)}")
+        layer = self.model.layer_path(key.layer) if key.layer and names[key.method]["takes_layer"] else None
+        activation_layer = self.model.layer_path(key.activation_layer) if key.activation_layer else None
+        if activation_layer is not None and activation_layer not in self.layers:
+            raise XconvError(f"layer {key.activation_layer!r} has no spatial output to show")
+        return ExplainKey(key.method, layer, activation_layer, key.grid, key.all_classes)
+
+    def predict(self, uploads: list[Upload]) -> list[dict]:
+        probabilities = self.model.predict(np.stack([u.image for u in uploads]))
+        self._count(len(uploads))
+        return [self.prediction(row) for row in probabilities]
+
+    def prediction(self, probabilities: np.ndarray) -> dict:
+        order = np.argsort(-probabilities, kind="stable")
+        return {"label": self.model.class_names[order[0]], "probability": float(probabilities[order[0]]),
+                "probabilities": [{"class": self.model.class_names[i], "probability": float(probabilities[i])}
+                                  for i in order]}
+
+    def explain(self, key: ExplainKey, uploads: list[Upload]) -> list[dict]:
+        """Prediction, one overlay per explained class and (optionally) the activation grid, per upload."""
+        batch = np.stack([u.image for u in uploads])
+        probabilities = self.model.predict(batch)
+        count = len(self.model.class_names)
+        ranked = np.argsort(-probabilities, axis=1, kind="stable")
+        explained = min(count, MAX_CLASSES) if key.all_classes else 1
+        results = [{**self.prediction(row), "method": key.method, "layer": None, "heatmaps": []} for row in probabilities]
+        displays = [u.display for u in uploads]
+        with tempfile.TemporaryDirectory(prefix="xconv-serve-") as scratch:
+            for rank in range(explained):
+                targets = [int(t) for t in ranked[:, rank]]
+                explanation = xconv.explain(self.model, batch, key.method, target=targets, layer=key.layer,
+                                            originals=displays)
+                for output in xconv.render(explanation, "overlay", Path(scratch) / f"rank{rank}", grid=key.grid):
+                    index = output.index
+                    results[index]["layer"] = explanation.layer
+                    results[index]["heatmaps"].append({
+                        "class": self.model.class_names[targets[index]],
+                        "probability": float(probabilities[index, targets[index]]),
+                        "png": Path(output.path).read_bytes()})
+            if key.activation_layer:
+                activations = xconv.explain(self.model, batch, "activations", layers=[key.activation_layer])
+                for output in xconv.render(activations, "grid", Path(scratch) / "activations"):
+                    results[output.index]["activations"] = {"layer": key.activation_layer,
+                                                            "png": Path(output.path).read_bytes()}
+        self._count(len(uploads))
+        return results
+
+    def filters(self, layer: str | None, count: int = 16) -> dict:
+        """Filter patterns of ``layer``: computed once per layer, then served from memory."""
+        layer = self.model.layer_path(layer)
+        with self._filters_lock:
+            if layer not in self._filters:
+                info = next((i for i in xconv.layers.feature_layers(self.model.keras_model) if i.path == layer), None)
+                if info is None:
+                    raise XconvError(f"layer {layer!r} is not a conv or pooling layer; filter patterns need one")
+                explanation = xconv.explain(self.model, None, "filters", layer=layer,
+                                            filters=f"0-{min(count, int(info.output_shape[-1])) - 1}")
+                with tempfile.TemporaryDirectory(prefix="xconv-serve-") as scratch:
+                    [output] = xconv.render(explanation, "grid", scratch)
+                    png = Path(output.path).read_bytes()
+                robustness = explanation.arrays.get("robustness")
+                self._filters[layer] = {
+                    "layer": layer, "png": png, "filters": explanation.metadata.get("filters"),
+                    "robustness": None if robustness is None else
+                    [None if np.isnan(v) else round(float(v), 3) for v in robustness]}
+            return self._filters[layer]
+
+    def _count(self, size: int) -> None:
+        self.stats.batches += 1
+        self.stats.items += size
+        self.stats.largest_batch = max(self.stats.largest_batch, size)
