@@ -224,6 +224,15 @@ def test_fifty_concurrent_uploads_are_batched_and_answered_correctly(server, cat
     assert rss_mb() - before < 200, (before, rss_mb())
 
 
+def save_docs_screenshot(png, jpeg, width: int = 900) -> None:
+    import cv2
+
+    picture = cv2.imread(str(png))
+    height = round(picture.shape[0] * width / picture.shape[1])
+    cv2.imwrite(str(jpeg), cv2.resize(picture, (width, height), interpolation=cv2.INTER_AREA),
+                [cv2.IMWRITE_JPEG_QUALITY, 80])
+
+
 def test_page_in_chromium_explains_switches_and_reports_errors(server, catsdogs, photos):
     sync_api = pytest.importorskip("playwright.sync_api")
     label, score = cli_prediction(catsdogs, photos / "chelsea.jpg")
@@ -252,11 +261,41 @@ def test_page_in_chromium_explains_switches_and_reports_errors(server, catsdogs,
                                timeout=120_000)
         page.wait_for_selector("body[data-filters=done]")
         assert page.evaluate(all_loaded)
-        screenshot(page, "web-page-switched")
+        shot = screenshot(page, "web-page-switched")
+        if os.environ.get("XCONV_UPDATE_SCREENSHOTS"):  # the picture in README.md and docs/web.md
+            save_docs_screenshot(shot, REPO / "docs" / "images" / "web-page.jpg")
 
         page.set_input_files("#file", str(photos / "broken.jpg"))
         page.wait_for_selector("body[data-state=error]", timeout=60_000)
         assert "broken.jpg: corrupt or truncated image" in page.inner_text("#error")
         assert page.is_hidden("#result")
         screenshot(page, "web-page-error")
+        browser.close()
+
+
+def test_report_is_self_contained_and_renders_in_chromium(catsdogs, photos, tmp_path):
+    from xconv.report import build_report
+
+    paths = [photos / "chelsea.jpg", photos / "crop.png", photos / "broken.jpg"]
+    report = build_report(catsdogs, paths, tmp_path / "report.html", methods=["gradcam", "layercam"])
+    text = report.path.read_text()
+    assert report.photos == 2 and [e.path for e in report.errors] == [str(photos / "broken.jpg")]
+    assert not re.search(r'(src|href)="(?!data:)', text)  # every picture inline, nothing fetched
+    assert report.path.stat().st_size < 1.5e6  # two photos; ten stay a few MB
+    label, score = cli_prediction(catsdogs, photos / "chelsea.jpg")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = launch_browser(playwright)
+        for name, viewport in (("report", {"width": 1100, "height": 900}), ("report-phone", {"width": 390, "height": 844})):
+            page = browser.new_page(viewport=viewport)
+            page.route("**/*", lambda route: route.abort() if not route.request.url.startswith(("file:", "data:"))
+                       else route.continue_())  # offline: any outside request would fail the page
+            page.goto(report.path.as_uri())
+            assert page.locator(".prediction").first.inner_text().startswith(f"{label} {score:.3f}")
+            images = page.locator("img")
+            assert images.count() == 2 * (1 + 2 * 2 + 2) + 1  # photo, 2 methods x 2 classes, 2 grids; filters
+            assert page.evaluate("() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+            assert page.evaluate("() => document.documentElement.scrollWidth") <= viewport["width"] + 1
+            assert "broken.jpg: corrupt or truncated image" in page.inner_text(".xconv-error")
+            screenshot(page, name)
         browser.close()

@@ -651,6 +651,39 @@ def serve(
 
 @app.command()
 @user_errors
+def report(
+    images: List[Path] = typer.Argument(..., help=IMAGES_HELP),
+    out: Path = typer.Option(Path("report.html"), "--out", "-o", help="The HTML file to write."),
+    method: str = typer.Option("gradcam", "--method", help="Heatmap methods, comma-separated."),
+    model: str = MODEL_OPTION,
+    weights: Optional[str] = WEIGHTS_OPTION,
+    layers: int = typer.Option(2, "--layers", min=0, help="Activation grids of this many first layers per photo."),
+    filters_layer: Optional[str] = typer.Option(None, "--filters-layer", help="Layer of the filter-pattern panel."),
+    option: List[str] = OPTIONS_OPTION,
+    preprocess: Optional[str] = PREPROCESS_OPTION,
+    unsafe: bool = UNSAFE_OPTION,
+):
+    """One self-contained HTML file: predictions, heatmaps per class and method, activations, filter patterns."""
+    from xconv.quiet import quiet_tensorflow
+    from xconv.report import build_report
+
+    quiet_tensorflow()
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise XconvError(f"--out must end in .html, got {out}")
+    routed = routed_options(parse_assignments(option), {"model": model_class(model)})
+    loaded = open_model(model, weights, unsafe, preprocess, routed["model"])
+    paths = xconv.images.expand_inputs(images)
+    methods = [name.strip() for name in method.split(",") if name.strip()]
+    written = build_report(loaded, paths, out, methods, activation_layers=layers, filter_layer=filters_layer)
+    failures = report_bad_inputs(written.errors, False)
+    if written.photos:
+        size = written.path.stat().st_size / 1e6
+        typer.echo(f"wrote {written.path} ({written.photos} photos, {size:.1f} MB)")
+    finish(failures, len(paths))
+
+
+@app.command()
+@user_errors
 def demo(out: Path = typer.Option(Path("xconv-demo"), "--out", "-o", help="Output folder (created).")):
     """Offline demo on a cat photo shipped with scikit-image: predict, then every view for both classes."""
     from xconv.demo import run_demo

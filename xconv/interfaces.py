@@ -208,6 +208,12 @@ class Explanation:
         return (f"Explanation({self.method}, kind={self.kind}, model={self.model_name}, inputs={len(self)}, "
                 f"layer={layer}, {arrays})")
 
+    def _repr_html_(self) -> str:
+        """Jupyter shows an explanation as its pictures (the default renderer's, small): ``e`` alone in a cell."""
+        from xconv.html import explanation_html
+
+        return explanation_html(self)
+
     def __len__(self) -> int:
         return len(self.sources or []) or (0 if self.images is None else len(self.images))
 

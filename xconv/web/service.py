@@ -143,13 +143,20 @@ class ExplainService:
                         "class": self.model.class_names[targets[index]],
                         "probability": float(probabilities[index, targets[index]]),
                         "png": Path(output.path).read_bytes()})
-            if key.activation_layer:
-                activations = xconv.explain(self.model, batch, "activations", layers=[key.activation_layer])
-                for output in xconv.render(activations, "grid", Path(scratch) / "activations"):
-                    results[output.index]["activations"] = {"layer": key.activation_layer,
-                                                            "png": Path(output.path).read_bytes()}
+        if key.activation_layer:
+            for result, grid in zip(results, self.activation_grids(key.activation_layer, batch)):
+                result["activations"] = grid
         self._count(len(uploads))
         return results
+
+    def activation_grids(self, layer: str, batch: np.ndarray) -> list[dict]:
+        """Every channel of ``layer`` for each image of the batch, as one grid PNG per image."""
+        activations = xconv.explain(self.model, batch, "activations", layers=[layer])
+        grids = [None] * len(batch)
+        with tempfile.TemporaryDirectory(prefix="xconv-serve-") as scratch:
+            for output in xconv.render(activations, "grid", scratch):
+                grids[output.index] = {"layer": layer, "png": Path(output.path).read_bytes()}
+        return grids
 
     def filters(self, layer: str | None, count: int = 16) -> dict:
         """Filter patterns of ``layer``: computed once per layer, then served from memory."""

@@ -1,0 +1,83 @@
+"""HTML for explanations: compact inline pictures, shared by ``xconv report`` and Jupyter's display.
+
+Pictures are drawn by the same renderer plugins as the CLI, into a temporary folder, then re-encoded as
+JPEG data URLs no larger than needed (a report of ten photos stays a few MB and opens anywhere, offline).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+#: Layout of pictures, also inlined with each explanation shown in a notebook.
+GALLERY_STYLE = """
+.xconv-gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(180px,1fr));gap:10px}
+.xconv-gallery figure,.xconv-wide{margin:0}
+.xconv-gallery img,.xconv-wide img{max-width:100%;border-radius:6px}
+"""
+
+STYLE = GALLERY_STYLE + """
+body{font:15px/1.45 system-ui,sans-serif;color:#1d2330;background:#f5f7fa;margin:0}
+main{max-width:1100px;margin:0 auto;padding:8px 12px}
+.xconv-card{background:#fff;border:1px solid #d8dde6;border-radius:10px;padding:12px;margin:12px 0}
+figcaption{color:#5b6475;font-size:13px}
+.xconv-error{color:#b3261e}
+h2{margin:4px 0} h3{margin:12px 0 6px;font-size:16px}
+"""
+
+
+def jpeg_data_url(picture, max_side: int | None = 320, quality: int = 85) -> str:
+    """uint8 RGB array, or PNG/JPEG bytes or a path, as a JPEG data URL at most ``max_side`` pixels long."""
+    import cv2
+
+    if isinstance(picture, (str, Path)):
+        picture = Path(picture).read_bytes()
+    if isinstance(picture, bytes):
+        picture = cv2.cvtColor(cv2.imdecode(np.frombuffer(picture, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    height, width = picture.shape[:2]
+    if max_side and max(height, width) > max_side:
+        scale = max_side / max(height, width)
+        picture = cv2.resize(picture, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(np.ascontiguousarray(picture), cv2.COLOR_RGB2BGR),
+                               [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return "data:image/jpeg;base64," + base64.b64encode(encoded.tobytes()).decode("ascii")
+
+
+def figure(url: str, caption: str, alt: str | None = None) -> str:
+    return (f'<figure><img src="{url}" alt="{html.escape(alt or caption)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def wide(url: str, alt: str) -> str:
+    return f'<div class="xconv-wide"><img src="{url}" alt="{html.escape(alt)}"></div>'
+
+
+def explanation_html(explanation, max_side: int = 256) -> str:
+    """An explanation as HTML: its default renderer's pictures, small, with one caption each."""
+    import xconv
+    from xconv.registry import get_registry
+
+    registry = get_registry()
+    renderer = next((name for name in registry.names("renderer")
+                     if registry.get("renderer", name).can_render(explanation)), None)
+    header = f"<p><code>{html.escape(repr(explanation))}</code></p>"
+    if renderer is None:
+        return header
+    with tempfile.TemporaryDirectory(prefix="xconv-html-") as scratch:
+        outputs = xconv.render(explanation, renderer, scratch)
+        many = len(outputs) > 1 and explanation.kind == "heatmap"
+        side = max_side if many else max_side * 3
+        parts = [figure(jpeg_data_url(output.path, side), Path(output.path).stem) for output in outputs]
+    return (f'<div class="xconv-explanation"><style>{GALLERY_STYLE}</style>{header}'
+            f'<div class="{"xconv-gallery" if many else "xconv-wide"}">{"".join(parts)}</div></div>')
+
+
+def page(title: str, body: str) -> str:
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>"
+            f"<body><main><h1>{html.escape(title)}</h1>{body}</main></body></html>")
