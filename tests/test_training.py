@@ -114,6 +114,17 @@ def test_evaluate_reports_metrics_and_confusion_png(dataset, tmp_path):
     assert set(report["per_class"]) == {"cats", "dogs"}
     assert Path(report["confusion_png"]).is_file()
     assert len(report["most_confident_errors"]) == 8 - np.trace(matrix)
+    low, high = report["accuracy_ci95"]
+    assert 0 <= low <= report["accuracy"] <= high <= 1 and high - low > 0.3  # 8 photos: a wide interval
+
+
+def test_accuracy_interval_is_wilsons():
+    from xconv.evaluation import Evaluation
+
+    evaluation = Evaluation(["a", "b"], np.array([[454, 46], [47, 453]]), [], [], 1000)
+    assert evaluation.accuracy_interval() == pytest.approx((0.8874, 0.9235), abs=1e-4)  # 907 of 1,000
+    perfect = Evaluation(["a", "b"], np.array([[10, 0], [0, 10]]), [], [], 20)
+    assert perfect.accuracy_interval()[1] == pytest.approx(1.0) and perfect.accuracy_interval()[0] < 0.9
 
 
 def test_recalibrated_norms_hold_the_average_statistics_of_the_given_images():
@@ -159,3 +170,48 @@ def test_export_rebuilds_at_another_size_recalibrates_and_stamps_metadata(tmp_pa
     assert not np.allclose(stem.moving_mean, 0)  # fresh statistics are 0; recalibrated ones are the photos'
     np.testing.assert_array_equal(model.keras_model.get_layer("stem_conv").get_weights()[0],
                                   trained.get_layer("stem_conv").get_weights()[0])
+
+
+def test_explain_every_writes_strips_a_gif_and_tensorboard_images(dataset, tmp_path):
+    import tensorflow as tf
+
+    out = tmp_path / "watched.keras"
+    photos = [dataset / "validation" / "cats" / "cats0.jpg", dataset / "validation" / "dogs" / "dogs1.jpg"]
+    result = train("--data", dataset, "--epochs", "3", "--image-size", "32", "--batch-size", "8", "--out", out,
+                   "--explain-every", "1", "--explain-images", photos[0], "--explain-images", photos[1],
+                   "--tensorboard", tmp_path / "tb")
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "watched.explanations"
+    strips = sorted(folder.glob("epoch_*.png"))
+    assert [p.name for p in strips] == ["epoch_001.png", "epoch_002.png", "epoch_003.png"]
+    first, last = (np.asarray(Image.open(p)) for p in (strips[0], strips[-1]))
+    assert first.shape == last.shape and first.shape[1] >= 2 * 160  # both photos side by side
+    assert not np.array_equal(first, last)  # the weights moved, so the heatmaps and captions did
+    with Image.open(folder / "attention.gif") as gif:
+        assert gif.n_frames == 3
+    tags = {}
+    for event_file in (tmp_path / "tb").rglob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(event_file)):
+            for value in event.summary.value:
+                tags.setdefault(value.tag, []).append(event.step)
+    assert tags["gradcam heatmaps"] == [1, 2, 3] and tags["val_accuracy"] == [1, 2, 3]
+    assert "confusion matrix (validation)" in tags
+
+
+def test_explain_callback_costs_one_compiled_call_per_epoch(dataset, tmp_path):
+    """After the first epoch no new trace: the callback reuses the explainer's compiled function."""
+    import keras
+
+    from xconv.callbacks import ExplainCallback
+    from xconv.testing import tiny_keras_convnet
+
+    model = tiny_keras_convnet((32, 32), classes=2, seed=0)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    images = (np.random.default_rng(0).random((8, 32, 32, 3)) * 255).astype(np.uint8)
+    callback = ExplainCallback(images[:2], tmp_path / "strips", ["a", "b"], every=2)
+    model.fit(images.astype("float32"), np.array([0, 1] * 4), epochs=4, verbose=0, callbacks=[callback])
+    assert [p.name for p in callback.strips] == ["epoch_002.png", "epoch_004.png"]
+    step = next(value for key, value in callback.wrapped_model().__dict__["_cache"].items() if "gradcam" in str(key))
+    traces = getattr(step, "experimental_get_tracing_count", lambda: None)()
+    assert traces in (None, 1)
+    assert isinstance(keras.callbacks.Callback, type) and len(callback.seconds) == 2

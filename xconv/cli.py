@@ -548,6 +548,13 @@ def train(
     learning_rate: Optional[float] = typer.Option(None, "--learning-rate"),
     weights: Optional[str] = WEIGHTS_OPTION,
     fine_tune: int = typer.Option(0, "--fine-tune", min=0, help="Then unfreeze the top N base layers at a low learning rate."),
+    explain_every: int = typer.Option(0, "--explain-every", min=0, help="Explain --explain-images every N epochs "
+                                      "(a PNG strip per epoch and an animated GIF at the end)."),
+    explain_images: List[Path] = typer.Option(None, "--explain-images", help="Photos (or folders) to explain while "
+                                              "training; repeat the option for several."),
+    explain_method: str = typer.Option("gradcam", "--explain-method", help="Heatmap method for --explain-every."),
+    tensorboard: Optional[Path] = typer.Option(None, "--tensorboard", help="Log the strips, the metrics and the "
+                                               "final confusion matrix to this TensorBoard folder."),
 ):
     """Train a model on a folder of labelled photos (best checkpoint, early stopping, CSV history, curves)."""
     from xconv.quiet import quiet_tensorflow
@@ -564,14 +571,27 @@ def train(
     if learning_rate is not None:
         config.learning_rate = learning_rate
     size = (image_size, image_size) if image_size else tuple(model_cls.default_image_size)
+    explain = None
+    if explain_every or explain_images or tensorboard:
+        photos = xconv.images.expand_inputs(explain_images or [])
+        if not photos:
+            raise XconvError("--explain-every and --tensorboard need photos: give --explain-images PHOTO (or a folder)")
+        if tensorboard is not None:
+            import importlib.util
+
+            if importlib.util.find_spec("tensorboard") is None:
+                raise XconvError("--tensorboard needs TensorBoard: pip install 'xconv[tensorboard]' (or tensorboard)")
+        explain = {"images": photos, "every": explain_every or 1, "method": explain_method,
+                   "out_dir": out.with_name(out.stem + ".explanations"), "tensorboard_dir": tensorboard}
     summary = run_training(data, model_cls, out, config, size, weights=parse_weights(weights), resume=resume,
-                           fine_tune=fine_tune, echo=typer.echo)
+                           fine_tune=fine_tune, echo=typer.echo, explain=explain)
     if summary["interrupted"]:
         typer.echo("interrupted: the best checkpoint so far is kept")
     typer.echo(f"best val_accuracy {summary['best_val_accuracy']:.4f} after {summary['epochs_run']} epochs "
                f"({summary['seconds_per_epoch']:.1f} s/epoch, {summary['train_images_per_second']:.1f} images/s)")
-    for key in ("checkpoint", "history", "curves"):
-        typer.echo(f"wrote {summary[key]}")
+    for key in ("checkpoint", "history", "curves", "explanations"):
+        if key in summary:
+            typer.echo(f"wrote {summary[key]}")
 
 
 @app.command()
@@ -601,7 +621,9 @@ def evaluate(
     if as_json:
         typer.echo(json.dumps(report, indent=1))
         return
-    typer.echo(f"{loaded.display_name}: accuracy {result.accuracy:.4f} on {result.images} images")
+    low, high = result.accuracy_interval()
+    typer.echo(f"{loaded.display_name}: accuracy {result.accuracy:.4f} (95 % interval {low:.3f}-{high:.3f}) "
+               f"on {result.images} images")
     for name, row in result.per_class().items():
         typer.echo(f"  {name:<20} precision {row['precision']:.4f}  recall {row['recall']:.4f}  ({row['support']} images)")
     width = max(len(n) for n in result.class_names) + 2

@@ -24,6 +24,15 @@ class Evaluation:
     def accuracy(self) -> float:
         return float(np.trace(self.confusion) / max(1, self.confusion.sum()))
 
+    def accuracy_interval(self, z: float = 1.96) -> tuple[float, float]:
+        """Wilson score interval of the accuracy (95 % by default): how far the true accuracy on photos like
+        these may be from this sample's, honest also near 0 or 1 and for small samples."""
+        n = max(1, int(self.confusion.sum()))
+        p = self.accuracy
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        return float(centre - half), float(centre + half)
+
     def per_class(self) -> dict[str, dict[str, float]]:
         true_positive = np.diag(self.confusion).astype(float)
         predicted = self.confusion.sum(axis=0)
@@ -38,7 +47,7 @@ class Evaluation:
         }
 
     def as_dict(self) -> dict:
-        return {"accuracy": self.accuracy, "images": self.images, "per_class": self.per_class(),
+        return {"accuracy": self.accuracy, "accuracy_ci95": list(self.accuracy_interval()), "images": self.images, "per_class": self.per_class(),
                 "confusion_matrix": self.confusion.tolist(), "class_names": self.class_names,
                 "most_confident_errors": self.wrong, "skipped": self.skipped}
 

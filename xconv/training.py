@@ -155,7 +155,7 @@ def artifact_paths(out: Path) -> dict[str, Path]:
 
 
 def fit(model, train: ImageFolder, validation: ImageFolder, out: str | os.PathLike, config: TrainConfig,
-        initial_epoch: int = 0, progress=None, fresh_optimizer: bool = True) -> dict:
+        initial_epoch: int = 0, progress=None, fresh_optimizer: bool = True, extra_callbacks=()) -> dict:
     """Train ``model`` and keep the best checkpoint at ``out``; Ctrl-C stops cleanly with that checkpoint kept.
 
     Returns a summary: best validation accuracy, epochs run, seconds per epoch, images per second,
@@ -184,6 +184,7 @@ def fit(model, train: ImageFolder, validation: ImageFolder, out: str | os.PathLi
     ]
     if progress is not None:
         callbacks.append(progress)
+    callbacks.extend(extra_callbacks)
     interrupted = False
     try:
         model.fit(train_data, validation_data=val_data, epochs=config.epochs, initial_epoch=initial_epoch,
@@ -354,8 +355,11 @@ def unfreeze_top(keras_model, count: int) -> int:
 
 def train(data: str | os.PathLike, model_cls, out: str | os.PathLike, config: TrainConfig,
           image_size: tuple[int, int], weights=None, resume: bool = False, fine_tune: int = 0,
-          echo=print) -> dict:
-    """The whole ``xconv train``: read the folders, build or resume, fit, optionally fine-tune, stamp metadata."""
+          echo=print, explain: dict | None = None) -> dict:
+    """The whole ``xconv train``: read the folders, build or resume, fit, optionally fine-tune, stamp metadata.
+
+    ``explain``: options of :class:`xconv.callbacks.ExplainCallback` (``images``, ``out_dir``, ``every``,
+    ``method``, ``tensorboard_dir``), to explain fixed photos while it trains."""
     from xconv.modelfile import load_keras_file, write_metadata
 
     data, out = Path(data), Path(out)
@@ -380,19 +384,27 @@ def train(data: str | os.PathLike, model_cls, out: str | os.PathLike, config: Tr
     metadata = {"class_names": train_split.class_names, "name": out.stem, "trained_as": model_cls.name,
                 "preprocess": "none",  # every trainable model rescales its own input
                 "image_size": list(image_size)}
+    extra = []
+    if explain:
+        from xconv.callbacks import ExplainCallback
+
+        extra.append(ExplainCallback(class_names=train_split.class_names,
+                                     validation=(validation_split.images, validation_split.labels), **explain))
     try:
         summary = fit(keras_model, train_split, validation_split, out, config, initial_epoch, progress,
-                      fresh_optimizer=not resume)
+                      fresh_optimizer=not resume, extra_callbacks=extra)
         if fine_tune and not summary["interrupted"]:
             unfrozen = unfreeze_top(keras_model, fine_tune)
             echo(f"fine-tuning the top {fine_tune} base layers ({unfrozen} trainable) at a low learning rate")
             tuning = TrainConfig(**{**config.__dict__, "learning_rate": config.learning_rate / 100, "warmup_epochs": 0})
             tuning.epochs = summary["epochs_run"] + max(1, config.epochs // 2)
             summary = fit(keras_model, train_split, validation_split, out, tuning, summary["epochs_run"],
-                          RichProgress(tuning.epochs, steps, echo))
+                          RichProgress(tuning.epochs, steps, echo), extra_callbacks=extra)
     finally:
         if out.is_file():
             write_metadata(out, metadata)
+    if extra:
+        summary["explanations"] = str(extra[0].out_dir)
     summary["parameters"] = int(keras_model.count_params())
     summary["trainable_parameters"] = int(sum(int(np.prod(w.shape)) for w in keras_model.trainable_weights))
     return summary

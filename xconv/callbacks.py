@@ -1,0 +1,167 @@
+"""Explanations while a model trains: watch attention move from the background to the animal.
+
+:class:`ExplainCallback` explains a fixed set of photos every N epochs with any heatmap method, writes a
+PNG strip per epoch (the photos side by side, each with its heatmap and the target's probability) and,
+when training ends, an animated GIF of the strips. With ``tensorboard_dir`` it also logs the strips,
+the epoch's metrics and, at the end, the confusion matrix on the validation images to TensorBoard.
+
+The callback wraps the Keras model being trained in an :class:`xconv.Model` once; the explainer's
+compiled function reads the live weights, so an epoch's explanation costs one compiled call on a few
+photos, not a re-trace (measured in ``benchmarks/train_callback.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from xconv.images import load_image, resize, save_image
+
+STRIP_TILE = 160
+
+
+def _callback_base():
+    import keras
+
+    return keras.callbacks.Callback
+
+
+class ExplainCallback(_callback_base()):
+    """Keras callback: ``method`` heatmaps of ``images`` every ``every`` epochs, as strips, a GIF and
+    optionally TensorBoard images.
+
+    ``images``: paths, or uint8 (N, H, W, 3) at the model's input size. ``class_names``: the model's
+    classes, in output order. ``target``: a class name/index per photo (or one for all); default: the
+    predicted class at each epoch. ``validation``: (uint8 images, labels) for the final confusion matrix.
+    """
+
+    def __init__(self, images, out_dir, class_names, method: str = "gradcam", every: int = 1, target=None,
+                 layer=None, tensorboard_dir=None, validation=None, gif: bool = True, **method_options):
+        super().__init__()
+        self.sources, self.photos = self._read(images)
+        self.out_dir = Path(out_dir)
+        self.class_names = list(class_names)
+        self.method, self.every, self.target, self.layer = method, max(1, int(every)), target, layer
+        self.method_options = method_options
+        self.tensorboard_dir = None if tensorboard_dir is None else Path(tensorboard_dir)
+        self.validation, self.gif = validation, gif
+        self.strips: list[Path] = []
+        self.seconds: list[float] = []
+        self._wrapped = self._writer = None
+
+    @staticmethod
+    def _read(images):
+        if isinstance(images, np.ndarray):
+            return [f"image {i}" for i in range(len(images))], list(images)
+        paths = [Path(p) for p in images]
+        return [p.name for p in paths], [load_image(p) for p in paths]
+
+    def wrapped_model(self):
+        """The training model as an xconv.Model (built once; its compiled functions see the live weights)."""
+        if self._wrapped is None:
+            from xconv.interfaces import Model
+
+            self._wrapped = Model(self.model, self.class_names, display_name=getattr(self.model, "name", "model"))
+        return self._wrapped
+
+    def on_train_begin(self, logs=None):
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.tensorboard_dir is not None:
+            import tensorflow as tf
+
+            self._writer = tf.summary.create_file_writer(str(self.tensorboard_dir / "xconv"))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every:
+            self._log_scalars(epoch, logs)
+            return
+        started = time.perf_counter()
+        strip = self.explain_strip(epoch + 1)
+        path = save_image(self.out_dir / f"epoch_{epoch + 1:03d}.png", strip)
+        self.strips.append(path)
+        self._log_scalars(epoch, logs)
+        if self._writer is not None:
+            import tensorflow as tf
+
+            with self._writer.as_default():
+                tf.summary.image(f"{self.method} heatmaps", strip[None], step=epoch + 1)
+        self.seconds.append(time.perf_counter() - started)
+
+    def explain_strip(self, epoch: int) -> np.ndarray:
+        """The photos side by side, each overlaid with its heatmap, captioned with class and probability."""
+        import xconv
+
+        model = self.wrapped_model()
+        batch = np.stack([resize(photo, model.input_size) for photo in self.photos])
+        targets = None if self.target is None else (self.target if isinstance(self.target, (list, tuple))
+                                                    else [self.target] * len(batch))
+        explanation = xconv.explain(model, batch, self.method, target=targets, layer=self.layer,
+                                    **self.method_options)
+        probabilities = model.predict(batch)
+        tiles = []
+        for index, (photo, heatmap) in enumerate(zip(self.photos, explanation.heatmaps)):
+            small = resize(photo, (STRIP_TILE, round(STRIP_TILE * photo.shape[1] / photo.shape[0])))
+            small = resize(small, (STRIP_TILE, STRIP_TILE))
+            overlay = xconv.overlay_heatmap(small, heatmap)
+            target = explanation.targets[index]
+            caption = f"{self.class_names[target]} {probabilities[index, target]:.2f}"
+            tiles.append(captioned(overlay, caption))
+        strip = xconv.tile(np.stack(tiles), len(tiles), 4)
+        return captioned(strip, f"epoch {epoch}  {self.method}", top=True)
+
+    def _log_scalars(self, epoch, logs):
+        if self._writer is None or not logs:
+            return
+        import tensorflow as tf
+
+        with self._writer.as_default():
+            for name, value in logs.items():
+                tf.summary.scalar(name, float(value), step=epoch + 1)
+
+    def on_train_end(self, logs=None):
+        if self.gif and self.strips:
+            write_gif(self.strips, self.out_dir / "attention.gif")
+        if self._writer is not None:
+            if self.validation is not None:
+                self._log_confusion()
+            self._writer.flush()
+
+    def _log_confusion(self):
+        import tempfile
+
+        import tensorflow as tf
+
+        from xconv.evaluation import Evaluation, plot_confusion
+
+        images, labels = self.validation
+        model = self.wrapped_model()
+        predicted = np.concatenate([model.predict(np.asarray(images[i:i + 32]))
+                                    for i in range(0, len(images), 32)]).argmax(axis=1)
+        confusion = np.zeros((len(self.class_names),) * 2, np.int64)
+        np.add.at(confusion, (np.asarray(labels), predicted), 1)
+        with tempfile.TemporaryDirectory() as scratch:
+            png = plot_confusion(Evaluation(self.class_names, confusion, [], [], len(labels)),
+                                 os.path.join(scratch, "confusion.png"))
+            picture = load_image(png)
+        with self._writer.as_default():
+            tf.summary.image("confusion matrix (validation)", picture[None], step=self.params.get("epochs", 0))
+
+
+def captioned(picture: np.ndarray, text: str, top: bool = False) -> np.ndarray:
+    """A white band with ``text`` under (or above) the picture."""
+    import cv2
+
+    band = np.full((20, picture.shape[1], 3), 255, np.uint8)
+    cv2.putText(band, text, (4, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([band, picture] if top else [picture, band])
+
+
+def write_gif(strips: list[Path], path: Path, seconds_per_frame: float = 0.8) -> Path:
+    from PIL import Image
+
+    frames = [Image.open(strip).convert("RGB") for strip in strips]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(seconds_per_frame * 1000), loop=0)
+    return path
