@@ -77,9 +77,10 @@ def test_predict_explain_and_evaluate_report_one_confidence(catsdogs, tmp_path):
 
     [label, score] = [(p["label"], p["score"]) for p in json.loads(run("predict", photo, "--json"))["predictions"]][0]
     for method in ("gradcam", "activations"):
-        record = json.loads(run("explain", photo, "--method", method, "--json", "--out", tmp_path / method).splitlines()[-1])
-        assert record["predicted"] == label and abs(record["score"] - score) < 1e-5, (method, record, score)
-    text = run("explain", photo, "--out", tmp_path / "text")
+        lines = run("explain", photo, "--method", method, "--json", "--out", tmp_path / method).splitlines()
+        record = [json.loads(line) for line in lines if line.startswith("{")][-1]
+        assert record["prediction"] == label and abs(record["probability"] - score) < 1e-5, (method, record, score)
+    text = run("explain", photo, "--out", tmp_path / "text", "--verbose")
     assert f"predicted {label} {score:.3f}" in text
     assert f": {label} {score:.3f}" in run("predict", photo)
     unflipped = json.loads(run("predict", photo, "--json", "-O", "flip=false"))["predictions"][0]["score"]

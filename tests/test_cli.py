@@ -77,8 +77,11 @@ def test_explain_batch_keeps_good_files_lists_bad_and_fails(model_file, photos, 
     done = [r for r in records if "outputs" in r]
     assert [Path(r["path"]).name for r in errors] == ["broken.jpg"]
     assert sorted(Path(r["path"]).name for r in done) == ["photo0.png", "photo1.png"]
-    written = sorted(p.name for p in out.iterdir())
+    written = sorted(p.name for p in out.glob("*.png"))
     assert len(written) == 4 and len(set(written)) == 4  # one per image and target, nothing overwritten
+    manifest = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert sorted(r["status"] for r in manifest) == ["error", "ok", "ok"]
+    assert sorted(p for r in manifest for p in r.get("outputs", [])) == sorted(str(out / n) for n in written)
     assert all(r["layer"] == "conv3" and r["targets"] == ["cat", "dog"] for r in done)
     for record in done:
         for path in record["outputs"]:
@@ -88,7 +91,7 @@ def test_explain_batch_keeps_good_files_lists_bad_and_fails(model_file, photos, 
 
 def test_explain_text_output_and_grid(model_file, photos, tmp_path):
     result = invoke("explain", photos / "photo1.png", "--model", model_file, "--out", tmp_path, "--grid",
-                    "--colormap", "viridis")
+                    "--colormap", "viridis", "--verbose")
     assert result.exit_code == 0, result.output
     assert "predicted" in result.output and "wrote" in result.output
     assert len(list(tmp_path.glob("photo1_gradcam_*.png"))) == 1
@@ -176,7 +179,7 @@ def test_folders_are_searched_recursively_in_sorted_order(model_file, tmp_path):
     assert found == ["train/cats/c.png", "validation/cats/a.png", "validation/dogs/b.png"]
     result = invoke("explain", tmp_path / "data" / "validation", "--model", model_file, "--out", tmp_path / "out")
     assert result.exit_code == 0, result.output
-    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    written = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
     assert len(written) == 2 and written[0].startswith("000_a_gradcam_") and written[1].startswith("001_b_gradcam_")
 
 

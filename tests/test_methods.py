@@ -303,14 +303,14 @@ def test_cli_compares_methods_side_by_side(model_file, tmp_path):
     result = run("explain", photo, "--model", model_file, "--method", "gradcam,saliency,occlusion", "--target", "dog",
                  "-O", "method.score=logit", "-O", "occlusion.patch=8", "--out", tmp_path / "a")
     assert result.exit_code == 0, result.output
-    [figure] = (tmp_path / "a").iterdir()
+    [figure] = (tmp_path / "a").glob("*.png")
     assert figure.name == "photo_compare_dog.png"
     picture = xconv.load_image(figure)
     assert picture.shape[0] == 224 + 26 and picture.shape[1] > 4 * 224  # the photo and three maps in a row
     result = run("explain", photo, "--model", model_file, "--method", "gradcam,saliency", "--renderer", "overlay",
                  "--out", tmp_path / "b")
     assert result.exit_code == 0, result.output
-    written = sorted(p.name for p in (tmp_path / "b").iterdir())
+    written = sorted(p.name for p in (tmp_path / "b").glob("*.png"))
     assert len(written) == 2 and written[0].startswith("photo_gradcam_") and written[1].startswith("photo_saliency_")
     for args, needle in [
         (["--method", "gradcam,filters"], "only heatmap methods can be compared"),

@@ -145,7 +145,7 @@ def one_error_line(result) -> str:
 
 def test_declared_option_reaches_the_plugin_and_layerless_method_reports(plugin, model_file, photo, tmp_path):
     result = invoke("explain", photo, "--method", "occlusion-test", "--model", model_file, "-O", "patch=4",
-                    "--out", tmp_path)
+                    "--out", tmp_path, "--verbose")
     assert result.exit_code == 0, result.output
     assert "predicted" in result.output and " at " not in result.output.splitlines()[0]  # no layer to name
     [written] = tmp_path.glob("*.png")
@@ -230,7 +230,7 @@ def test_impostors_of_defaults_do_not_break_the_default_command(make_plugin_dist
     make_plugin_dist("xconv-impostor", "fakeplug_impostor2", IMPOSTOR)
     result = invoke("explain", photo, "--model", model_file, "--out", tmp_path)
     assert result.exit_code == 0, result.output
-    assert "wrote" in result.output and len(list(tmp_path.glob("photo_gradcam_*.png"))) == 1
+    assert "explained 1 of 1 inputs" in result.output and len(list(tmp_path.glob("photo_gradcam_*.png"))) == 1
     assert result.output.count("xconv: warning") == 2 and "xconv-impostor:gradcam" in result.output
     quiet = invoke("-p", "no:fakeplug_impostor2", "list")
     assert quiet.exit_code == 0 and "warning" not in quiet.output

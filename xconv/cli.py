@@ -313,6 +313,10 @@ def explain(
     preprocess: Optional[str] = PREPROCESS_OPTION,
     as_json: bool = JSON_OPTION,
     unsafe: bool = UNSAFE_OPTION,
+    resume: bool = typer.Option(False, "--resume", help="Skip inputs the output folder's manifest.jsonl records "
+                                "as done (their files present)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="A line per input (default: a progress bar and "
+                                 "a summary; every input is in OUT/manifest.jsonl)."),
 ):
     """Explain images with a method (or several: a,b,c or all, compared side by side) and write the pictures into OUT."""
     registry = get_registry()
@@ -335,48 +339,121 @@ def explain(
     loaded = open_model(model, weights, unsafe, preprocess, routed["model"])
     layer_option = layer[0] if layer and len(layer) == 1 else (list(layer) if layer else None)
 
-    def run(batch, targets, **where):
+    def compute(batch, targets, **where) -> list:
+        """The explanations of one decoded chunk for one target: one, a comparison, or one per method."""
         if not several:
-            explanation = xconv.explain(loaded, batch, method=methods[0], target=targets, layer=layer_option, **where,
-                                        **routed["method"])
-            return explanation, xconv.render(explanation, renderer_name, out, **routed["renderer"])
+            return [xconv.explain(loaded, batch, method=methods[0], target=targets, layer=layer_option, **where,
+                                  **routed["method"])]
         if not per_method:
-            explanation = xconv.compare(loaded, batch, methods, target=targets, layer=layer_option,
-                                        options={name: routed[name] for name in methods}, **where)
-            return explanation, xconv.render(explanation, renderer_name, out, **routed["renderer"])
-        written = []
-        for name in methods:
-            explanation = xconv.explain(loaded, batch, method=name, target=targets, **where, **routed[name],
-                                        layer=layer_option if classes[name].takes_layer else None)
-            written += xconv.render(explanation, renderer_name, out, **routed["renderer"])
-        return explanation, written
+            return [xconv.compare(loaded, batch, methods, target=targets, layer=layer_option,
+                                  options={name: routed[name] for name in methods}, **where)]
+        return [xconv.explain(loaded, batch, method=name, target=targets, **where, **routed[name],
+                              layer=layer_option if classes[name].takes_layer else None) for name in methods]
+
+    def draw(explanation) -> list:
+        return xconv.render(explanation, renderer_name, out, **routed["renderer"])
 
     if not classes[methods[0]].needs_images:
         if images:
             raise XconvError(f"method {methods[0]!r} makes its own inputs; give no images")
-        explanation, written = run(None, None)
-        describe_synthesized(explanation, written, as_json)
+        [explanation] = compute(None, None)
+        describe_synthesized(explanation, draw(explanation), as_json)
         return
+    if not images:
+        fail("no input images (folders are searched recursively for .jpg, .png, .bmp, .webp, .tif and .gif files)")
     targets = [loaded.class_index(t) for t in target] if target else [None]
     paths = xconv.images.expand_inputs(images or [])
-    failures, offset = 0, 0
-    for group in progress(chunks(paths, 16), f"{method}"):
-        batch, originals, good, errors = xconv.load_images(group, loaded)
-        index_offset, offset = offset, offset + len(good)
-        failures += report_bad_inputs(errors, as_json)
-        if not good:
-            continue
-        per_image, shared, explanation = [[] for _ in good], [], None
-        for class_index in targets:
-            explanation, written = run(batch, class_index, originals=originals, sources=good, index_offset=index_offset)
-            for item in written:
-                owner = item.index if item.index is not None else (0 if len(good) == 1 else None)
-                (shared if owner is None else per_image[owner]).append(str(item))
-        for index, path in enumerate(good):
-            describe(explanation, index, path, per_image[index], targets, loaded, as_json)
-        for item in shared:
-            typer.echo(json.dumps({"outputs": [item]}) if as_json else f"wrote {item}")
-    finish(failures, len(paths))
+
+    def explain_chunk(batch, originals, good, index_offset):
+        return [explanation for class_index in targets
+                for explanation in compute(batch, class_index, originals=originals, sources=good,
+                                           index_offset=index_offset)]
+
+    def write_chunk(explanations, good):
+        return manifest_records(explanations, good, [draw(explanation) for explanation in explanations], loaded)
+
+    def show(records):
+        for record in records:
+            if record["status"] == "error":
+                report_bad_inputs([xconv.ImageError(record["input"], record["error"])], as_json)
+            elif as_json:
+                typer.echo(json.dumps({"path": record["input"], **record}))  # "path", as predict --json says
+            elif verbose:
+                describe_record(record)
+
+    summary = stream_with_progress(paths, out, lambda chunk: xconv.load_images(chunk, loaded), explain_chunk,
+                                   write_chunk, show, resume, f"{method}")
+    finish_stream(summary, out, as_json)
+
+
+def manifest_records(explanations, good, drawn, model) -> list[dict]:
+    """One manifest record per explained input: prediction, top probabilities, targets, layer, files."""
+    import numpy as np
+
+    first = explanations[0]
+    records = []
+    for index, path in enumerate(good):
+        outputs = [str(item) for written in drawn for item in written
+                   if item.index == index or (item.index is None and len(good) == 1)]
+        label, score = first.predictions[index] if first.predictions else (None, None)
+        record = {"input": str(path), "status": "ok", "prediction": label,
+                  "probability": None if score is None else round(float(score), 6)}
+        probabilities = first.arrays.get("probabilities") if isinstance(first.arrays, dict) else None
+        if probabilities is not None:
+            top = np.argsort(-probabilities[index])[:5]
+            record["probabilities"] = {model.class_names[i]: round(float(probabilities[index, i]), 6) for i in top}
+        record["targets"] = [e.target_names[index] for e in explanations if e.target_names]
+        record["layer"] = first.layer
+        record["outputs"] = outputs
+        records.append(record)
+    return records
+
+
+def describe_record(record: dict) -> None:
+    parts = [f"predicted {record['prediction']} {record['probability']:.3f}"] if record.get("prediction") else []
+    if record.get("targets") or record.get("layer"):
+        parts.append("explained" + (f" {', '.join(dict.fromkeys(record['targets']))}" if record.get("targets") else "")
+                     + (f" at {layer_text(record['layer'])}" if record.get("layer") else ""))
+    typer.echo(f"{record['input']}: {'; '.join(parts)}")
+    for item in record["outputs"]:
+        typer.echo(f"  wrote {item}")
+
+
+def stream_with_progress(paths, out, decode, compute, write, show, resume: bool, description: str):
+    """``xconv.streaming.stream`` with a rich progress bar (count, rate, time left) on a terminal."""
+    from xconv.streaming import stream
+
+    if not (len(paths) > 1 and sys.stderr.isatty()):
+        return stream(paths, out, decode, compute, write, resume=resume, on_records=show)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+    from rich.text import Text
+
+    class Rate(ProgressColumn):
+        def render(self, task):
+            return Text(f"{task.speed:.1f}/s" if task.speed else "")
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(), TimeRemainingColumn(),
+                  transient=True) as bar:
+        task = bar.add_task(description, total=len(paths))
+        return stream(paths, out, decode, compute, write, resume=resume, on_records=show,
+                      on_progress=lambda count: bar.advance(task, count))
+
+
+def finish_stream(summary, out: Path, as_json: bool) -> None:
+    """The one-line summary; exit 1 when an input failed, 130 when interrupted."""
+    line = (f"explained {summary.explained} of {summary.inputs} inputs in {summary.seconds:.1f} s "
+            f"({summary.rate:.1f}/s), {summary.files} files in {out}")
+    if summary.resumed:
+        line += f"; {summary.resumed} already done (--resume)"
+    if summary.failed:
+        line += f"; {summary.failed} failed"
+    line += f"; manifest {out / 'manifest.jsonl'}"
+    if not as_json:  # with --json every line on stdout is one input's record
+        typer.echo(line)
+    if summary.interrupted:
+        typer.echo("xconv: interrupted after the current batch; rerun with --resume to continue", err=True)
+        raise typer.Exit(130)
+    finish(summary.failed, summary.inputs)
 
 
 def method_names(text: str) -> list[str]:

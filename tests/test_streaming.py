@@ -1,0 +1,95 @@
+"""Streaming explain: manifest as it goes, resume after an interruption, errors recorded, memory bounded queues."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from xconv.cli import build_app
+from xconv.images import ImageError
+from xconv.streaming import Manifest, stream
+
+
+def fake_pipeline(out: Path, calls: list, interrupt_at=None):
+    """decode/compute/write over file names: 'bad*' fails to decode; compute doubles; write makes a file."""
+
+    def decode(chunk):
+        good = [p for p in chunk if not p.startswith("bad")]
+        errors = [ImageError(p, "not an image file") for p in chunk if p.startswith("bad")]
+        return np.array([len(p) for p in good]), None, good, errors
+
+    def compute(batch, originals, good, offset):
+        calls.append(list(good))
+        if interrupt_at is not None and len(calls) == interrupt_at:
+            raise KeyboardInterrupt
+        return [(offset + i, value * 2) for i, value in enumerate(batch)]
+
+    def write(result, good):
+        records = []
+        for (number, value), name in zip(result, good):
+            path = out / f"{number:03d}_{name}.txt"
+            path.write_text(str(value))
+            records.append({"input": name, "status": "ok", "outputs": [str(path)]})
+        return records
+
+    return decode, compute, write
+
+
+def test_interrupted_run_resumes_to_the_same_files_and_manifest(tmp_path):
+    names = ["a", "b", "bad1", "c", "d", "e", "f", "g"]
+    full, interrupted = tmp_path / "full", tmp_path / "interrupted"
+    full.mkdir(), interrupted.mkdir()
+    summary = stream(names, full, *fake_pipeline(full, []), batch_size=2)
+    assert (summary.explained, summary.failed, summary.interrupted) == (7, 1, False)
+
+    calls = []
+    first = stream(names, interrupted, *fake_pipeline(interrupted, calls, interrupt_at=3), batch_size=2)
+    assert first.interrupted and first.explained == 3  # chunks 1 and 2 written; Ctrl-C during chunk 3
+    recorded = Manifest(interrupted).records()
+    assert set(recorded) == {"a", "b", "bad1", "c"} and recorded["bad1"]["status"] == "error"
+    assert all(Path(p).exists() for r in recorded.values() for p in r.get("outputs", []))
+
+    calls = []
+    resumed = stream(names, interrupted, *fake_pipeline(interrupted, calls), batch_size=2, resume=True)
+    assert calls == [["c"], ["d", "e"], ["f", "g"]]  # the chunk holding the error is redone whole
+    assert resumed.resumed == 2  # chunk a,b; chunk bad1,c is redone (it holds an error)
+    assert sorted(p.name for p in interrupted.glob("*.txt")) == sorted(p.name for p in full.glob("*.txt"))
+    for path in full.glob("*.txt"):
+        assert (interrupted / path.name).read_text() == path.read_text()
+    assert set(Manifest(interrupted).completed()) == set(Manifest(full).completed()) == set(names) - {"bad1"}
+
+
+def test_writer_errors_surface_and_nothing_is_recorded_for_them(tmp_path):
+    decode, compute, _ = fake_pipeline(tmp_path, [])
+
+    def failing_write(result, good):
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        stream(["a", "b", "c"], tmp_path, decode, compute, failing_write, batch_size=1)
+    assert not Manifest(tmp_path).records()
+
+
+def test_cli_explain_writes_a_manifest_and_resume_skips_done_inputs(model_file, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(3):
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(photos / f"p{index}.png")
+    out = tmp_path / "out"
+    runner, app = CliRunner(), build_app()
+    first = runner.invoke(app, ["explain", str(photos), "--model", str(model_file), "--out", str(out)])
+    assert first.exit_code == 0, first.output
+    assert "explained 3 of 3 inputs" in first.output and "wrote" not in first.output  # a summary, not a line each
+    records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [Path(r["input"]).name for r in records] == ["p0.png", "p1.png", "p2.png"]
+    for record in records:
+        assert record["status"] == "ok" and record["layer"] and record["targets"] == [record["prediction"]]
+        assert sum(record["probabilities"].values()) == pytest.approx(1, abs=1e-5)
+        assert all(Path(p).exists() for p in record["outputs"])
+    again = runner.invoke(app, ["explain", str(photos), "--model", str(model_file), "--out", str(out), "--resume"])
+    assert again.exit_code == 0 and "3 already done" in again.output and "explained 0 of 3" in again.output
+    assert len((out / "manifest.jsonl").read_text().splitlines()) == 3

@@ -1,0 +1,195 @@
+"""Explaining any number of inputs on one machine: decode ahead, compute, write behind, record as it goes.
+
+Three stages overlap: a thread pool decodes the next chunks of photos while the model works on the
+current one (on the main thread, one compiled call per chunk), and a writer thread renders the finished
+chunk and appends its records to ``manifest.jsonl`` in the output folder. Every queue is bounded, so
+memory does not grow with the number of inputs. A record is appended only after its files are
+written: after a crash or Ctrl-C the manifest lists exactly what exists, and ``resume`` skips every
+chunk whose inputs are all recorded with their files present (a chunk is redone whole, so file
+numbering stays the same).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+MANIFEST = "manifest.jsonl"
+
+#: Chunks decoded ahead of the model, and finished chunks waiting for the writer.
+DECODE_AHEAD = 2
+WRITE_BEHIND = 2
+
+
+class Manifest:
+    """Append-only JSON lines, one per input: what was predicted and written, or the error."""
+
+    def __init__(self, out_dir: str | os.PathLike):
+        self.path = Path(out_dir) / MANIFEST
+
+    def records(self) -> dict[str, dict]:
+        """The last record of every input (a resumed run appends newer ones)."""
+        latest = {}
+        if self.path.exists():
+            with self.path.open(encoding="utf-8") as handle:
+                for line in handle:
+                    line = line.strip()
+                    if line:
+                        try:
+                            record = json.loads(line)
+                        except json.JSONDecodeError:  # a line cut by a crash mid-write
+                            continue
+                        latest[record["input"]] = record
+        return latest
+
+    def completed(self) -> set[str]:
+        """Inputs recorded as explained whose files all still exist."""
+        return {name for name, record in self.records().items()
+                if record.get("status") == "ok" and all(Path(p).exists() for p in record.get("outputs", []))}
+
+    def append(self, records: list[dict]) -> None:
+        if not records:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write("".join(json.dumps(record) + "\n" for record in records))
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+@dataclass
+class StreamSummary:
+    inputs: int = 0
+    explained: int = 0
+    failed: int = 0
+    resumed: int = 0
+    files: int = 0
+    seconds: float = 0.0
+    interrupted: bool = False
+    errors: list = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.explained / self.seconds if self.seconds else 0.0
+
+
+class BackgroundWriter:
+    """One thread running submitted jobs in order; a bounded queue, so the model waits rather than
+    piling up finished chunks in memory. An error in a job is raised again by ``close``."""
+
+    def __init__(self, capacity: int = WRITE_BEHIND):
+        self.jobs: queue.Queue = queue.Queue(maxsize=capacity)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._work, name="xconv-writer", daemon=True)
+        self.thread.start()
+
+    def _work(self):
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            if self.error is None:
+                try:
+                    job()
+                except BaseException as error:  # noqa: BLE001 - handed to the main thread
+                    self.error = error
+
+    def submit(self, job: Callable[[], None]) -> None:
+        if self.error is not None:
+            raise self.error
+        self.jobs.put(job)
+
+    def close(self) -> None:
+        self.jobs.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+def decoded_ahead(chunks: list[list], decode: Callable, workers: int = 2):
+    """Yield ``(chunk, decode(chunk))`` in order, decoding up to DECODE_AHEAD chunks ahead in threads."""
+    with ThreadPoolExecutor(workers, thread_name_prefix="xconv-decode") as pool:
+        pending = []
+        for chunk in chunks:
+            pending.append((chunk, pool.submit(decode, chunk)))
+            if len(pending) > DECODE_AHEAD:
+                head, future = pending.pop(0)
+                yield head, future.result()
+        for head, future in pending:
+            yield head, future.result()
+
+
+def stream(paths: list, out_dir, decode: Callable, compute: Callable, write: Callable, batch_size: int = 16,
+           resume: bool = False, on_records: Callable | None = None, on_progress: Callable | None = None,
+           decode_workers: int = 2) -> StreamSummary:
+    """Run every input through ``decode(chunk) -> (batch, originals, good, errors)``, ``compute(batch,
+    originals, good, index_offset) -> result`` (main thread) and ``write(result, good) -> records``
+    (writer thread; records of the good inputs), appending records to the manifest as chunks finish.
+
+    ``on_records(records)`` sees each chunk's records (errors included) after they are in the manifest;
+    ``on_progress(done)`` counts inputs. Ctrl-C stops after the chunk in hand: what was computed is
+    still written and recorded, and the summary says ``interrupted``.
+    """
+    manifest = Manifest(out_dir)
+    summary = StreamSummary(inputs=len(paths))
+    chunks = [paths[start:start + batch_size] for start in range(0, len(paths), batch_size)]
+    offsets = None  # a fresh run numbers files by the good inputs seen so far
+    if resume:
+        records = manifest.records()
+        done = manifest.completed()
+        offsets = chunk_offsets(chunks, records)
+        kept = [i for i, chunk in enumerate(chunks) if not all(str(path) in done for path in chunk)]
+        summary.resumed = len(paths) - sum(len(chunks[i]) for i in kept)
+        chunks, offsets = [chunks[i] for i in kept], [offsets[i] for i in kept]
+    if on_progress and summary.resumed:
+        on_progress(summary.resumed)
+    writer = BackgroundWriter()
+    started = time.perf_counter()
+    offset = 0
+    lock = threading.Lock()
+
+    def finish(result, good, errors):
+        records = write(result, good) if result is not None else []
+        records += [{"input": error.path, "status": "error", "error": error.reason} for error in errors]
+        manifest.append(records)
+        with lock:
+            summary.explained += len(good)
+            summary.files += sum(len(r.get("outputs", [])) for r in records)
+        if on_records:
+            on_records(records)
+        if on_progress:
+            on_progress(len(good) + len(errors))
+
+    try:
+        for position, (chunk, (batch, originals, good, errors)) in enumerate(decoded_ahead(chunks, decode,
+                                                                                           decode_workers)):
+            if offsets is not None:
+                offset = offsets[position]
+            summary.failed += len(errors)
+            summary.errors.extend(errors)
+            result = compute(batch, originals, good, offset) if good else None
+            offset += len(good)
+            writer.submit(lambda result=result, good=good, errors=errors: finish(result, good, errors))
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        writer.close()
+        summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def chunk_offsets(chunks: list[list], records: dict[str, dict]) -> list[int]:
+    """The file-numbering offset each chunk had in a full run: the good inputs before it (a recorded
+    error counts as not good; an input never seen counts as good, as it will be decoded)."""
+    offsets, offset = [], 0
+    for chunk in chunks:
+        offsets.append(offset)
+        offset += sum(1 for path in chunk if records.get(str(path), {}).get("status") != "error")
+    return offsets
