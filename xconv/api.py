@@ -91,11 +91,11 @@ def predict(model: Model, images, top: int = 1) -> list[list[tuple[str, float]]]
 
 
 def explain(model: Model, images, method: str = "gradcam", target=None, layer=None, *, originals=None,
-            sources=None, index_offset: int = 0, **options) -> Explanation:
+            sources=None, index_offset: int | list = 0, **options) -> Explanation:
     """Run explainer ``method`` on ``images`` (paths or a uint8 array at input size; ``None`` for methods
     that synthesize inputs, such as filter patterns). ``target``: class name or index, one per image,
     or ``None`` for the predicted class. ``options``: the method's declared options (``xconv list METHOD``);
-    an unknown or ill-typed one is an error. ``index_offset`` numbers output files when one long batch is
+    an unknown or ill-typed one is an error. ``index_offset`` (or a number per image) numbers output files when one long batch is
     explained in chunks, so files of later chunks never overwrite earlier ones."""
     entry = get_registry().entry("explainer", method)
     explainer_cls = entry.cls
@@ -132,7 +132,7 @@ def check_comparable(methods: list[str]) -> None:
 
 
 def compare(model: Model, images, methods: list[str], target=None, layer=None, *, options=None, originals=None,
-            sources=None, index_offset: int = 0) -> Explanation:
+            sources=None, index_offset: int | list = 0) -> Explanation:
     """Several heatmap methods on the same decoded batch, as one ``comparison`` explanation (drawn by the
     ``compare`` renderer): ``arrays["heatmaps"]`` maps each method to its (N, h, w) maps. ``layer`` goes to
     the methods that take one; ``options`` maps a method name to its options."""

@@ -317,6 +317,10 @@ def explain(
                                 "as done (their files present)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="A line per input (default: a progress bar and "
                                  "a summary; every input is in OUT/manifest.jsonl)."),
+    engine: str = typer.Option("local", "--engine", help="local (this machine, streaming) or ray (Ray Data; "
+                               "pip install 'xconv[ray]')."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (default: RAY_ADDRESS, or "
+                                          "a local Ray instance)."),
 ):
     """Explain images with a method (or several: a,b,c or all, compared side by side) and write the pictures into OUT."""
     registry = get_registry()
@@ -336,41 +340,27 @@ def explain(
     routed = routed_options(parse_assignments(option) + aliases,
                             {"model": model_class(model), **method_scopes, "renderer": renderer_cls},
                             {"method": list(classes)} if several else None)
-    loaded = open_model(model, weights, unsafe, preprocess, routed["model"])
-    layer_option = layer[0] if layer and len(layer) == 1 else (list(layer) if layer else None)
+    from xconv.batch_job import ExplainJob, JobSpec
 
-    def compute(batch, targets, **where) -> list:
-        """The explanations of one decoded chunk for one target: one, a comparison, or one per method."""
-        if not several:
-            return [xconv.explain(loaded, batch, method=methods[0], target=targets, layer=layer_option, **where,
-                                  **routed["method"])]
-        if not per_method:
-            return [xconv.compare(loaded, batch, methods, target=targets, layer=layer_option,
-                                  options={name: routed[name] for name in methods}, **where)]
-        return [xconv.explain(loaded, batch, method=name, target=targets, **where, **routed[name],
-                              layer=layer_option if classes[name].takes_layer else None) for name in methods]
-
-    def draw(explanation) -> list:
-        return xconv.render(explanation, renderer_name, out, **routed["renderer"])
-
+    spec = JobSpec(model=model, weights=parse_weights(weights), preprocess=preprocess, safe_mode=not unsafe,
+                   methods=methods, layer=layer[0] if layer and len(layer) == 1 else (list(layer) if layer else None),
+                   renderer=renderer_name, routed=routed, per_method=per_method, out=str(out))
+    if engine not in ("local", "ray"):
+        raise XconvError(f"--engine must be local or ray, got {engine!r}")
+    if engine == "ray" and (not classes[methods[0]].needs_images or resume):
+        raise XconvError("--engine ray explains photos, without --resume" if resume else
+                         f"method {methods[0]!r} makes its own inputs; run it with the local engine")
+    job = ExplainJob(spec)
     if not classes[methods[0]].needs_images:
         if images:
             raise XconvError(f"method {methods[0]!r} makes its own inputs; give no images")
-        [explanation] = compute(None, None)
-        describe_synthesized(explanation, draw(explanation), as_json)
+        [explanation] = job.explanations(None, None)
+        describe_synthesized(explanation, job.draw(explanation), as_json)
         return
     if not images:
         fail("no input images (folders are searched recursively for .jpg, .png, .bmp, .webp, .tif and .gif files)")
-    targets = [loaded.class_index(t) for t in target] if target else [None]
+    spec.targets = [job.model.class_index(t) for t in target] if target else [None]
     paths = xconv.images.expand_inputs(images or [])
-
-    def explain_chunk(batch, originals, good, index_offset):
-        return [explanation for class_index in targets
-                for explanation in compute(batch, class_index, originals=originals, sources=good,
-                                           index_offset=index_offset)]
-
-    def write_chunk(explanations, good):
-        return manifest_records(explanations, good, [draw(explanation) for explanation in explanations], loaded)
 
     def show(records):
         for record in records:
@@ -381,32 +371,13 @@ def explain(
             elif verbose:
                 describe_record(record)
 
-    summary = stream_with_progress(paths, out, lambda chunk: xconv.load_images(chunk, loaded), explain_chunk,
-                                   write_chunk, show, resume, f"{method}")
+    if engine == "ray":
+        from xconv.ray_engine import explain_on_ray
+
+        summary = explain_on_ray(paths, spec, address=address, on_records=show)
+    else:
+        summary = stream_with_progress(paths, out, job.decode, job.compute, job.write, show, resume, f"{method}")
     finish_stream(summary, out, as_json)
-
-
-def manifest_records(explanations, good, drawn, model) -> list[dict]:
-    """One manifest record per explained input: prediction, top probabilities, targets, layer, files."""
-    import numpy as np
-
-    first = explanations[0]
-    records = []
-    for index, path in enumerate(good):
-        outputs = [str(item) for written in drawn for item in written
-                   if item.index == index or (item.index is None and len(good) == 1)]
-        label, score = first.predictions[index] if first.predictions else (None, None)
-        record = {"input": str(path), "status": "ok", "prediction": label,
-                  "probability": None if score is None else round(float(score), 6)}
-        probabilities = first.arrays.get("probabilities") if isinstance(first.arrays, dict) else None
-        if probabilities is not None:
-            top = np.argsort(-probabilities[index])[:5]
-            record["probabilities"] = {model.class_names[i]: round(float(probabilities[index, i]), 6) for i in top}
-        record["targets"] = [e.target_names[index] for e in explanations if e.target_names]
-        record["layer"] = first.layer
-        record["outputs"] = outputs
-        records.append(record)
-    return records
 
 
 def describe_record(record: dict) -> None:

@@ -186,7 +186,7 @@ class Explanation:
     target_names: list[str] | None = None
     predictions: list[tuple[str, float]] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
-    index_offset: int = 0
+    index_offset: int | list = 0
 
     def __getattr__(self, name):
         # e.heatmaps, e.activations, e.patterns, e.scores read straight from ``arrays``.
@@ -219,11 +219,14 @@ class Explanation:
 
     def stem(self, index: int) -> str:
         """A file-name stem for input ``index``, unique within a run: numbered when the run has several
-        images (``index_offset`` continues the numbering across the chunks of one long batch)."""
+        images. ``index_offset`` continues the numbering across the chunks of one long batch, or gives
+        each image its own number (its position among all inputs), so names do not depend on batching."""
         source = (self.sources or [None] * (index + 1))[index]
         base = Path(source).stem if source else "image"
-        numbered = len(self) > 1 or self.index_offset > 0 or not source
-        return f"{self.index_offset + index:03d}_{safe_name(base)}" if numbered else safe_name(base)
+        offset = self.index_offset
+        number = int(offset[index]) if isinstance(offset, (list, tuple)) else offset + index
+        numbered = len(self) > 1 or number > 0 or not source
+        return f"{number:03d}_{safe_name(base)}" if numbered else safe_name(base)
 
     def output(self, path: str | os.PathLike, index: int | None = None) -> "Output":
         """An :class:`Output` record for a file a renderer wrote about input ``index`` (None: all inputs)."""

@@ -130,34 +130,35 @@ def stream(paths: list, out_dir, decode: Callable, compute: Callable, write: Cal
            resume: bool = False, on_records: Callable | None = None, on_progress: Callable | None = None,
            decode_workers: int = 2) -> StreamSummary:
     """Run every input through ``decode(chunk) -> (batch, originals, good, errors)``, ``compute(batch,
-    originals, good, index_offset) -> result`` (main thread) and ``write(result, good) -> records``
+    originals, good, numbers) -> result`` (main thread; ``numbers``: each good input's position among all
+    inputs, which names its files, or 0 for a single input) and ``write(result, good) -> records``
     (writer thread; records of the good inputs), appending records to the manifest as chunks finish.
 
     ``on_records(records)`` sees each chunk's records (errors included) after they are in the manifest;
     ``on_progress(done)`` counts inputs. Ctrl-C stops after the chunk in hand: what was computed is
-    still written and recorded, and the summary says ``interrupted``.
+    still written and recorded, and the summary says ``interrupted``. ``resume`` skips the inputs the
+    manifest records as done, files present; since files are named by position, the rest come out as
+    they would have in one run.
     """
     manifest = Manifest(out_dir)
     summary = StreamSummary(inputs=len(paths))
-    chunks = [paths[start:start + batch_size] for start in range(0, len(paths), batch_size)]
-    offsets = None  # a fresh run numbers files by the good inputs seen so far
+    items = list(enumerate(paths))
     if resume:
-        records = manifest.records()
         done = manifest.completed()
-        offsets = chunk_offsets(chunks, records)
-        kept = [i for i, chunk in enumerate(chunks) if not all(str(path) in done for path in chunk)]
-        summary.resumed = len(paths) - sum(len(chunks[i]) for i in kept)
-        chunks, offsets = [chunks[i] for i in kept], [offsets[i] for i in kept]
-    if on_progress and summary.resumed:
-        on_progress(summary.resumed)
+        items = [(position, path) for position, path in items if str(path) not in done]
+        summary.resumed = len(paths) - len(items)
+        if on_progress and summary.resumed:
+            on_progress(summary.resumed)
+    chunks = [items[start:start + batch_size] for start in range(0, len(items), batch_size)]
     writer = BackgroundWriter()
     started = time.perf_counter()
-    offset = 0
     lock = threading.Lock()
 
-    def finish(result, good, errors):
+    def finish(chunk, result, good, errors):
         records = write(result, good) if result is not None else []
         records += [{"input": error.path, "status": "error", "error": error.reason} for error in errors]
+        order = {str(path): position for position, path in chunk}
+        records.sort(key=lambda record: order.get(record["input"], 0))  # input order, errors in their place
         manifest.append(records)
         with lock:
             summary.explained += len(good)
@@ -167,16 +168,19 @@ def stream(paths: list, out_dir, decode: Callable, compute: Callable, write: Cal
         if on_progress:
             on_progress(len(good) + len(errors))
 
+    def decode_chunk(chunk):
+        return decode([path for _, path in chunk])
+
     try:
-        for position, (chunk, (batch, originals, good, errors)) in enumerate(decoded_ahead(chunks, decode,
-                                                                                           decode_workers)):
-            if offsets is not None:
-                offset = offsets[position]
+        for chunk, (batch, originals, good, errors) in decoded_ahead(chunks, decode_chunk, decode_workers):
             summary.failed += len(errors)
             summary.errors.extend(errors)
-            result = compute(batch, originals, good, offset) if good else None
-            offset += len(good)
-            writer.submit(lambda result=result, good=good, errors=errors: finish(result, good, errors))
+            result = None
+            if good:
+                numbers = good_positions(chunk, good) if len(paths) > 1 else 0
+                result = compute(batch, originals, good, numbers)
+            writer.submit(lambda chunk=chunk, result=result, good=good, errors=errors: finish(chunk, result, good,
+                                                                                             errors))
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
@@ -185,11 +189,12 @@ def stream(paths: list, out_dir, decode: Callable, compute: Callable, write: Cal
     return summary
 
 
-def chunk_offsets(chunks: list[list], records: dict[str, dict]) -> list[int]:
-    """The file-numbering offset each chunk had in a full run: the good inputs before it (a recorded
-    error counts as not good; an input never seen counts as good, as it will be decoded)."""
-    offsets, offset = [], 0
-    for chunk in chunks:
-        offsets.append(offset)
-        offset += sum(1 for path in chunk if records.get(str(path), {}).get("status") != "error")
-    return offsets
+def good_positions(chunk: list[tuple[int, object]], good: list) -> list[int]:
+    """The positions of the decoded inputs, in order (decoding keeps order and drops the bad ones)."""
+    positions, remaining = [], iter(chunk)
+    for path in good:
+        for position, candidate in remaining:
+            if str(candidate) == str(path):
+                positions.append(position)
+                break
+    return positions

@@ -1,0 +1,71 @@
+"""The Ray engine on a local Ray instance (2 CPUs): the same files and manifest as the local engine."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from xconv.cli import build_app
+
+ray = pytest.importorskip("ray", reason="the Ray engine is an optional extra: pip install 'xconv[ray]'")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "3"}})
+    yield
+    ray.shutdown()
+
+
+def manifest(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+
+
+def test_ray_engine_writes_what_the_local_engine_writes(local_ray, model_file, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(3)
+    for index in range(21):
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(photos / f"p{index:02d}.png")
+    (photos / "p05_broken.png").write_bytes(b"\x89PNG not really")
+    runner, app = CliRunner(), build_app()
+    outputs = {}
+    for engine in ("local", "ray"):
+        out = tmp_path / engine
+        result = runner.invoke(app, ["explain", str(photos), "--model", str(model_file), "--target", "cat",
+                                     "--target", "dog", "--out", str(out), "--engine", engine])
+        assert result.exit_code == 1, result.output  # the broken photo fails, the rest are explained
+        assert "explained 21 of 22 inputs" in result.output and "p05_broken.png" in result.output
+        outputs[engine] = out
+    local, distributed = (sorted(p.name for p in outputs[e].glob("*.png")) for e in ("local", "ray"))
+    assert local == distributed and len(local) == 42
+    for name in local:
+        np.testing.assert_array_equal(np.asarray(Image.open(outputs["local"] / name)),
+                                      np.asarray(Image.open(outputs["ray"] / name)))
+
+    def comparable(records, out):
+        return [{**r, "outputs": [Path(p).relative_to(out).as_posix() for p in r.get("outputs", [])]} for r in records]
+
+    assert comparable(manifest(outputs["ray"]), outputs["ray"]) == comparable(manifest(outputs["local"]), outputs["local"])
+
+
+def test_ray_engine_without_ray_says_how_to_install(monkeypatch, model_file, tmp_path):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    photo = tmp_path / "p.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(photo)
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    result = CliRunner().invoke(build_app(), ["explain", str(photo), "--model", str(model_file), "--engine", "ray",
+                                              "--out", str(tmp_path / "out")])
+    assert result.exit_code != 0 and "pip install 'xconv[ray]'" in result.output

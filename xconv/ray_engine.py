@@ -1,0 +1,95 @@
+"""Explaining a dataset on a Ray cluster with Ray Data (``xconv explain ... --engine ray``).
+
+:class:`RayExplainer` is a callable class for ``Dataset.map_batches``: each actor loads the model once,
+then decodes, explains and renders the batches it is given with the same :class:`xconv.batch_job.ExplainJob`
+the local engine uses, so files and manifest records are the same. It returns one JSON record per input;
+the driver appends them to ``manifest.jsonl`` as batches complete. The output folder must be reachable by
+every worker under the same path (a shared or network file system on a real cluster).
+
+Drop it into your own pipeline::
+
+    ds = ray.data.from_items([{"position": i, "path": p} for i, p in enumerate(paths)])
+    records = ds.map_batches(RayExplainer, fn_constructor_args=(spec, len(paths)), batch_size=16,
+                             concurrency=4, num_gpus=1)   # num_gpus per actor, when the nodes have GPUs
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+
+from xconv.batch_job import ExplainJob, JobSpec
+from xconv.errors import XconvError
+from xconv.streaming import Manifest, StreamSummary
+
+
+def require_ray():
+    try:
+        import ray
+    except ImportError:
+        raise XconvError("--engine ray needs Ray: pip install 'xconv[ray]' (or 'ray[data]')") from None
+    return ray
+
+
+class RayExplainer:
+    """``map_batches`` callable: {"position", "path"} columns in, {"record"} (JSON lines) out."""
+
+    def __init__(self, spec: JobSpec, total: int):
+        import os
+
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        self.job = ExplainJob(spec)
+        self.total = total
+
+    def __call__(self, batch: dict) -> dict:
+        positions = [int(p) for p in batch["position"]]
+        paths = [str(p) for p in batch["path"]]
+        images, originals, good, errors = self.job.decode(paths)
+        records = []
+        if len(good):
+            by_path = dict(zip(paths, positions))
+            numbers = [by_path[str(path)] for path in good] if self.total > 1 else 0
+            records = self.job.write(self.job.compute(images, originals, good, numbers), good)
+        records += [{"input": error.path, "status": "error", "error": error.reason} for error in errors]
+        order = {path: position for path, position in zip(paths, positions)}
+        records.sort(key=lambda record: order.get(record["input"], 0))
+        return {"record": np.array([json.dumps(record) for record in records], dtype=object)}
+
+
+def explain_on_ray(paths: list, spec: JobSpec, address: str | None = None, batch_size: int = 16,
+                   concurrency: int | None = None, on_records=None) -> StreamSummary:
+    """Run the job over ``paths`` on Ray (``address``: a cluster, else RAY_ADDRESS, else a local instance)."""
+    ray = require_ray()
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "3"}})
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True  # the manifest in input order, as the local engine writes it
+    manifest = Manifest(spec.out)
+    summary = StreamSummary(inputs=len(paths))
+    started = time.perf_counter()
+    dataset = ray.data.from_items([{"position": i, "path": str(p)} for i, p in enumerate(paths)],
+                                  override_num_blocks=max(1, -(-len(paths) // batch_size)))
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    mapped = dataset.map_batches(RayExplainer, fn_constructor_args=(spec, len(paths)), batch_size=batch_size,
+                                 concurrency=concurrency or max(1, gpus or cpus // 2),
+                                 num_gpus=1 if gpus else 0, num_cpus=1 if not gpus else None, batch_format="numpy")
+    try:
+        for batch in mapped.iter_batches(batch_size=None, batch_format="numpy"):
+            records = [json.loads(text) for text in batch["record"]]
+            manifest.append(records)
+            for record in records:
+                if record["status"] == "ok":
+                    summary.explained += 1
+                    summary.files += len(record["outputs"])
+                else:
+                    summary.failed += 1
+            if on_records:
+                on_records(records)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    summary.seconds = time.perf_counter() - started
+    return summary
