@@ -215,3 +215,30 @@ def test_explain_callback_costs_one_compiled_call_per_epoch(dataset, tmp_path):
     traces = getattr(step, "experimental_get_tracing_count", lambda: None)()
     assert traces in (None, 1)
     assert isinstance(keras.callbacks.Callback, type) and len(callback.seconds) == 2
+
+
+def test_two_replicas_reach_the_loss_of_one_at_the_same_global_batch(tmp_path):
+    """MirroredStrategy on two logical CPU devices (set up in a fresh process, before TensorFlow starts)."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    result = subprocess.run([sys.executable, str(REPO / "tests" / "scripts" / "two_replicas.py"), str(tmp_path)],
+                            capture_output=True, text=True, env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = json.loads(result.stdout.strip().splitlines()[-1])
+    assert runs["one"]["replicas"] == 1 and runs["two"]["replicas"] == 2
+    assert runs["one"]["global_batch"] == runs["two"]["global_batch"] == 16
+    assert runs["two"]["loss"] == pytest.approx(runs["one"]["loss"], rel=0.05)
+    assert runs["two"]["val_loss"] == pytest.approx(runs["one"]["val_loss"], rel=0.05)
+
+
+def test_strategy_scales_batch_and_learning_rate_and_rejects_unknown_names():
+    from xconv.distribute import Distribution, make_distribution
+
+    two = Distribution(strategy=None, replicas=2)
+    assert two.global_batch(32) == 64 and two.learning_rate(1e-3) == 2e-3 and two.learning_rate(1e-3, False) == 1e-3
+    assert make_distribution("default").replicas == 1
+    with pytest.raises(xconv.XconvError, match="--strategy must be one of"):
+        make_distribution("parameter-server")

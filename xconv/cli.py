@@ -603,6 +603,8 @@ def train(
     explain_method: str = typer.Option("gradcam", "--explain-method", help="Heatmap method for --explain-every."),
     tensorboard: Optional[Path] = typer.Option(None, "--tensorboard", help="Log the strips, the metrics and the "
                                                "final confusion matrix to this TensorBoard folder."),
+    strategy: str = typer.Option("default", "--strategy", help="default, mirrored (every local GPU) or multi-worker "
+                                 "(TF_CONFIG); --batch-size is per replica, the learning rate scales with replicas."),
 ):
     """Train a model on a folder of labelled photos (best checkpoint, early stopping, CSV history, curves)."""
     from xconv.quiet import quiet_tensorflow
@@ -615,7 +617,8 @@ def train(
     if not model_cls.trainable:
         trainable = [n for n in get_registry().names("model") if get_registry().get("model", n).trainable]
         raise XconvError(f"model {model!r} cannot be trained; choose from: {', '.join(trainable)}")
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, patience=patience, augment=not no_augment, seed=seed)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, patience=patience, augment=not no_augment, seed=seed,
+                         strategy=strategy)
     if learning_rate is not None:
         config.learning_rate = learning_rate
     size = (image_size, image_size) if image_size else tuple(model_cls.default_image_size)

@@ -42,6 +42,8 @@ class TrainConfig:
     weight_decay: float = 0.05
     label_smoothing: float = 0.1
     warmup_epochs: int = 3
+    strategy: str = "default"  # or "mirrored", "multi-worker" (xconv.distribute)
+    scale_learning_rate: bool = True  # with several replicas: learning rate x replicas
 
 
 def read_image_folder(directory: str | os.PathLike, image_size: tuple[int, int], class_names=None) -> ImageFolder:
@@ -155,7 +157,8 @@ def artifact_paths(out: Path) -> dict[str, Path]:
 
 
 def fit(model, train: ImageFolder, validation: ImageFolder, out: str | os.PathLike, config: TrainConfig,
-        initial_epoch: int = 0, progress=None, fresh_optimizer: bool = True, extra_callbacks=()) -> dict:
+        initial_epoch: int = 0, progress=None, fresh_optimizer: bool = True, extra_callbacks=(),
+        distribution=None) -> dict:
     """Train ``model`` and keep the best checkpoint at ``out``; Ctrl-C stops cleanly with that checkpoint kept.
 
     Returns a summary: best validation accuracy, epochs run, seconds per epoch, images per second,
@@ -163,15 +166,21 @@ def fit(model, train: ImageFolder, validation: ImageFolder, out: str | os.PathLi
     """
     import keras
 
+    from xconv.distribute import make_distribution
+
     keras.utils.set_random_seed(config.seed)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     paths = artifact_paths(out)
-    train_data = make_dataset(train, config.batch_size, True, config.augment, config.seed)
-    val_data = make_dataset(validation, config.batch_size, False, False, config.seed)
-    steps = int(np.ceil(len(train.labels) / config.batch_size))
+    distribution = distribution or make_distribution(config.strategy)  # the one the model was built under
+    batch_size = distribution.global_batch(config.batch_size)
+    train_data = make_dataset(train, batch_size, True, config.augment, config.seed)
+    val_data = make_dataset(validation, batch_size, False, False, config.seed)
+    steps = int(np.ceil(len(train.labels) / batch_size))
     if fresh_optimizer:
-        compile_for_training(model, config, steps)
+        with distribution.strategy.scope():
+            compile_for_training(model, config, steps,
+                                 distribution.learning_rate(config.learning_rate, config.scale_learning_rate))
     timer = EpochTimer()
     callbacks = [
         keras.callbacks.ModelCheckpoint(str(paths["checkpoint"]), monitor="val_accuracy", mode="max",
@@ -200,6 +209,8 @@ def fit(model, train: ImageFolder, validation: ImageFolder, out: str | os.PathLi
         "seconds_per_epoch": seconds,
         "train_images_per_second": len(train.labels) / seconds if timer.durations else float("nan"),
         "interrupted": interrupted,
+        "replicas": distribution.replicas,
+        "global_batch_size": batch_size,
         "skipped": [str(e) for e in train.skipped + validation.skipped],
         **{name: str(path) for name, path in paths.items()},
     }
@@ -371,15 +382,23 @@ def train(data: str | os.PathLike, model_cls, out: str | os.PathLike, config: Tr
          f"classes {train_split.class_names}, size {image_size[0]}x{image_size[1]}")
     paths = artifact_paths(out)
     initial_epoch = 0
-    if resume:
-        if not out.is_file():
-            raise XconvError(f"--resume: no checkpoint at {out} to continue from")
-        keras_model = load_keras_file(out, safe_mode=True, compile=True)
-        initial_epoch = completed_epochs(paths["history"])
-        echo(f"resuming from {out} after {initial_epoch} epochs")
-    else:
-        keras_model = model_cls.build_for_training(train_split.class_names, image_size, weights)
-    steps = int(np.ceil(len(train_split.labels) / config.batch_size))
+    from xconv.distribute import make_distribution
+
+    distribution = make_distribution(config.strategy)
+    if distribution.replicas > 1:
+        echo(f"{config.strategy}: {distribution.replicas} replicas, global batch "
+             f"{distribution.global_batch(config.batch_size)}, learning rate "
+             f"{distribution.learning_rate(config.learning_rate, config.scale_learning_rate):g}")
+    with distribution.strategy.scope():  # the model's variables are mirrored on every replica
+        if resume:
+            if not out.is_file():
+                raise XconvError(f"--resume: no checkpoint at {out} to continue from")
+            keras_model = load_keras_file(out, safe_mode=True, compile=True)
+            initial_epoch = completed_epochs(paths["history"])
+            echo(f"resuming from {out} after {initial_epoch} epochs")
+        else:
+            keras_model = model_cls.build_for_training(train_split.class_names, image_size, weights)
+    steps = int(np.ceil(len(train_split.labels) / distribution.global_batch(config.batch_size)))
     progress = RichProgress(config.epochs, steps, echo)
     metadata = {"class_names": train_split.class_names, "name": out.stem, "trained_as": model_cls.name,
                 "preprocess": "none",  # every trainable model rescales its own input
@@ -392,14 +411,14 @@ def train(data: str | os.PathLike, model_cls, out: str | os.PathLike, config: Tr
                                      validation=(validation_split.images, validation_split.labels), **explain))
     try:
         summary = fit(keras_model, train_split, validation_split, out, config, initial_epoch, progress,
-                      fresh_optimizer=not resume, extra_callbacks=extra)
+                      fresh_optimizer=not resume, extra_callbacks=extra, distribution=distribution)
         if fine_tune and not summary["interrupted"]:
             unfrozen = unfreeze_top(keras_model, fine_tune)
             echo(f"fine-tuning the top {fine_tune} base layers ({unfrozen} trainable) at a low learning rate")
             tuning = TrainConfig(**{**config.__dict__, "learning_rate": config.learning_rate / 100, "warmup_epochs": 0})
             tuning.epochs = summary["epochs_run"] + max(1, config.epochs // 2)
             summary = fit(keras_model, train_split, validation_split, out, tuning, summary["epochs_run"],
-                          RichProgress(tuning.epochs, steps, echo), extra_callbacks=extra)
+                          RichProgress(tuning.epochs, steps, echo), extra_callbacks=extra, distribution=distribution)
     finally:
         if out.is_file():
             write_metadata(out, metadata)
