@@ -1,0 +1,118 @@
+"""Explaining many photos: the streaming engine against a sequential loop, memory at 20,000 inputs, Ray.
+
+    python benchmarks/streaming.py [--inputs 20000] [--small 1000] [--skip-ray]
+
+Bundled model, Grad-CAM of the predicted class, an overlay PNG per photo, 2 CPU cores.
+  sequential    decode a chunk of 16, explain it, render it, next chunk (how `xconv explain` ran before
+                the streaming engine), in this process after the model is loaded
+  streaming     xconv.streaming.stream with the same job: decoding ahead, writing behind, manifest
+  memory        `xconv explain` as a command on --small and on --inputs links to the 3,000 shared photos
+                (different names), each run's peak RSS
+  ray           `xconv explain --engine ray` (a local Ray instance, 2 CPUs) against `--engine local`,
+                as commands on the same --small photos, start-up included; the outputs are compared
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cats-vs-dogs"
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def photos() -> list[Path]:
+    if not SHARED.is_dir():
+        sys.exit(f"needs the photos in {SHARED}")
+    return sorted(p for p in SHARED.rglob("*.jpg"))
+
+
+def links(folder: Path, sources: list[Path], count: int) -> Path:
+    folder.mkdir(parents=True)
+    for index in range(count):
+        (folder / f"{index:06d}_{sources[index % len(sources)].name}").symlink_to(sources[index % len(sources)])
+    return folder
+
+
+def in_process(paths: list[Path], scratch: Path) -> tuple[float, float]:
+    """Seconds for the sequential loop and for the streaming engine, the same job and photos."""
+    from xconv.batch_job import ExplainJob, JobSpec
+    from xconv.streaming import stream
+
+    def job(out):
+        return ExplainJob(JobSpec(out=str(out)), model=model)
+
+    model = JobSpec().load_model()
+    warm = job(scratch / "warm")
+    warm.write(warm.compute(*warm.decode(paths[:16])[:3], 0), paths[:16])  # trace outside the timing
+    sequential = job(scratch / "sequential")
+    start = time.perf_counter()
+    for begin in range(0, len(paths), 16):
+        batch, originals, good, _ = sequential.decode(paths[begin:begin + 16])
+        sequential.write(sequential.compute(batch, originals, good, list(range(begin, begin + len(good)))), good)
+    sequential_seconds = time.perf_counter() - start
+    streaming = job(scratch / "streaming")
+    start = time.perf_counter()
+    stream(paths, scratch / "streaming", streaming.decode, streaming.compute, streaming.write)
+    return sequential_seconds, time.perf_counter() - start
+
+
+def command(args: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of an xconv command in its own process."""
+    probe = ("import resource, subprocess, sys, time; start = time.perf_counter(); "
+             "code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode; "
+             "print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, code)")
+    output = subprocess.run([sys.executable, "-c", probe, sys.executable, "-m", "xconv.cli", *args],
+                            capture_output=True, text=True, env=ENV, check=True).stdout.split()
+    return float(output[0]), float(output[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--inputs", type=int, default=20000)
+    parser.add_argument("--small", type=int, default=1000)
+    parser.add_argument("--skip-ray", action="store_true")
+    args = parser.parse_args()
+    sources = photos()
+    validation = sorted((SHARED / "validation").rglob("*.jpg"))[:args.small]
+    with tempfile.TemporaryDirectory(dir=os.environ.get("XCONV_BENCH_DIR")) as scratch:
+        scratch = Path(scratch)
+        sequential, streaming = in_process(validation, scratch)
+        small = links(scratch / "small", sources, args.small)
+        large = links(scratch / "large", sources, args.inputs)
+        small_seconds, small_rss = command(["explain", str(small), "--out", str(scratch / "out_small")])
+        shutil.rmtree(scratch / "out_small")
+        large_seconds, large_rss = command(["explain", str(large), "--out", str(scratch / "out_large")])
+        shutil.rmtree(scratch / "out_large")
+        print(f"bundled model, Grad-CAM + overlay per photo, {os.cpu_count()} CPU cores")
+        print(f"{len(validation)} validation photos in this process: sequential {len(validation) / sequential:.1f}/s, "
+              f"streaming {len(validation) / streaming:.1f}/s: {sequential / streaming:.2f}x")
+        print(f"command on {args.small} inputs: {small_seconds:.1f} s ({args.small / small_seconds:.1f}/s), "
+              f"peak RSS {small_rss:.0f} MB")
+        print(f"command on {args.inputs} inputs: {large_seconds:.1f} s ({args.inputs / large_seconds:.1f}/s), "
+              f"peak RSS {large_rss:.0f} MB: {large_rss / small_rss:.2f}x the peak at {args.small}")
+        if args.skip_ray:
+            return
+        local_out, ray_out = scratch / "local", scratch / "ray"
+        local_seconds, _ = command(["explain", *map(str, validation), "--out", str(local_out)])
+        ray_seconds, _ = command(["explain", *map(str, validation), "--out", str(ray_out), "--engine", "ray"])
+        names = sorted(p.name for p in local_out.glob("*.png"))
+        same_files = names == sorted(p.name for p in ray_out.glob("*.png")) and all(
+            filecmp.cmp(local_out / n, ray_out / n, shallow=False) for n in names)
+        records = [[{**json.loads(line), "outputs": [Path(p).name for p in json.loads(line).get("outputs", [])]}
+                    for line in (out / "manifest.jsonl").read_text().splitlines()] for out in (local_out, ray_out)]
+        print(f"ray engine on {len(validation)} photos: {ray_seconds:.1f} s against local {local_seconds:.1f} s "
+              f"(start-up included): {local_seconds / ray_seconds:.2f}x the local throughput; identical files "
+              f"{same_files}, identical manifest {records[0] == records[1]}")
+
+
+if __name__ == "__main__":
+    main()
