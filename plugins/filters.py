@@ -156,7 +156,7 @@ class FilterPatterns(xconv.Explainer):
                               degrees=default.degrees if self.rotate is None else float(self.rotate))
 
     def functions(self):
-        """(render, ascend, objective_values), compiled once per model and setting (cached)."""
+        """(render, ascend, objective_values, all_objectives), compiled once per model and setting (cached)."""
         key = ("filters", self.layer, self.size, self.transforms, self.step_size, self.seed, self.jit_compile,
                self.parameterization, self.objective, self.sign, self.diversity, self.diversity_weight)
         return self.model.cached(key, self._build_functions)
@@ -184,8 +184,8 @@ class FilterPatterns(xconv.Explainer):
 
         render = render_fourier if self.parameterization == "fourier" else render_pixels
 
-        def activations_and_objective(pixels, filters):
-            """Feature maps (N, h, w, C) and each element's objective for its own filter (N,)."""
+        def activations_and_objectives(pixels):
+            """Feature maps (N, h, w, C) and every channel's objective on each image (N, C)."""
             activations = feature_model(pixels * scale + offset, training=False)
             height, width = activations.shape[1], activations.shape[2]
             if neuron:
@@ -195,10 +195,18 @@ class FilterPatterns(xconv.Explainer):
                 # and reflected borders the whole map counts, so the pattern's edges are optimized too.
                 border = 2 if transforms.identity and min(height, width) > 6 else 0
                 values = tf.reduce_mean(activations[:, border:height - border, border:width - border], axis=(1, 2))
-            return activations, direction * tf.gather(values, filters, axis=1, batch_dims=1)
+            return activations, direction * values
+
+        def activations_and_objective(pixels, filters):
+            """Feature maps and each element's objective for its own filter (N,)."""
+            activations, values = activations_and_objectives(pixels)
+            return activations, tf.gather(values, filters, axis=1, batch_dims=1)
 
         def objective_values(pixels, filters):
             return activations_and_objective(pixels, filters)[1]
+
+        def all_objectives(pixels):
+            return activations_and_objectives(pixels)[1]
 
         def diversity_penalty(activations, objective):
             """Olah et al.: the mean cosine similarity of the copies' Gram matrices, per filter, weighted by
@@ -245,6 +253,7 @@ class FilterPatterns(xconv.Explainer):
             tf.function(ascend, jit_compile=self.jit_compile),
             tf.function(objective_values, input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32),
                                                            tf.TensorSpec([None], tf.int32)]),
+            tf.function(all_objectives),
         )
 
     def starting_values(self, filters: list[int], noise: float, attempt: int = 0) -> np.ndarray:
@@ -267,7 +276,7 @@ class FilterPatterns(xconv.Explainer):
         """
         import tensorflow as tf
 
-        render, ascend, _ = self.functions()
+        render, ascend, _, _ = self.functions()
         value = tf.constant(self.starting_values(filters, self.noise))
         moments = (tf.zeros_like(value), tf.zeros_like(value))
         targets = tf.constant(np.repeat(filters, self.diversity), tf.int32)
@@ -292,7 +301,7 @@ class FilterPatterns(xconv.Explainer):
         """Each pattern's objective (its filter's mean or centre activation, negated for sign=negative)."""
         import tensorflow as tf
 
-        _, _, objective_values = self.functions()
+        _, _, objective_values, _ = self.functions()
         return np.concatenate([
             objective_values(tf.constant(patterns[i:i + self.chunk], tf.float32),
                              tf.constant(filters[i:i + self.chunk], tf.int32)).numpy()
@@ -317,6 +326,13 @@ class FilterPatterns(xconv.Explainer):
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(scores > 1e-6, kept / np.where(scores > 1e-6, scores, 1.0), np.nan).astype(np.float32)
 
+    def gray_scores(self) -> np.ndarray:
+        """Each filter's objective on a plain gray image (all filters from one image)."""
+        import tensorflow as tf
+
+        _, _, _, all_objectives = self.functions()
+        return all_objectives(tf.fill((1, self.size, self.size, 3), 128.0)).numpy()[0, self.filters]
+
     def explain(self, images=None, targets=None):
         per_chunk = max(1, self.chunk // self.diversity)
         patterns = np.concatenate([self.optimize(self.filters[i:i + per_chunk])
@@ -324,8 +340,7 @@ class FilterPatterns(xconv.Explainer):
         pattern_filters = np.repeat(self.filters, self.diversity).tolist()
         scores = self.scores(patterns, pattern_filters)
         robustness = self.robustness(patterns, pattern_filters, scores)
-        gray = np.full((1, self.size, self.size, 3), 128, np.uint8)
-        gray_scores = self.scores(np.repeat(gray, len(self.filters), 0), self.filters)
+        gray_scores = self.gray_scores()
         return xconv.Explanation(
             method=self.name, kind=self.kind, model_name=self.model.display_name,
             arrays={"patterns": patterns, "scores": scores.astype(np.float32), "robustness": robustness},
