@@ -125,23 +125,27 @@ class ExplainService:
     def explain(self, key: ExplainKey, uploads: list[Upload]) -> list[dict]:
         """Prediction, one overlay per explained class and (optionally) the activation grid, per upload."""
         batch = np.stack([u.image for u in uploads])
-        probabilities = self.model.predict(batch)
-        count = len(self.model.class_names)
-        ranked = np.argsort(-probabilities, axis=1, kind="stable")
-        explained = min(count, MAX_CLASSES) if key.all_classes else 1
-        results = [{**self.prediction(row), "method": key.method, "layer": None, "heatmaps": []} for row in probabilities]
         displays = [u.display for u in uploads]
+        # The predicted class's explanation comes with every class's probability: no separate prediction pass.
+        explanations = [xconv.explain(self.model, batch, key.method, layer=key.layer, originals=displays)]
+        probabilities = explanations[0].arrays.get("probabilities")
+        if probabilities is None:  # a plugin method that does not report them
+            probabilities = self.model.predict(batch)
+        ranked = np.argsort(-probabilities, axis=1, kind="stable")
+        explained = min(len(self.model.class_names), MAX_CLASSES) if key.all_classes else 1
+        for rank in range(1, explained):
+            explanations.append(xconv.explain(self.model, batch, key.method, target=[int(t) for t in ranked[:, rank]],
+                                              layer=key.layer, originals=displays))
+        results = [{**self.prediction(row), "method": key.method, "layer": None, "heatmaps": []} for row in probabilities]
         with tempfile.TemporaryDirectory(prefix="xconv-serve-") as scratch:
-            for rank in range(explained):
-                targets = [int(t) for t in ranked[:, rank]]
-                explanation = xconv.explain(self.model, batch, key.method, target=targets, layer=key.layer,
-                                            originals=displays)
+            for rank, explanation in enumerate(explanations):
                 for output in xconv.render(explanation, "overlay", Path(scratch) / f"rank{rank}", grid=key.grid):
                     index = output.index
+                    target = int(explanation.targets[index])
                     results[index]["layer"] = explanation.layer
                     results[index]["heatmaps"].append({
-                        "class": self.model.class_names[targets[index]],
-                        "probability": float(probabilities[index, targets[index]]),
+                        "class": self.model.class_names[target],
+                        "probability": float(probabilities[index, target]),
                         "png": Path(output.path).read_bytes()})
         if key.activation_layer:
             for result, grid in zip(results, self.activation_grids(key.activation_layer, batch)):
