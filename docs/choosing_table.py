@@ -5,7 +5,7 @@ The docs build runs it on a 24-photo sample (``make_choosing_table`` below); the
     python docs/choosing_table.py --per-class all --steps 20 --out docs/results/choosing-1000
 
 which scores the 1,000 validation photos of ``../shared`` (about half an hour on 2 cores) and writes
-``table.md``, ``summary.json`` and ``score.png`` there; the page includes them as they were committed.
+``table.txt``, ``summary.json`` and ``score.png`` there; the page includes them as they were committed.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def markdown_table(table, methods: list[str], source: str) -> str:
 
 
 def make_choosing_table(out: Path, per_class: int | None = 12, steps: int = 10, progress: bool = False) -> Path:
-    """Score METHODS with METRICS; write table.md, summary.json and score.png into ``out``."""
+    """Score METHODS with METRICS; write table.txt, summary.json and score.png into ``out``."""
     import xconv
     from xconv.demo import chelsea
     from xconv.images import resize
@@ -72,7 +72,7 @@ def make_choosing_table(out: Path, per_class: int | None = 12, steps: int = 10, 
     shutil.rmtree(scratch)
     source = (f"{len(photos)} validation photos, deletion and insertion at {steps} steps" if photos
               else "Chelsea (the validation photos are absent)")
-    (out / "table.md").write_text(markdown_table(table, METHODS, source))
+    (out / "table.txt").write_text(markdown_table(table, METHODS, source))
     (out / "summary.json").write_text(json.dumps({"photos": len(photos), "steps": steps, "seconds": round(seconds),
                                                   "skipped": [str(s) for s in table.skipped],
                                                   "summary": table.summary()}, indent=1, default=str) + "\n")
@@ -96,7 +96,7 @@ def main(argv=None) -> int:
         return 1
     per_class = None if args.per_class == "all" else int(args.per_class)
     written = make_choosing_table(args.out, per_class, args.steps, progress=True)
-    print((written / "table.md").read_text())
+    print((written / "table.txt").read_text())
     return 0
 
 

@@ -131,5 +131,5 @@ def make_choosing_table():
     from choosing_table import make_choosing_table as make
 
     out = make(GENERATED / "choosing", per_class=12, steps=10)
-    shutil.copy(out / "table.md", GENERATED / "choosing_table.txt")
+    shutil.copy(out / "table.txt", GENERATED / "choosing_table.txt")
     shutil.copy(out / "score.png", GENERATED / "choosing_score.png")

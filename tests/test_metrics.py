@@ -191,6 +191,7 @@ def test_python_score_lists_files_it_could_not_decode(tmp_path):
     table = ScoreTable()
     rows = xconv.score(tiny_convnet(), [tmp_path / "good.png", tmp_path / "bad.png"], ["gradcam"], ["deletion"],
                        table=table, metric_options={"deletion": {"steps": 2}})
+    rows = rows.to_dict("records") if hasattr(rows, "to_dict") else rows  # a DataFrame when pandas is there
     assert {row["image"] for row in rows} == {str(tmp_path / "good.png")}
     assert [error.path for error in table.skipped] == [str(tmp_path / "bad.png")]
 
