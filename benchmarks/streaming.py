@@ -80,9 +80,15 @@ def main() -> None:
     parser.add_argument("--inputs", type=int, default=20000)
     parser.add_argument("--small", type=int, default=1000)
     parser.add_argument("--skip-ray", action="store_true")
+    parser.add_argument("--only-ray", type=int, default=0, metavar="N",
+                        help="only the Ray comparison, on the first N of the 3,000 shared photos")
     args = parser.parse_args()
     sources = photos()
     validation = sorted((SHARED / "validation").rglob("*.jpg"))[:args.small]
+    if args.only_ray:
+        with tempfile.TemporaryDirectory(dir=os.environ.get("XCONV_BENCH_DIR")) as scratch:
+            compare_ray(sources[:args.only_ray], Path(scratch))
+        return
     with tempfile.TemporaryDirectory(dir=os.environ.get("XCONV_BENCH_DIR")) as scratch:
         scratch = Path(scratch)
         sequential, streaming = in_process(validation, scratch)
@@ -101,17 +107,21 @@ def main() -> None:
               f"peak RSS {large_rss:.0f} MB: {large_rss / small_rss:.2f}x the peak at {args.small}")
         if args.skip_ray:
             return
-        local_out, ray_out = scratch / "local", scratch / "ray"
-        local_seconds, _ = command(["explain", *map(str, validation), "--out", str(local_out)])
-        ray_seconds, _ = command(["explain", *map(str, validation), "--out", str(ray_out), "--engine", "ray"])
-        names = sorted(p.name for p in local_out.glob("*.png"))
-        same_files = names == sorted(p.name for p in ray_out.glob("*.png")) and all(
-            filecmp.cmp(local_out / n, ray_out / n, shallow=False) for n in names)
-        records = [[{**json.loads(line), "outputs": [Path(p).name for p in json.loads(line).get("outputs", [])]}
-                    for line in (out / "manifest.jsonl").read_text().splitlines()] for out in (local_out, ray_out)]
-        print(f"ray engine on {len(validation)} photos: {ray_seconds:.1f} s against local {local_seconds:.1f} s "
-              f"(start-up included): {local_seconds / ray_seconds:.2f}x the local throughput; identical files "
-              f"{same_files}, identical manifest {records[0] == records[1]}")
+        compare_ray(validation, scratch)
+
+
+def compare_ray(paths: list[Path], scratch: Path) -> None:
+    local_out, ray_out = scratch / "local", scratch / "ray"
+    local_seconds, _ = command(["explain", *map(str, paths), "--out", str(local_out)])
+    ray_seconds, _ = command(["explain", *map(str, paths), "--out", str(ray_out), "--engine", "ray"])
+    names = sorted(p.name for p in local_out.glob("*.png"))
+    same_files = names == sorted(p.name for p in ray_out.glob("*.png")) and all(
+        filecmp.cmp(local_out / n, ray_out / n, shallow=False) for n in names)
+    records = [[{**json.loads(line), "outputs": [Path(p).name for p in json.loads(line).get("outputs", [])]}
+                for line in (out / "manifest.jsonl").read_text().splitlines()] for out in (local_out, ray_out)]
+    print(f"ray engine on {len(paths)} photos: {ray_seconds:.1f} s against local {local_seconds:.1f} s "
+          f"(start-up included): {local_seconds / ray_seconds:.2f}x the local throughput; identical files "
+          f"{same_files}, identical manifest {records[0] == records[1]}")
 
 
 if __name__ == "__main__":
