@@ -156,7 +156,8 @@ class FilterPatterns(xconv.Explainer):
                               degrees=default.degrees if self.rotate is None else float(self.rotate))
 
     def functions(self):
-        """(render, ascend, objective_values, all_objectives), compiled once per model and setting (cached)."""
+        """(render, ascend, objective_values, all_objectives, moved_objectives), compiled once per model and
+        setting (cached)."""
         key = ("filters", self.layer, self.size, self.transforms, self.step_size, self.seed, self.jit_compile,
                self.parameterization, self.objective, self.sign, self.diversity, self.diversity_weight)
         return self.model.cached(key, self._build_functions)
@@ -208,6 +209,13 @@ class FilterPatterns(xconv.Explainer):
         def all_objectives(pixels):
             return activations_and_objectives(pixels)[1]
 
+        def moved_objectives(pixels, filters, matrices):
+            """Each pattern's objective under every move: (P, D) for P patterns and D matrices, in one graph."""
+            draws = tf.shape(matrices)[0]
+            copies = tf.ensure_shape(tf.repeat(pixels, draws, axis=0), [None, size, size, 3])
+            moved = warp(copies, tf.tile(matrices, [tf.shape(pixels)[0], 1]))
+            return tf.reshape(objective_values(moved, tf.repeat(filters, draws)), [-1, draws])
+
         def diversity_penalty(activations, objective):
             """Olah et al.: the mean cosine similarity of the copies' Gram matrices, per filter, weighted by
             that filter's activation so the term keeps its strength as the activation grows. The Gram
@@ -254,6 +262,9 @@ class FilterPatterns(xconv.Explainer):
             tf.function(objective_values, input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32),
                                                            tf.TensorSpec([None], tf.int32)]),
             tf.function(all_objectives),
+            tf.function(moved_objectives, input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32),
+                                                           tf.TensorSpec([None], tf.int32),
+                                                           tf.TensorSpec([None, 8], tf.float32)]),
         )
 
     def starting_values(self, filters: list[int], noise: float, attempt: int = 0) -> np.ndarray:
@@ -276,7 +287,7 @@ class FilterPatterns(xconv.Explainer):
         """
         import tensorflow as tf
 
-        render, ascend, _, _ = self.functions()
+        render, ascend, *_ = self.functions()
         value = tf.constant(self.starting_values(filters, self.noise))
         moments = (tf.zeros_like(value), tf.zeros_like(value))
         targets = tf.constant(np.repeat(filters, self.diversity), tf.int32)
@@ -301,7 +312,7 @@ class FilterPatterns(xconv.Explainer):
         """Each pattern's objective (its filter's mean or centre activation, negated for sign=negative)."""
         import tensorflow as tf
 
-        _, _, objective_values, _ = self.functions()
+        _, _, objective_values, *_ = self.functions()
         return np.concatenate([
             objective_values(tf.constant(patterns[i:i + self.chunk], tf.float32),
                              tf.constant(filters[i:i + self.chunk], tf.int32)).numpy()
@@ -315,14 +326,15 @@ class FilterPatterns(xconv.Explainer):
         filter at all. The same draws for every pattern, from a fixed seed."""
         import tensorflow as tf
 
+        moved_objectives = self.functions()[4]
         matrices = random_matrices(ROBUSTNESS_DRAWS, tf.constant([12345, 0]), ROBUSTNESS_CHECK, self.size)
-        kept = []
-        for start in range(0, len(patterns), self.chunk):
-            part = patterns[start:start + self.chunk]
-            moved = warp(tf.constant(np.repeat(part, ROBUSTNESS_DRAWS, 0), tf.float32), tf.tile(matrices, [len(part), 1]))
-            kept.append(self.scores(moved.numpy(), np.repeat(filters[start:start + self.chunk], ROBUSTNESS_DRAWS)))
-        kept = np.concatenate(kept)
-        kept = kept.reshape(len(patterns), ROBUSTNESS_DRAWS).mean(axis=1)
+        per_call = max(1, self.chunk // ROBUSTNESS_DRAWS)  # patterns per call: chunk moved copies in one batch
+        kept = np.concatenate([
+            moved_objectives(tf.constant(patterns[i:i + per_call], tf.float32),
+                             tf.constant(filters[i:i + per_call], tf.int32), matrices).numpy()
+            for i in range(0, len(patterns), per_call)
+        ])
+        kept = kept.mean(axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(scores > 1e-6, kept / np.where(scores > 1e-6, scores, 1.0), np.nan).astype(np.float32)
 
@@ -330,7 +342,7 @@ class FilterPatterns(xconv.Explainer):
         """Each filter's objective on a plain gray image (all filters from one image)."""
         import tensorflow as tf
 
-        _, _, _, all_objectives = self.functions()
+        all_objectives = self.functions()[3]
         return all_objectives(tf.fill((1, self.size, self.size, 3), 128.0)).numpy()[0, self.filters]
 
     def explain(self, images=None, targets=None):

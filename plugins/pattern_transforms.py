@@ -58,6 +58,8 @@ def warp(images, matrices):
     """Each image of (N, S, S, C) float images resampled through its matrix, borders reflected."""
     import tensorflow as tf
 
-    size = tf.shape(images)[1:3]
-    return tf.raw_ops.ImageProjectiveTransformV3(images=images, transforms=matrices, output_shape=size,
-                                                 fill_value=0.0, interpolation="BILINEAR", fill_mode="REFLECT")
+    static = images.shape[1:3]
+    size = tf.constant(static.as_list(), tf.int32) if static.is_fully_defined() else tf.shape(images)[1:3]
+    warped = tf.raw_ops.ImageProjectiveTransformV3(images=images, transforms=matrices, output_shape=size,
+                                                   fill_value=0.0, interpolation="BILINEAR", fill_mode="REFLECT")
+    return tf.ensure_shape(warped, images.shape)
