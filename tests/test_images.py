@@ -157,3 +157,19 @@ def test_directories_expand_to_their_images(tmp_path):
     for name in ["b.png", "a.jpg", "notes.txt"]:
         (tmp_path / name).write_bytes(b"x")
     assert [p.name for p in expand_inputs([tmp_path])] == ["a.jpg", "b.png"]
+
+
+def test_any_decoder_failure_is_one_image_error(tmp_path, monkeypatch):
+    from PIL import Image, ImageOps
+
+    import xconv
+
+    path = tmp_path / "odd.png"
+    Image.new("RGB", (4, 4)).save(path)
+
+    def broken_exif(image):
+        raise KeyError(274)  # what a malformed orientation tag has made Pillow raise
+
+    monkeypatch.setattr(ImageOps, "exif_transpose", broken_exif)
+    with pytest.raises(xconv.ImageError, match="odd.png: could not decode \\(KeyError"):
+        xconv.load_image(path)

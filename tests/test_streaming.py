@@ -93,3 +93,27 @@ def test_cli_explain_writes_a_manifest_and_resume_skips_done_inputs(model_file, 
     again = runner.invoke(app, ["explain", str(photos), "--model", str(model_file), "--out", str(out), "--resume"])
     assert again.exit_code == 0 and "3 already done" in again.output and "explained 0 of 3" in again.output
     assert len((out / "manifest.jsonl").read_text().splitlines()) == 3
+
+
+def test_resume_redoes_inputs_of_another_job_and_repairs_a_cut_line(tmp_path):
+    names = ["a", "b", "c"]
+    first = stream(names, tmp_path, *fake_pipeline(tmp_path, []), batch_size=2, job="gradcam")
+    assert first.explained == 3
+    with Manifest(tmp_path).path.open("a") as handle:
+        handle.write('{"input": "x", "sta')  # a crash in the middle of a line
+    calls = []
+    other = stream(names, tmp_path, *fake_pipeline(tmp_path, calls), batch_size=2, resume=True, job="eigencam")
+    assert other.resumed == 0 and calls == [["a", "b"], ["c"]]  # another job's records do not count
+    records = Manifest(tmp_path).records()
+    assert {records[name]["job"] for name in names} == {"eigencam"} and "x" not in records
+    same = stream(names, tmp_path, *fake_pipeline(tmp_path, []), batch_size=2, resume=True, job="eigencam")
+    assert same.resumed == 3 and same.explained == 0
+
+
+def test_numbered_files_do_not_depend_on_how_many_inputs_a_chunk_holds():
+    from xconv.interfaces import Explanation
+
+    one = Explanation(method="m", kind="heatmap", model_name="x", arrays={}, sources=["a.jpg"], index_offset=[0])
+    assert one.stem(0) == "000_a"
+    alone = Explanation(method="m", kind="heatmap", model_name="x", arrays={}, sources=["a.jpg"])
+    assert alone.stem(0) == "a"

@@ -299,3 +299,24 @@ def test_report_is_self_contained_and_renders_in_chromium(catsdogs, photos, tmp_
             assert "broken.jpg: corrupt or truncated image" in page.inner_text(".xconv-error")
             screenshot(page, name)
         browser.close()
+
+
+def test_chunked_uploads_and_malformed_fields_get_a_4xx_line(server, photos):
+    def body():
+        yield (photos / "chelsea.jpg").read_bytes()
+
+    response = httpx.post(f"{server.url}/api/predict", content=body(),
+                          headers={"content-type": "multipart/form-data; boundary=x"})
+    assert response.status_code == 411 and "Content-Length" in response.json()["error"]
+    response = post(f"{server.url}/api/explain", photos / "chelsea.jpg", grid="maybe")
+    assert response.status_code == 422 and response.json()["error"].startswith("invalid request: grid")
+
+
+def test_report_refuses_no_methods_or_no_photos_before_any_work(catsdogs, photos, tmp_path):
+    from xconv.report import build_report
+
+    with pytest.raises(xconv.XconvError, match="--method needs"):
+        build_report(catsdogs, [photos / "chelsea.jpg"], tmp_path / "r.html", methods=[])
+    with pytest.raises(xconv.XconvError, match="no input images"):
+        build_report(catsdogs, [], tmp_path / "r.html")
+    assert not (tmp_path / "r.html").exists()

@@ -29,6 +29,16 @@ class JobSpec:
     per_method: bool = False  # several methods, each drawn by a heatmap renderer (not compared in one figure)
     out: str = "xconv-out"
 
+    def key(self) -> str:
+        """A short fingerprint of everything that decides the files but the output folder: ``--resume``
+        redoes inputs recorded under another job (a different method, target, layer or option)."""
+        import hashlib
+        import json
+        from dataclasses import asdict
+
+        settings = {name: value for name, value in asdict(self).items() if name != "out"}
+        return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
     def load_model(self):
         return xconv.load_model(self.model, weights=self.weights, safe_mode=self.safe_mode,
                                 preprocess=self.preprocess, **self.routed.get("model", {}))

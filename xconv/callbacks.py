@@ -137,11 +137,13 @@ class ExplainCallback(_callback_base()):
         from xconv.evaluation import Evaluation, plot_confusion
 
         images, labels = self.validation
+        labels = np.asarray(labels)
+        labels = labels.argmax(axis=1) if labels.ndim == 2 else labels  # one-hot or class indices
         model = self.wrapped_model()
         predicted = np.concatenate([model.predict(np.asarray(images[i:i + 32]))
                                     for i in range(0, len(images), 32)]).argmax(axis=1)
         confusion = np.zeros((len(self.class_names),) * 2, np.int64)
-        np.add.at(confusion, (np.asarray(labels), predicted), 1)
+        np.add.at(confusion, (labels, predicted), 1)
         with tempfile.TemporaryDirectory() as scratch:
             png = plot_confusion(Evaluation(self.class_names, confusion, [], [], len(labels)),
                                  os.path.join(scratch, "confusion.png"))

@@ -374,9 +374,13 @@ def explain(
     if engine == "ray":
         from xconv.ray_engine import explain_on_ray
 
-        summary = explain_on_ray(paths, spec, address=address, on_records=show)
+        if isinstance(spec.layer, str):
+            job.model.layer_path(spec.layer)  # a typo fails here in one line, not inside a worker
+        spec.out = str(out.resolve())  # workers do not share the driver's working directory
+        summary = explain_on_ray([p.resolve() for p in paths], spec, address=address, on_records=show)
     else:
-        summary = stream_with_progress(paths, out, job.decode, job.compute, job.write, show, resume, f"{method}")
+        summary = stream_with_progress(paths, out, job.decode, job.compute, job.write, show, resume, f"{method}",
+                                       spec.key())
     finish_stream(summary, out, as_json)
 
 
@@ -390,12 +394,13 @@ def describe_record(record: dict) -> None:
         typer.echo(f"  wrote {item}")
 
 
-def stream_with_progress(paths, out, decode, compute, write, show, resume: bool, description: str):
+def stream_with_progress(paths, out, decode, compute, write, show, resume: bool, description: str,
+                         job: str | None = None):
     """``xconv.streaming.stream`` with a rich progress bar (count, rate, time left) on a terminal."""
     from xconv.streaming import stream
 
     if not (len(paths) > 1 and sys.stderr.isatty()):
-        return stream(paths, out, decode, compute, write, resume=resume, on_records=show)
+        return stream(paths, out, decode, compute, write, resume=resume, on_records=show, job=job)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
     from rich.text import Text
 
@@ -406,7 +411,7 @@ def stream_with_progress(paths, out, decode, compute, write, show, resume: bool,
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(), TimeRemainingColumn(),
                   transient=True) as bar:
         task = bar.add_task(description, total=len(paths))
-        return stream(paths, out, decode, compute, write, resume=resume, on_records=show,
+        return stream(paths, out, decode, compute, write, resume=resume, on_records=show, job=job,
                       on_progress=lambda count: bar.advance(task, count))
 
 

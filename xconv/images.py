@@ -90,6 +90,8 @@ def decode_image(source, name, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise ImageError(name, "not an image file (unrecognized format)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(name, f"corrupt or truncated image ({first_line(exc)})") from None
+    except Exception as exc:  # noqa: BLE001 - decoders raise struct.error, KeyError, ... on odd files
+        raise ImageError(name, f"could not decode ({type(exc).__name__}: {first_line(exc)})") from None
 
 
 def to_rgb(image) -> np.ndarray:

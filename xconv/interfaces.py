@@ -225,7 +225,7 @@ class Explanation:
         base = Path(source).stem if source else "image"
         offset = self.index_offset
         number = int(offset[index]) if isinstance(offset, (list, tuple)) else offset + index
-        numbered = len(self) > 1 or number > 0 or not source
+        numbered = isinstance(offset, (list, tuple)) or len(self) > 1 or number > 0 or not source
         return f"{number:03d}_{safe_name(base)}" if numbered else safe_name(base)
 
     def output(self, path: str | os.PathLike, index: int | None = None) -> "Output":

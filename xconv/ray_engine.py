@@ -63,11 +63,15 @@ def explain_on_ray(paths: list, spec: JobSpec, address: str | None = None, batch
     """Run the job over ``paths`` on Ray (``address``: a cluster, else RAY_ADDRESS, else a local instance)."""
     ray = require_ray()
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "3"}})
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                     runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "3"}})
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            raise XconvError(f"could not join Ray at {address or 'a new local instance'}: {error}") from None
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # the manifest in input order, as the local engine writes it
     manifest = Manifest(spec.out)
+    job = spec.key()
     summary = StreamSummary(inputs=len(paths))
     started = time.perf_counter()
     dataset = ray.data.from_items([{"position": i, "path": str(p)} for i, p in enumerate(paths)],
@@ -79,7 +83,7 @@ def explain_on_ray(paths: list, spec: JobSpec, address: str | None = None, batch
                                  num_gpus=1 if gpus else 0, num_cpus=1 if not gpus else None, batch_format="numpy")
     try:
         for batch in mapped.iter_batches(batch_size=None, batch_format="numpy"):
-            records = [json.loads(text) for text in batch["record"]]
+            records = [{**json.loads(text), "job": job} for text in batch["record"]]
             manifest.append(records)
             for record in records:
                 if record["status"] == "ok":

@@ -34,6 +34,12 @@ def build_report(model, images, out, methods=("gradcam",), activation_layers: in
     (and in ``Report.errors``), the others are reported in full."""
     from xconv.web.service import ExplainKey, ExplainService
 
+    from xconv.errors import XconvError
+
+    if not methods:
+        raise XconvError("--method needs at least one heatmap method, e.g. gradcam")
+    if not images:
+        raise XconvError("no input images (folders are searched recursively for .jpg, .png, .bmp, .webp, .tif and .gif files)")
     service = ExplainService(model)
     layers = service.layers[:activation_layers]
     keys = [service.check(ExplainKey(method)) for method in methods]

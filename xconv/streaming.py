@@ -49,17 +49,25 @@ class Manifest:
                         latest[record["input"]] = record
         return latest
 
-    def completed(self) -> set[str]:
-        """Inputs recorded as explained whose files all still exist."""
+    def completed(self, job: str | None = None) -> set[str]:
+        """Inputs recorded as explained (by the same ``job``, when given) whose files all still exist."""
         return {name for name, record in self.records().items()
-                if record.get("status") == "ok" and all(Path(p).exists() for p in record.get("outputs", []))}
+                if record.get("status") == "ok" and (job is None or record.get("job") == job)
+                and all(Path(p).exists() for p in record.get("outputs", []))}
+
+    def _last_byte(self) -> bytes:
+        with self.path.open("rb") as handle:
+            handle.seek(-1, os.SEEK_END)
+            return handle.read(1)
 
     def append(self, records: list[dict]) -> None:
         if not records:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        cut = self.path.exists() and self.path.stat().st_size > 0 and self._last_byte() != b"\n"
         with self.path.open("a", encoding="utf-8") as handle:
-            handle.write("".join(json.dumps(record) + "\n" for record in records))
+            # A line cut by a crash mid-write is closed first, so it cannot swallow the next record.
+            handle.write(("\n" if cut else "") + "".join(json.dumps(record) + "\n" for record in records))
             handle.flush()
             os.fsync(handle.fileno())
 
@@ -128,7 +136,7 @@ def decoded_ahead(chunks: list[list], decode: Callable, workers: int = 2):
 
 def stream(paths: list, out_dir, decode: Callable, compute: Callable, write: Callable, batch_size: int = 16,
            resume: bool = False, on_records: Callable | None = None, on_progress: Callable | None = None,
-           decode_workers: int = 2) -> StreamSummary:
+           decode_workers: int = 2, job: str | None = None) -> StreamSummary:
     """Run every input through ``decode(chunk) -> (batch, originals, good, errors)``, ``compute(batch,
     originals, good, numbers) -> result`` (main thread; ``numbers``: each good input's position among all
     inputs, which names its files, or 0 for a single input) and ``write(result, good) -> records``
@@ -138,13 +146,14 @@ def stream(paths: list, out_dir, decode: Callable, compute: Callable, write: Cal
     ``on_progress(done)`` counts inputs. Ctrl-C stops after the chunk in hand: what was computed is
     still written and recorded, and the summary says ``interrupted``. ``resume`` skips the inputs the
     manifest records as done, files present; since files are named by position, the rest come out as
-    they would have in one run.
+    they would have in one run. ``job``: a fingerprint of the settings, stored in every record, so
+    resume only skips what the same job did.
     """
     manifest = Manifest(out_dir)
     summary = StreamSummary(inputs=len(paths))
     items = list(enumerate(paths))
     if resume:
-        done = manifest.completed()
+        done = manifest.completed(job)
         items = [(position, path) for position, path in items if str(path) not in done]
         summary.resumed = len(paths) - len(items)
         if on_progress and summary.resumed:
@@ -159,6 +168,8 @@ def stream(paths: list, out_dir, decode: Callable, compute: Callable, write: Cal
         records += [{"input": error.path, "status": "error", "error": error.reason} for error in errors]
         order = {str(path): position for position, path in chunk}
         records.sort(key=lambda record: order.get(record["input"], 0))  # input order, errors in their place
+        if job is not None:
+            records = [{**record, "job": job} for record in records]
         manifest.append(records)
         with lock:
             summary.explained += len(good)

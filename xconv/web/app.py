@@ -15,6 +15,7 @@ from importlib import resources
 from typing import Optional
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -76,6 +77,11 @@ def create_app(service: ExplainService, token: str | None = None, max_batch: int
         status = 413 if "too large" in str(error) else 404 if "unknown sample" in str(error) else 400
         return JSONResponse({"error": first_line(error)}, status_code=status)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_field(request, error: RequestValidationError):
+        problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', [])[1:])}: {e.get('msg')}" for e in error.errors())
+        return JSONResponse({"error": f"invalid request: {problems}"}, status_code=422)
+
     @app.exception_handler(Exception)
     async def internal_error(request, error: Exception):
         # A bug, not a user mistake: one line to the client and the server log, no traceback.
@@ -94,6 +100,9 @@ def create_app(service: ExplainService, token: str | None = None, max_batch: int
                 return JSONResponse({"error": "access token required: open the URL xconv serve printed "
                                               "(it ends in ?token=...)"}, status_code=401)
         length = request.headers.get("content-length")
+        if request.method == "POST" and not (length and length.isdigit()):
+            # A chunked body would be spooled whole before any handler could count it.
+            return JSONResponse({"error": "send uploads with a Content-Length"}, status_code=411)
         if length and length.isdigit() and int(length) > max_upload_bytes + 64 * 1024:
             return JSONResponse({"error": f"upload too large (over {max_upload_bytes // (1024 * 1024)} MB)"},
                                 status_code=413)

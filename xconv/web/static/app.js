@@ -41,9 +41,13 @@ async function start() {
   document.body.dataset.ready = "true";
 }
 
+let objectURL = null;       // the chosen file's preview, released when another photo is chosen
+
 function choose(input) {
   current = input;
-  $("photo").src = input.file ? URL.createObjectURL(input.file) : `/api/samples/${encodeURIComponent(input.sample)}`;
+  if (objectURL) URL.revokeObjectURL(objectURL);
+  objectURL = input.file ? URL.createObjectURL(input.file) : null;
+  $("photo").src = input.file ? objectURL : `/api/samples/${encodeURIComponent(input.sample)}`;
   explain();
 }
 
