@@ -91,7 +91,7 @@ def manifest_records(explanations, good, drawn, model) -> list[dict]:
         label, score = first.predictions[index] if first.predictions else (None, None)
         record = {"input": str(path), "status": "ok", "prediction": label,
                   "probability": None if score is None else round(float(score), 6)}
-        probabilities = first.arrays.get("probabilities") if isinstance(first.arrays, dict) else None
+        probabilities = first.arrays.get("probabilities")
         if probabilities is not None:
             top = np.argsort(-probabilities[index], kind="stable")[:5]
             record["probabilities"] = {model.class_names[i]: round(float(probabilities[index, i]), 6) for i in top}

@@ -19,14 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from xconv.images import load_image, resize, save_image
+from xconv.training import _callback_base
 
 STRIP_TILE = 160
-
-
-def _callback_base():
-    import keras
-
-    return keras.callbacks.Callback
 
 
 class ExplainCallback(_callback_base()):
@@ -134,14 +129,13 @@ class ExplainCallback(_callback_base()):
 
         import tensorflow as tf
 
-        from xconv.evaluation import Evaluation, plot_confusion
+        from xconv.evaluation import Evaluation, plot_confusion, predict_batches
 
         images, labels = self.validation
         labels = np.asarray(labels)
         labels = labels.argmax(axis=1) if labels.ndim == 2 else labels  # one-hot or class indices
         model = self.wrapped_model()
-        predicted = np.concatenate([model.predict(np.asarray(images[i:i + 32]))
-                                    for i in range(0, len(images), 32)]).argmax(axis=1)
+        predicted = predict_batches(model, np.asarray(images), 32, flip_average=False).argmax(axis=1)
         confusion = np.zeros((len(self.class_names),) * 2, np.int64)
         np.add.at(confusion, (labels, predicted), 1)
         with tempfile.TemporaryDirectory() as scratch:

@@ -330,7 +330,7 @@ def explain(
     if several:
         xconv.api.check_comparable(methods)
     kind = "comparison" if several else classes[methods[0]].kind
-    renderer_name = renderer or default_renderer(kind)
+    renderer_name = renderer or get_registry().default_renderer(kind)
     renderer_cls = registry.get("renderer", renderer_name)
     per_method = several and "heatmap" in renderer_cls.accepts and "comparison" not in renderer_cls.accepts
     aliases = [(None, name, value) for name, value in
@@ -538,34 +538,6 @@ def describe_synthesized(explanation, written, as_json: bool) -> None:
 
 def layer_text(layer) -> str:
     return layer if isinstance(layer, str) else f"{len(layer)} layers"
-
-
-def describe(explanation, index, path, written, targets, model, as_json: bool) -> None:
-    label, score = explanation.predictions[index] if explanation.predictions else (None, None)
-    target_names = [model.class_names[t] for t in targets if t is not None] or (
-        [explanation.target_names[index]] if explanation.target_names else [])
-    score = None if score is None else float(score)
-    if as_json:
-        typer.echo(json.dumps({"path": str(path), "predicted": label, "score": score, "targets": target_names,
-                               "layer": explanation.layer, "outputs": written}))
-        return
-    parts = [f"predicted {label} {score:.3f}"] if label is not None else []
-    if target_names or explanation.layer:
-        parts.append("explained" + (f" {', '.join(target_names)}" if target_names else "")
-                     + (f" at {layer_text(explanation.layer)}" if explanation.layer else ""))
-    typer.echo(f"{path}: {'; '.join(parts) or explanation.method}")
-    for item in written:
-        typer.echo(f"  wrote {item}")
-
-
-def default_renderer(kind: str) -> str:
-    """The first renderer accepting ``kind``: built-ins first, so an installed plugin never changes the default."""
-    registry = get_registry()
-    names = sorted(registry.names("renderer"), key=lambda n: (not registry.entry("renderer", n).builtin, n))
-    for name in names:
-        if kind in registry.get("renderer", name).accepts:
-            return name
-    raise XconvError(f"no installed renderer can draw {kind!r} explanations")
 
 
 @app.command()

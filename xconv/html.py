@@ -59,13 +59,13 @@ def wide(url: str, alt: str) -> str:
 def explanation_html(explanation, max_side: int = 256) -> str:
     """An explanation as HTML: its default renderer's pictures, small, with one caption each."""
     import xconv
+    from xconv.errors import XconvError
     from xconv.registry import get_registry
 
-    registry = get_registry()
-    renderer = next((name for name in registry.names("renderer")
-                     if registry.get("renderer", name).can_render(explanation)), None)
     header = f"<p><code>{html.escape(repr(explanation))}</code></p>"
-    if renderer is None:
+    try:
+        renderer = get_registry().default_renderer(explanation.kind)  # the one the CLI would use
+    except XconvError:
         return header
     with tempfile.TemporaryDirectory(prefix="xconv-html-") as scratch:
         outputs = xconv.render(explanation, renderer, scratch)

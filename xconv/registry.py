@@ -139,6 +139,14 @@ class Registry:
     def names(self, kind: str) -> list[str]:
         return sorted(self.entries[kind])
 
+    def default_renderer(self, kind: str) -> str:
+        """The first renderer accepting ``kind``: built-ins first, so an installed plugin never changes the default."""
+        names = sorted(self.names("renderer"), key=lambda n: (not self.entry("renderer", n).builtin, n))
+        for name in names:
+            if kind in self.get("renderer", name).accepts:
+                return name
+        raise XconvError(f"no installed renderer can draw {kind!r} explanations")
+
     def find(self, name: str) -> list[tuple[str, Entry]]:
         """Every (kind, entry) registered under ``name`` (bare or qualified), for ``xconv list NAME``."""
         found = []

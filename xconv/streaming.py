@@ -161,7 +161,6 @@ def stream(paths: list, out_dir, decode: Callable, compute: Callable, write: Cal
     chunks = [items[start:start + batch_size] for start in range(0, len(items), batch_size)]
     writer = BackgroundWriter()
     started = time.perf_counter()
-    lock = threading.Lock()
 
     def finish(chunk, result, good, errors):
         records = write(result, good) if result is not None else []
@@ -171,9 +170,8 @@ def stream(paths: list, out_dir, decode: Callable, compute: Callable, write: Cal
         if job is not None:
             records = [{**record, "job": job} for record in records]
         manifest.append(records)
-        with lock:
-            summary.explained += len(good)
-            summary.files += sum(len(r.get("outputs", [])) for r in records)
+        summary.explained += len(good)  # only the writer thread counts these
+        summary.files += sum(len(r.get("outputs", [])) for r in records)
         if on_records:
             on_records(records)
         if on_progress:

@@ -150,7 +150,7 @@ def create_app(service: ExplainService, token: str | None = None, max_batch: int
 
     @app.get("/api/methods", summary="Installed heatmap methods, plugins included")
     async def methods():
-        return service.heatmap_methods()
+        return service.methods
 
     @app.get("/api/samples", summary="Names of the sample photos shipped with xconv")
     async def samples():

@@ -66,6 +66,19 @@ class ServiceStats:
     largest_batch: int = 0
 
 
+def installed_heatmap_methods() -> list[dict]:
+    """Every installed method that makes heatmaps of photos (plugins included)."""
+    from xconv.registry import get_registry
+
+    registry = get_registry()
+    methods = []
+    for name in registry.names("explainer"):
+        cls = registry.get("explainer", name)
+        if cls.kind == "heatmap" and cls.needs_images:
+            methods.append({"name": name, "description": cls.description, "takes_layer": cls.takes_layer})
+    return methods
+
+
 class ExplainService:
     """One loaded model and the work the page asks of it. Not thread-safe by itself: the app runs every
     call on one worker thread."""
@@ -73,6 +86,7 @@ class ExplainService:
     def __init__(self, model):
         self.model = model
         self.layers = model.feature_layers()
+        self.methods = installed_heatmap_methods()  # the registry is fixed once plugins have loaded
         self.stats = ServiceStats()
         self._filters: dict[str, dict] = {}
         self._filters_lock = threading.Lock()
@@ -82,19 +96,6 @@ class ExplainService:
                 "input_size": list(self.model.input_size), "layers": self.layers,
                 "default_layer": self.model.default_layer}
 
-    @staticmethod
-    def heatmap_methods() -> list[dict]:
-        """Every installed method that makes heatmaps of photos (plugins included)."""
-        from xconv.registry import get_registry
-
-        registry = get_registry()
-        methods = []
-        for name in registry.names("explainer"):
-            cls = registry.get("explainer", name)
-            if cls.kind == "heatmap" and cls.needs_images:
-                methods.append({"name": name, "description": cls.description, "takes_layer": cls.takes_layer})
-        return methods
-
     def upload(self, photo: np.ndarray, name: str = "upload") -> Upload:
         scale = DISPLAY_SIZE / max(photo.shape[:2])
         display = photo if scale >= 1 else resize(photo, (round(photo.shape[0] * scale), round(photo.shape[1] * scale)))
@@ -102,7 +103,7 @@ class ExplainService:
 
     def check(self, key: ExplainKey) -> ExplainKey:
         """The key with names resolved, or one readable XconvError (unknown method or layer)."""
-        names = {m["name"]: m for m in self.heatmap_methods()}
+        names = {m["name"]: m for m in self.methods}
         if key.method not in names:
             raise XconvError(f"unknown method {key.method!r}; choose one of {', '.join(names)}")
         layer = self.model.layer_path(key.layer) if key.layer and names[key.method]["takes_layer"] else None
