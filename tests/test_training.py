@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 import xconv
 from xconv.cli import build_app
 from xconv.modelfile import read_metadata
-from xconv.training import augmentation, recalibrate_batch_norms
+from xconv.training import ImageFolder, TrainConfig, augmentation, recalibrate_batch_norms, split_validation
 
 runner = CliRunner()
 
@@ -242,3 +242,59 @@ def test_strategy_scales_batch_and_learning_rate_and_rejects_unknown_names():
     assert make_distribution("default").replicas == 1
     with pytest.raises(xconv.XconvError, match="--strategy must be one of"):
         make_distribution("parameter-server")
+
+
+def test_split_validation_moves_an_even_share_of_each_class_and_holds_out_the_rest():
+    labels = np.array([0] * 6 + [1] * 4, np.int32)
+    images = np.arange(10, dtype=np.uint8)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)
+    validation = ImageFolder(images, labels, ["cats", "dogs"], paths=[Path(f"v{i}.jpg") for i in range(10)])
+    train_split = ImageFolder(images[:3] + 100, np.array([0, 1, 1], np.int32), ["cats", "dogs"],
+                              paths=[Path(f"t{i}.jpg") for i in range(3)])
+    merged, held_out = split_validation(train_split, validation, 0.5)
+    moved = merged.images[3:, 0, 0, 0].tolist()
+    assert moved == [1, 3, 5, 7, 9] and held_out.images[:, 0, 0, 0].tolist() == [0, 2, 4, 6, 8]
+    assert np.bincount(held_out.labels).tolist() == [3, 2]  # half of each class
+    assert [p.name for p in merged.paths] == ["t0.jpg", "t1.jpg", "t2.jpg", "v1.jpg", "v3.jpg", "v5.jpg", "v7.jpg", "v9.jpg"]
+    assert merged.labels.tolist() == [0, 1, 1, 0, 0, 0, 1, 1]
+    assert split_validation(train_split, validation, 0.0)[1].images.shape[0] == 10
+    with pytest.raises(xconv.XconvError, match="merge-validation"):
+        split_validation(train_split, validation, 1.0)
+
+
+def test_progressive_phases_cover_every_epoch_once():
+    assert TrainConfig(epochs=10).phases() == [(None, 0, 10)]
+    assert TrainConfig(epochs=10, small_size=64, small_epochs=4).phases() == [(64, 0, 4), (None, 4, 10)]
+    assert TrainConfig(epochs=3, small_size=64, small_epochs=5).phases() == [(64, 0, 3)]
+
+
+def test_progressive_cutmix_run_keeps_the_last_epoch_at_the_full_size(dataset, tmp_path):
+    out = tmp_path / "recipe.keras"
+    photo = dataset / "validation" / "cats" / "cats0.jpg"
+    result = train("--data", dataset, "--epochs", "3", "--image-size", "32", "--batch-size", "8", "--out", out,
+                   "--small-size", "16", "--small-epochs", "2", "--mixing", "cutmix", "--mixing-probability", "1",
+                   "--keep", "last", "--merge-validation", "0.5", "--explain-every", "1", "--explain-images", photo)
+    assert result.exit_code == 0, result.output
+    assert "4 held out" in result.output and "24 training and 4 validation images" in result.output
+    assert "epochs 1-2 at 16x16" in result.output and "last val_accuracy" in result.output
+    rows = history_rows(tmp_path / "recipe.history.csv")
+    assert [int(row["epoch"]) for row in rows] == [0, 1, 2]
+    model = xconv.load_model(out)
+    assert model.input_size == (32, 32)  # the any-size training net is saved at the training size
+    assert read_metadata(out)["image_size"] == [32, 32]
+    assert len(list((tmp_path / "recipe.explanations").glob("epoch_*.png"))) == 3  # the 16 px epochs too
+    # The checkpoint is the last epoch's: its accuracy on the held-out photos is the last row's.
+    held_out = [p for name in ("cats", "dogs") for p in sorted((dataset / "validation" / name).iterdir())][::2]
+    truth = np.array([0 if p.parent.name == "cats" else 1 for p in held_out])
+    batch = np.stack([xconv.images.resize(xconv.images.load_image(p), (32, 32)) for p in held_out])
+    accuracy = float((model.predict(batch, flip_average=False).argmax(axis=1) == truth).mean())
+    assert accuracy == pytest.approx(float(rows[-1]["val_accuracy"]))
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--mixing", "blend"], "unknown --mixing 'blend'"),
+    (["--keep", "first"], "--keep must be best or last"),
+    (["--small-size", "16"], "needs both --small-size and --small-epochs"),
+])
+def test_recipe_options_reject_bad_values_in_one_line(dataset, tmp_path, arguments, message):
+    result = train("--data", dataset, "--out", tmp_path / "m.keras", *arguments)
+    assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output

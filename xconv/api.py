@@ -63,7 +63,7 @@ def as_batch(model: Model, images) -> tuple[np.ndarray, list[np.ndarray] | None,
     if isinstance(images, np.ndarray):
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
             raise XconvError(f"images must be uint8 (N, H, W, 3); got {images.dtype} {images.shape}")
-        if tuple(images.shape[1:3]) != model.input_size:
+        if any(want is not None and want != got for want, got in zip(model.input_size, images.shape[1:3])):
             raise XconvError(f"images must be {model.input_size} to fit {model.display_name}; got {images.shape[1:3]}")
         return images, None, None
     if isinstance(images, (str, os.PathLike)):

@@ -31,10 +31,12 @@ class ExplainCallback(_callback_base()):
     ``images``: paths, or uint8 (N, H, W, 3) at the model's input size. ``class_names``: the model's
     classes, in output order. ``target``: a class name/index per photo (or one for all); default: the
     predicted class at each epoch. ``validation``: (uint8 images, labels) for the final confusion matrix.
+    ``image_size``: the size to explain at when the model takes any size (progressive resizing).
     """
 
     def __init__(self, images, out_dir, class_names, method: str = "gradcam", every: int = 1, target=None,
-                 layer=None, tensorboard_dir=None, validation=None, gif: bool = True, **method_options):
+                 layer=None, tensorboard_dir=None, validation=None, gif: bool = True, image_size=None,
+                 **method_options):
         super().__init__()
         self.sources, self.photos = self._read(images)
         self.out_dir = Path(out_dir)
@@ -43,6 +45,7 @@ class ExplainCallback(_callback_base()):
         self.method_options = method_options
         self.tensorboard_dir = None if tensorboard_dir is None else Path(tensorboard_dir)
         self.validation, self.gif = validation, gif
+        self.image_size = None if image_size is None else tuple(image_size)
         self.strips: list[Path] = []
         self.seconds: list[float] = []
         self._wrapped = self._writer = None
@@ -90,7 +93,8 @@ class ExplainCallback(_callback_base()):
         import xconv
 
         model = self.wrapped_model()
-        batch = np.stack([resize(photo, model.input_size) for photo in self.photos])
+        size = self.image_size if None in model.input_size else model.input_size
+        batch = np.stack([resize(photo, size) for photo in self.photos])
         targets = None if self.target is None else (self.target if isinstance(self.target, (list, tuple))
                                                     else [self.target] * len(batch))
         explanation = xconv.explain(model, batch, self.method, target=targets, layer=self.layer,

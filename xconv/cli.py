@@ -582,6 +582,17 @@ def train(
                                                "final confusion matrix to this TensorBoard folder."),
     strategy: str = typer.Option("default", "--strategy", help="default, mirrored (every local GPU) or multi-worker "
                                  "(TF_CONFIG); --batch-size is per replica, the learning rate scales with replicas."),
+    mixing: str = typer.Option("none", "--mixing", help="Mix training batches: none, cutmix or mixup."),
+    mixing_probability: float = typer.Option(0.5, "--mixing-probability", min=0.0, max=1.0,
+                                             help="Share of training batches mixed."),
+    small_size: Optional[int] = typer.Option(None, "--small-size", min=16, help="Progressive resizing: train the "
+                                             "first --small-epochs at this square size, then at --image-size."),
+    small_epochs: int = typer.Option(0, "--small-epochs", min=0),
+    keep: str = typer.Option("best", "--keep", help="best: the checkpoint with the best val_accuracy (early "
+                             "stopping); last: the last epoch's, so validation chooses nothing."),
+    merge_validation: float = typer.Option(0.0, "--merge-validation", min=0.0, max=0.99,
+                                           help="Move this share of each validation class into training "
+                                           "(evenly over sorted files); the rest stays held out."),
 ):
     """Train a model on a folder of labelled photos (best checkpoint, early stopping, CSV history, curves)."""
     from xconv.quiet import quiet_tensorflow
@@ -594,8 +605,18 @@ def train(
     if not model_cls.trainable:
         trainable = [n for n in get_registry().names("model") if get_registry().get("model", n).trainable]
         raise XconvError(f"model {model!r} cannot be trained; choose from: {', '.join(trainable)}")
+    from xconv.mixing import MIXINGS
+
+    if mixing not in MIXINGS:
+        raise XconvError(f"unknown --mixing {mixing!r}; choose from: {', '.join(MIXINGS)}")
+    if keep not in ("best", "last"):
+        raise XconvError(f"--keep must be best or last, got {keep!r}")
+    if (small_size is None) != (small_epochs == 0):
+        raise XconvError("progressive resizing needs both --small-size and --small-epochs")
     config = TrainConfig(epochs=epochs, batch_size=batch_size, patience=patience, augment=not no_augment, seed=seed,
-                         strategy=strategy)
+                         strategy=strategy, mixing=mixing, mixing_probability=mixing_probability,
+                         small_size=small_size, small_epochs=small_epochs, keep=keep,
+                         merge_validation=merge_validation)
     if learning_rate is not None:
         config.learning_rate = learning_rate
     size = (image_size, image_size) if image_size else tuple(model_cls.default_image_size)
@@ -615,7 +636,8 @@ def train(
                            fine_tune=fine_tune, echo=typer.echo, explain=explain)
     if summary["interrupted"]:
         typer.echo("interrupted: the best checkpoint so far is kept")
-    typer.echo(f"best val_accuracy {summary['best_val_accuracy']:.4f} after {summary['epochs_run']} epochs "
+    kept = "best" if summary["kept"] == "best" else "last"
+    typer.echo(f"{kept} val_accuracy {summary[kept + '_val_accuracy']:.4f} after {summary['epochs_run']} epochs "
                f"({summary['seconds_per_epoch']:.1f} s/epoch, {summary['train_images_per_second']:.1f} images/s)")
     for key in ("checkpoint", "history", "curves", "explanations"):
         if key in summary:

@@ -73,7 +73,15 @@ def evaluate(model: Model, data: str | os.PathLike, batch_size: int = 32, flip_a
     labels_of_folder = {name: model.class_index(name) for name in folders}
     split = read_image_folder(folder, model.input_size, folders)
     truth = np.array([labels_of_folder[folders[label]] for label in split.labels])
-    probabilities = predict_batches(model, split.images, batch_size, flip_average)
+    return evaluate_images(model, split.images, truth, split.paths, batch_size, flip_average, show_wrong,
+                           [str(e) for e in split.skipped])
+
+
+def evaluate_images(model: Model, images: np.ndarray, truth: np.ndarray, paths, batch_size: int = 32,
+                    flip_average: bool = False, show_wrong: int = 10, skipped=()) -> Evaluation:
+    """The evaluation of decoded images (uint8 at the model's input size) with class indices ``truth``."""
+    truth = np.asarray(truth)
+    probabilities = predict_batches(model, images, batch_size, flip_average)
     predicted = probabilities.argmax(axis=1)
     classes = len(model.class_names)
     confusion = np.zeros((classes, classes), np.int64)
@@ -81,9 +89,9 @@ def evaluate(model: Model, data: str | os.PathLike, batch_size: int = 32, flip_a
     confidence = probabilities[np.arange(len(predicted)), predicted]
     wrong_indices = np.flatnonzero(predicted != truth)
     wrong_indices = wrong_indices[np.argsort(-confidence[wrong_indices])][:show_wrong]
-    wrong = [{"path": str(split.paths[i]), "true": model.class_names[truth[i]],
+    wrong = [{"path": str(paths[i]), "true": model.class_names[truth[i]],
               "predicted": model.class_names[predicted[i]], "confidence": float(confidence[i])} for i in wrong_indices]
-    return Evaluation(model.class_names, confusion, wrong, [str(e) for e in split.skipped], len(truth))
+    return Evaluation(model.class_names, confusion, wrong, list(skipped), len(truth))
 
 
 def predict_batches(model: Model, images: np.ndarray, batch_size: int, flip_average: bool) -> np.ndarray:

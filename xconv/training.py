@@ -44,6 +44,19 @@ class TrainConfig:
     warmup_epochs: int = 3
     strategy: str = "default"  # or "mirrored", "multi-worker" (xconv.distribute)
     scale_learning_rate: bool = True  # with several replicas: learning rate x replicas
+    mixing: str = "none"  # or "cutmix", "mixup" (xconv.mixing)
+    mixing_probability: float = 0.5  # share of training batches mixed
+    small_size: int | None = None  # progressive resizing: the first small_epochs at this square size
+    small_epochs: int = 0
+    keep: str = "best"  # "best" checkpoint by val_accuracy with early stopping, or the "last" epoch's
+    merge_validation: float = 0.0  # share of each validation class moved into training (the rest held out)
+
+    def phases(self) -> list[tuple[int | None, int, int]]:
+        """(square size or None for the full size, first epoch, end epoch) of each training phase."""
+        if not self.small_size or not self.small_epochs:
+            return [(None, 0, self.epochs)]
+        small_end = min(self.small_epochs, self.epochs)
+        return [(self.small_size, 0, small_end)] + ([(None, small_end, self.epochs)] if small_end < self.epochs else [])
 
 
 def read_image_folder(directory: str | os.PathLike, image_size: tuple[int, int], class_names=None) -> ImageFolder:
@@ -83,6 +96,30 @@ def read_image_folder(directory: str | os.PathLike, image_size: tuple[int, int],
     return ImageFolder(images, labels, class_names, skipped, [path for _, _, path in good])
 
 
+def split_validation(train: ImageFolder, validation: ImageFolder, share: float) -> tuple[ImageFolder, ImageFolder]:
+    """Move ``share`` of each validation class into training, evenly spread over its sorted files.
+
+    Why: more training photos are the surest accuracy gain on a small set, and the photos left in
+    validation stay untouched when the run keeps its last epoch, so they still give an honest estimate.
+    The choice depends only on file order, so a re-run moves the same photos."""
+    if not 0 <= share < 1:
+        raise XconvError(f"--merge-validation must be at least 0 and below 1, got {share}")
+    moved = np.zeros(len(validation.labels), bool)
+    for label in np.unique(validation.labels):
+        members = np.flatnonzero(validation.labels == label)
+        ranks = np.arange(len(members))
+        moved[members[np.floor((ranks + 1) * share) > np.floor(ranks * share)]] = True
+
+    def subset(folder, keep):
+        return ImageFolder(folder.images[keep], folder.labels[keep], folder.class_names, folder.skipped,
+                           [path for path, kept in zip(folder.paths, keep) if kept] if folder.paths else [])
+
+    merged = ImageFolder(np.concatenate([train.images, validation.images[moved]]),
+                         np.concatenate([train.labels, validation.labels[moved]]), train.class_names,
+                         train.skipped, list(train.paths) + subset(validation, moved).paths)
+    return merged, subset(validation, ~moved)
+
+
 def augmentation(seed: int = 1337):
     """Random flips, rotations, zooms, shifts and contrast; Keras layers, active only when training=True."""
     import keras
@@ -101,9 +138,13 @@ def augmentation(seed: int = 1337):
     )
 
 
-def make_dataset(folder: ImageFolder, batch_size: int, training: bool, augment: bool, seed: int):
-    """tf.data over the in-memory arrays: shuffled and augmented for training, prefetching always."""
+def make_dataset(folder: ImageFolder, batch_size: int, training: bool, augment: bool, seed: int,
+                 size: int | None = None, mixing: str = "none", mixing_probability: float = 0.0):
+    """tf.data over the in-memory arrays: shuffled, augmented and optionally mixed (CutMix/MixUp) for
+    training, resized to ``size`` (progressive resizing), prefetching always."""
     import tensorflow as tf
+
+    from xconv.mixing import batch_mixer
 
     num_classes = len(folder.class_names)
     data = tf.data.Dataset.from_tensor_slices((folder.images, folder.labels))
@@ -115,6 +156,11 @@ def make_dataset(folder: ImageFolder, batch_size: int, training: bool, augment: 
     if training and augment:
         augmenter = augmentation(seed)
         data = data.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    if size is not None and tuple(folder.images.shape[1:3]) != (size, size):
+        shrink = lambda x, y: (tf.image.resize(x, (size, size), antialias=True), y)  # noqa: E731
+        data = data.map(shrink, num_parallel_calls=tf.data.AUTOTUNE)
+    if training and mixing != "none":
+        data = data.map(batch_mixer(mixing, mixing_probability), num_parallel_calls=tf.data.AUTOTUNE)
     return data.prefetch(tf.data.AUTOTUNE)
 
 
@@ -174,7 +220,6 @@ def fit(model, train: ImageFolder, validation: ImageFolder, out: str | os.PathLi
     paths = artifact_paths(out)
     distribution = distribution or make_distribution(config.strategy)  # the one the model was built under
     batch_size = distribution.global_batch(config.batch_size)
-    train_data = make_dataset(train, batch_size, True, config.augment, config.seed)
     val_data = make_dataset(validation, batch_size, False, False, config.seed)
     steps = int(np.ceil(len(train.labels) / batch_size))
     if fresh_optimizer:
@@ -182,29 +227,40 @@ def fit(model, train: ImageFolder, validation: ImageFolder, out: str | os.PathLi
             compile_for_training(model, config, steps,
                                  distribution.learning_rate(config.learning_rate, config.scale_learning_rate))
     timer = EpochTimer()
-    callbacks = [
-        keras.callbacks.ModelCheckpoint(str(paths["checkpoint"]), monitor="val_accuracy", mode="max",
-                                        save_best_only=True),
-        keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=config.patience,
-                                      restore_best_weights=True),
-        keras.callbacks.CSVLogger(str(paths["history"]), append=initial_epoch > 0),
-        LearningCurves(paths["history"], paths["curves"]),
-        timer,
-    ]
-    if progress is not None:
-        callbacks.append(progress)
-    callbacks.extend(extra_callbacks)
+    keep_best = config.keep == "best"
+    # One checkpoint callback for every phase, so "best" compares across them.
+    checkpoint = keras.callbacks.ModelCheckpoint(str(paths["checkpoint"]), monitor="val_accuracy", mode="max",
+                                                 save_best_only=keep_best)
     interrupted = False
-    try:
-        model.fit(train_data, validation_data=val_data, epochs=config.epochs, initial_epoch=initial_epoch,
-                  callbacks=callbacks, verbose=0, shuffle=False)  # tf.data shuffles already
-    except KeyboardInterrupt:
-        interrupted = True
+    for size, first, end in config.phases():
+        if end <= initial_epoch:
+            continue
+        first = max(first, initial_epoch)
+        train_data = make_dataset(train, batch_size, True, config.augment, config.seed, size, config.mixing,
+                                  config.mixing_probability)
+        callbacks = [checkpoint, keras.callbacks.CSVLogger(str(paths["history"]), append=first > 0),
+                     LearningCurves(paths["history"], paths["curves"]), timer]
+        if keep_best:  # "last" never lets validation choose, so the held-out photos stay untouched
+            callbacks.insert(1, keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
+                                                              patience=config.patience, restore_best_weights=True))
+        if progress is not None:
+            callbacks.append(progress)
+        callbacks.extend(extra_callbacks)
+        try:
+            model.fit(train_data, validation_data=val_data, epochs=end, initial_epoch=first,
+                      callbacks=callbacks, verbose=0, shuffle=False)  # tf.data shuffles already
+        except KeyboardInterrupt:
+            interrupted = True
+        if interrupted or model.stop_training:
+            break
     history = read_history(paths["history"])
     best = max((row["val_accuracy"] for row in history), default=float("nan"))
+    last = history[-1]["val_accuracy"] if history else float("nan")
     seconds = float(np.median(timer.durations)) if timer.durations else float("nan")
     return {
         "best_val_accuracy": best,
+        "last_val_accuracy": last,
+        "kept": config.keep,
         "epochs_run": len(history),
         "seconds_per_epoch": seconds,
         "train_images_per_second": len(train.labels) / seconds if timer.durations else float("nan"),
@@ -378,8 +434,18 @@ def train(data: str | os.PathLike, model_cls, out: str | os.PathLike, config: Tr
     validation_split = read_image_folder(data / "validation", image_size, train_split.class_names)
     for error in train_split.skipped + validation_split.skipped:
         echo(f"skipped {error}")
+    if config.merge_validation:
+        train_split, validation_split = split_validation(train_split, validation_split, config.merge_validation)
+        echo(f"moved {config.merge_validation:.0%} of the validation photos into training; "
+             f"{len(validation_split.labels)} held out")
     echo(f"{len(train_split.labels)} training and {len(validation_split.labels)} validation images, "
          f"classes {train_split.class_names}, size {image_size[0]}x{image_size[1]}")
+    if config.keep not in ("best", "last"):
+        raise XconvError(f"keep must be 'best' or 'last', got {config.keep!r}")
+    progressive = any(size is not None for size, _, _ in config.phases())
+    if progressive:
+        echo(f"progressive resizing: epochs 1-{config.small_epochs} at {config.small_size}x{config.small_size}, "
+             f"then {image_size[0]}x{image_size[1]}")
     paths = artifact_paths(out)
     initial_epoch = 0
     from xconv.distribute import make_distribution
@@ -397,7 +463,9 @@ def train(data: str | os.PathLike, model_cls, out: str | os.PathLike, config: Tr
             initial_epoch = completed_epochs(paths["history"])
             echo(f"resuming from {out} after {initial_epoch} epochs")
         else:
-            keras_model = model_cls.build_for_training(train_split.class_names, image_size, weights)
+            # Progressive resizing trains one net on several sizes: its input takes any size until the end.
+            build_size = (None, None) if progressive else image_size
+            keras_model = model_cls.build_for_training(train_split.class_names, build_size, weights)
     steps = int(np.ceil(len(train_split.labels) / distribution.global_batch(config.batch_size)))
     progress = RichProgress(config.epochs, steps, echo)
     metadata = {"class_names": train_split.class_names, "name": out.stem, "trained_as": model_cls.name,
@@ -408,7 +476,8 @@ def train(data: str | os.PathLike, model_cls, out: str | os.PathLike, config: Tr
         from xconv.callbacks import ExplainCallback
 
         extra.append(ExplainCallback(class_names=train_split.class_names,
-                                     validation=(validation_split.images, validation_split.labels), **explain))
+                                     validation=(validation_split.images, validation_split.labels),
+                                     image_size=image_size, **explain))
     try:
         summary = fit(keras_model, train_split, validation_split, out, config, initial_epoch, progress,
                       fresh_optimizer=not resume, extra_callbacks=extra, distribution=distribution)
@@ -422,6 +491,13 @@ def train(data: str | os.PathLike, model_cls, out: str | os.PathLike, config: Tr
     finally:
         if out.is_file():
             write_metadata(out, metadata)
+    if progressive and out.is_file() and not summary["interrupted"]:
+        # The finished model takes the training size, like any other checkpoint (no optimizer state left:
+        # the run is over). An interrupted run keeps its any-size checkpoint, so --resume continues it.
+        from xconv.modelfile import export_for_inference
+
+        export_for_inference(out, out, metadata,
+                             rebuild=lambda: model_cls.build_for_training(train_split.class_names, image_size, None))
     if extra:
         summary["explanations"] = str(extra[0].out_dir)
     summary["parameters"] = int(keras_model.count_params())
