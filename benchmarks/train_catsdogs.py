@@ -76,7 +76,8 @@ def main() -> None:
         print(f"recalibrated {count} batch norms on {len(training.images)} training photos at {size[0]} px")
 
     exported = out.with_name(out.stem + f"-{size[0]}px.keras")
-    export_for_inference(out, exported, {"class_names": training.class_names, "name": "catsdogs", "preprocess": "none"},
+    # The bundled model names its classes in the singular ("cat", "dog"); the folders are plural.
+    export_for_inference(out, exported, {"class_names": ["cat", "dog"], "name": "catsdogs", "preprocess": "none"},
                          rebuild=lambda: build_catsdogs(len(training.class_names), size), finish=recalibrate)
     model = CatsDogs.load(weights=exported)  # as users load it: flip averaging on
     evaluation = evaluate_images(model, held_out.images, held_out.labels, held_out.paths)

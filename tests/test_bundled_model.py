@@ -43,8 +43,10 @@ def test_gradcam_points_at_the_requested_animal(catsdogs, photo, axis, dog_first
     dog = xconv.explain(catsdogs, [path], target="dog").heatmaps[0]
     cat = xconv.explain(catsdogs, [path], target="cat").heatmaps[0]
     dog_share, cat_share = heat_share(dog, axis), heat_share(cat, axis)
-    assert dog_share > cat_share
-    assert (dog_share > 0.5) == dog_first and (cat_share < 0.5) == dog_first
+    # Each class map puts at least 60 % of its mass in its own animal's half (the bundled model: 73-100 %).
+    dog_in_dog_half = dog_share if dog_first else 1 - dog_share
+    cat_in_cat_half = 1 - cat_share if dog_first else cat_share
+    assert dog_in_dog_half >= 0.6 and cat_in_cat_half >= 0.6, (dog_share, cat_share)
 
 
 def test_predict_averages_each_photo_with_its_mirror(catsdogs):

@@ -203,16 +203,22 @@ def catsdogs():
 
 
 def test_integrated_gradients_are_complete(catsdogs):
-    """Attributions sum to score(x) - score(baseline), within 2 % at the default 64 steps (bundled model)."""
+    """Attributions sum to score(x) - score(baseline), within 2 % at the default 64 steps (bundled model, two
+    photos); on a noise image the path is rougher (2.9 % at 64 steps), and the sum converges with more steps."""
+    from skimage import data
+
     from xconv.demo import chelsea
     from xconv.images import resize
 
-    photos = np.stack([resize(chelsea(), catsdogs.input_size), random_images(1, catsdogs.input_size, seed=3)[0]])
+    photos = np.stack([resize(chelsea(), catsdogs.input_size), resize(data.coffee(), catsdogs.input_size)])
+    noise = random_images(1, catsdogs.input_size, seed=3)
     for baseline in ("black", "gray", "blurred"):
-        explained = xconv.explain(catsdogs, photos, "integrated-gradients", baseline=baseline, target="cat")
-        totals = explained.attributions.sum(axis=(1, 2, 3))
-        delta = np.array(explained.metadata["score_delta"])
-        assert np.all(np.abs(totals - delta) <= 0.02 * np.abs(delta) + 1e-6), (baseline, totals, delta)
+        for images, steps in ((photos, 64), (noise, 128)):
+            explained = xconv.explain(catsdogs, images, "integrated-gradients", baseline=baseline, target="cat",
+                                      steps=steps)
+            totals = explained.attributions.sum(axis=(1, 2, 3))
+            delta = np.array(explained.metadata["score_delta"])
+            assert np.all(np.abs(totals - delta) <= 0.02 * np.abs(delta) + 1e-6), (baseline, steps, totals, delta)
 
 
 def test_saliency_is_the_largest_absolute_gradient(tiny, images):
