@@ -289,12 +289,37 @@ def test_progressive_cutmix_run_keeps_the_last_epoch_at_the_full_size(dataset, t
     accuracy = float((model.predict(batch, flip_average=False).argmax(axis=1) == truth).mean())
     assert accuracy == pytest.approx(float(rows[-1]["val_accuracy"]))
 
+    # A finished progressive run has no optimizer state left; --resume extends it with a fresh one.
+    resumed = train("--data", dataset, "--epochs", "4", "--image-size", "32", "--batch-size", "8", "--out", out,
+                    "--small-size", "16", "--small-epochs", "2", "--keep", "last", "--merge-validation", "0.5",
+                    "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert "fresh optimizer" in resumed.output
+    assert len(history_rows(tmp_path / "recipe.history.csv")) == 4
+    assert xconv.load_model(out).input_size == (32, 32)
+
 
 @pytest.mark.parametrize("arguments, message", [
     (["--mixing", "blend"], "unknown --mixing 'blend'"),
     (["--keep", "first"], "--keep must be best or last"),
     (["--small-size", "16"], "needs both --small-size and --small-epochs"),
+    (["--model", "inceptionv3-transfer", "--weights", "none", "--small-size", "16", "--small-epochs", "1",
+      "--image-size", "75"], "--small-size 16 is too small for inceptionv3-transfer"),
 ])
 def test_recipe_options_reject_bad_values_in_one_line(dataset, tmp_path, arguments, message):
     result = train("--data", dataset, "--out", tmp_path / "m.keras", *arguments)
     assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
+
+
+def test_an_any_size_checkpoint_predicts_at_its_recorded_training_size(dataset, tmp_path):
+    """An interrupted progressive run leaves a net that takes any size; its metadata says which to use."""
+    from xconv.modelfile import write_metadata
+    from xconv_plugins.catsdogs import build_catsdogs
+
+    path = tmp_path / "any.keras"
+    build_catsdogs(2, (None, None)).save(path)
+    write_metadata(path, {"class_names": ["cats", "dogs"], "preprocess": "none", "image_size": [32, 32]})
+    model = xconv.load_model(path)
+    assert model.input_size == (32, 32)
+    label, score = xconv.predict(model, [dataset / "validation" / "cats" / "cats0.jpg"])[0][0]
+    assert label in ("cats", "dogs") and 0 <= score <= 1

@@ -49,6 +49,8 @@ class ExplainCallback(_callback_base()):
         self.strips: list[Path] = []
         self.seconds: list[float] = []
         self._wrapped = self._writer = None
+        self.defer_finish = False
+        self._last_epoch = 0
 
     @staticmethod
     def _read(images):
@@ -67,12 +69,13 @@ class ExplainCallback(_callback_base()):
 
     def on_train_begin(self, logs=None):
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        if self.tensorboard_dir is not None:
+        if self.tensorboard_dir is not None and self._writer is None:  # one writer over several fit calls
             import tensorflow as tf
 
             self._writer = tf.summary.create_file_writer(str(self.tensorboard_dir / "xconv"))
 
     def on_epoch_end(self, epoch, logs=None):
+        self._last_epoch = epoch + 1
         if (epoch + 1) % self.every:
             self._log_scalars(epoch, logs)
             return
@@ -121,6 +124,12 @@ class ExplainCallback(_callback_base()):
                 tf.summary.scalar(name, float(value), step=epoch + 1)
 
     def on_train_end(self, logs=None):
+        if not self.defer_finish:
+            self.finish()
+
+    def finish(self):
+        """The end-of-run work: the GIF and the confusion matrix. ``xconv train`` defers it to after its
+        last phase when it calls ``fit`` once per phase (``defer_finish``)."""
         if self.gif and self.strips:
             write_gif(self.strips, self.out_dir / "attention.gif")
         if self._writer is not None:
@@ -147,7 +156,7 @@ class ExplainCallback(_callback_base()):
                                  os.path.join(scratch, "confusion.png"))
             picture = load_image(png)
         with self._writer.as_default():
-            tf.summary.image("confusion matrix (validation)", picture[None], step=self.params.get("epochs", 0))
+            tf.summary.image("confusion matrix (validation)", picture[None], step=self._last_epoch)
 
 
 def captioned(picture: np.ndarray, text: str, top: bool = False) -> np.ndarray:

@@ -30,9 +30,16 @@ class KerasFileModel(Model):
     name = "file"
     description = "a saved Keras classifier (.keras) given by path"
 
-    def __init__(self, keras_model, class_names, preprocess_mode: str = "none", **kwargs):
+    def __init__(self, keras_model, class_names, preprocess_mode: str = "none", image_size=None, **kwargs):
         super().__init__(keras_model, class_names, **kwargs)
         self.preprocess_mode = check_mode(preprocess_mode)
+        self.declared_size = tuple(image_size) if image_size else None
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """A net that takes any size (an interrupted progressive-resizing run) uses the size it was trained for."""
+        size = super().input_size
+        return self.declared_size if None in size and self.declared_size else size
 
     def preprocess(self, batch):
         return preprocess(batch, self.preprocess_mode)
@@ -91,7 +98,7 @@ def load_model_file(path: str | os.PathLike, safe_mode: bool = True, preprocess:
         raise XconvError(f"{path}: metadata lists {len(class_names)} classes but the model outputs {classes}")
     mode = preprocess or metadata.get("preprocess") or assumed_preprocessing(keras_model, path)
     return KerasFileModel(keras_model, class_names, preprocess_mode=mode, default_layer=metadata.get("default_layer"),
-                          display_name=metadata.get("name") or Path(path).stem)
+                          display_name=metadata.get("name") or Path(path).stem, image_size=metadata.get("image_size"))
 
 
 def assumed_preprocessing(keras_model, path) -> str:

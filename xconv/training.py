@@ -144,7 +144,7 @@ def make_dataset(folder: ImageFolder, batch_size: int, training: bool, augment: 
     training, resized to ``size`` (progressive resizing), prefetching always."""
     import tensorflow as tf
 
-    from xconv.mixing import batch_mixer
+    from xconv.mixing import with_mixing
 
     num_classes = len(folder.class_names)
     data = tf.data.Dataset.from_tensor_slices((folder.images, folder.labels))
@@ -160,7 +160,7 @@ def make_dataset(folder: ImageFolder, batch_size: int, training: bool, augment: 
         shrink = lambda x, y: (tf.image.resize(x, (size, size), antialias=True), y)  # noqa: E731
         data = data.map(shrink, num_parallel_calls=tf.data.AUTOTUNE)
     if training and mixing != "none":
-        data = data.map(batch_mixer(mixing, mixing_probability), num_parallel_calls=tf.data.AUTOTUNE)
+        data = with_mixing(data, mixing, mixing_probability, seed)
     return data.prefetch(tf.data.AUTOTUNE)
 
 
@@ -232,15 +232,19 @@ def fit(model, train: ImageFolder, validation: ImageFolder, out: str | os.PathLi
     checkpoint = keras.callbacks.ModelCheckpoint(str(paths["checkpoint"]), monitor="val_accuracy", mode="max",
                                                  save_best_only=keep_best)
     interrupted = False
-    for size, first, end in config.phases():
-        if end <= initial_epoch:
-            continue
+    phases = [phase for phase in config.phases() if phase[2] > initial_epoch]
+    finishing = [callback for callback in extra_callbacks if hasattr(callback, "finish")]
+    for callback in finishing:  # their end-of-run work (a GIF, a confusion matrix) once, after the last phase
+        callback.defer_finish = len(phases) > 1
+    for index, (size, first, end) in enumerate(phases):
         first = max(first, initial_epoch)
         train_data = make_dataset(train, batch_size, True, config.augment, config.seed, size, config.mixing,
                                   config.mixing_probability)
         callbacks = [checkpoint, keras.callbacks.CSVLogger(str(paths["history"]), append=first > 0),
                      LearningCurves(paths["history"], paths["curves"]), timer]
-        if keep_best:  # "last" never lets validation choose, so the held-out photos stay untouched
+        # Early stopping (and its restoring of the best weights) watches the last, full-size phase only;
+        # "last" never lets validation choose, so the held-out photos stay untouched.
+        if keep_best and index == len(phases) - 1:
             callbacks.insert(1, keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
                                                               patience=config.patience, restore_best_weights=True))
         if progress is not None:
@@ -253,6 +257,9 @@ def fit(model, train: ImageFolder, validation: ImageFolder, out: str | os.PathLi
             interrupted = True
         if interrupted or model.stop_training:
             break
+    for callback in finishing:
+        if callback.defer_finish:
+            callback.finish()
     history = read_history(paths["history"])
     best = max((row["val_accuracy"] for row in history), default=float("nan"))
     last = history[-1]["val_accuracy"] if history else float("nan")
@@ -420,6 +427,15 @@ def unfreeze_top(keras_model, count: int) -> int:
     return sum(1 for layer in layers if layer.trainable)
 
 
+def check_small_size(keras_model, size: int, name: str) -> None:
+    """One forward pass at the progressive-resizing size, so a size the net cannot take is one clear line."""
+    try:
+        keras_model(np.zeros((1, size, size, 3), np.float32), training=False)
+    except Exception as error:  # noqa: BLE001 - any failure here means the size does not fit the net
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise XconvError(f"--small-size {size} is too small for {name}: {reason}") from None
+
+
 def train(data: str | os.PathLike, model_cls, out: str | os.PathLike, config: TrainConfig,
           image_size: tuple[int, int], weights=None, resume: bool = False, fine_tune: int = 0,
           echo=print, explain: dict | None = None) -> dict:
@@ -436,16 +452,18 @@ def train(data: str | os.PathLike, model_cls, out: str | os.PathLike, config: Tr
         echo(f"skipped {error}")
     if config.merge_validation:
         train_split, validation_split = split_validation(train_split, validation_split, config.merge_validation)
+        use = "held out" if config.keep == "last" else "left for validation (they choose the checkpoint)"
         echo(f"moved {config.merge_validation:.0%} of the validation photos into training; "
-             f"{len(validation_split.labels)} held out")
+             f"{len(validation_split.labels)} {use}")
     echo(f"{len(train_split.labels)} training and {len(validation_split.labels)} validation images, "
          f"classes {train_split.class_names}, size {image_size[0]}x{image_size[1]}")
     if config.keep not in ("best", "last"):
         raise XconvError(f"keep must be 'best' or 'last', got {config.keep!r}")
     progressive = any(size is not None for size, _, _ in config.phases())
     if progressive:
-        echo(f"progressive resizing: epochs 1-{config.small_epochs} at {config.small_size}x{config.small_size}, "
-             f"then {image_size[0]}x{image_size[1]}")
+        small_end = min(config.small_epochs, config.epochs)
+        rest = f", then {image_size[0]}x{image_size[1]}" if small_end < config.epochs else ""
+        echo(f"progressive resizing: epochs 1-{small_end} at {config.small_size}x{config.small_size}{rest}")
     paths = artifact_paths(out)
     initial_epoch = 0
     from xconv.distribute import make_distribution
@@ -462,10 +480,15 @@ def train(data: str | os.PathLike, model_cls, out: str | os.PathLike, config: Tr
             keras_model = load_keras_file(out, safe_mode=True, compile=True)
             initial_epoch = completed_epochs(paths["history"])
             echo(f"resuming from {out} after {initial_epoch} epochs")
+            if not getattr(keras_model, "compiled", False):
+                # A finished progressive run is re-saved at its training size without optimizer state.
+                echo("the checkpoint has no optimizer state (a finished run): continuing with a fresh optimizer")
         else:
             # Progressive resizing trains one net on several sizes: its input takes any size until the end.
             build_size = (None, None) if progressive else image_size
             keras_model = model_cls.build_for_training(train_split.class_names, build_size, weights)
+    if progressive and not resume:
+        check_small_size(keras_model, config.small_size, model_cls.name)
     steps = int(np.ceil(len(train_split.labels) / distribution.global_batch(config.batch_size)))
     progress = RichProgress(config.epochs, steps, echo)
     metadata = {"class_names": train_split.class_names, "name": out.stem, "trained_as": model_cls.name,
@@ -480,7 +503,8 @@ def train(data: str | os.PathLike, model_cls, out: str | os.PathLike, config: Tr
                                      image_size=image_size, **explain))
     try:
         summary = fit(keras_model, train_split, validation_split, out, config, initial_epoch, progress,
-                      fresh_optimizer=not resume, extra_callbacks=extra, distribution=distribution)
+                      fresh_optimizer=not resume or not getattr(keras_model, "compiled", False),
+                      extra_callbacks=extra, distribution=distribution)
         if fine_tune and not summary["interrupted"]:
             unfrozen = unfreeze_top(keras_model, fine_tune)
             echo(f"fine-tuning the top {fine_tune} base layers ({unfrozen} trainable) at a low learning rate")
