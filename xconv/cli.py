@@ -605,14 +605,6 @@ def train(
     if not model_cls.trainable:
         trainable = [n for n in get_registry().names("model") if get_registry().get("model", n).trainable]
         raise XconvError(f"model {model!r} cannot be trained; choose from: {', '.join(trainable)}")
-    from xconv.mixing import MIXINGS
-
-    if mixing not in MIXINGS:
-        raise XconvError(f"unknown --mixing {mixing!r}; choose from: {', '.join(MIXINGS)}")
-    if keep not in ("best", "last"):
-        raise XconvError(f"--keep must be best or last, got {keep!r}")
-    if (small_size is None) != (small_epochs == 0):
-        raise XconvError("progressive resizing needs both --small-size and --small-epochs")
     config = TrainConfig(epochs=epochs, batch_size=batch_size, patience=patience, augment=not no_augment, seed=seed,
                          strategy=strategy, mixing=mixing, mixing_probability=mixing_probability,
                          small_size=small_size, small_epochs=small_epochs, keep=keep,
@@ -637,7 +629,7 @@ def train(
     if summary["interrupted"]:
         typer.echo("interrupted: the best checkpoint so far is kept" if keep == "best"
                    else "interrupted: the last finished epoch's checkpoint is kept")
-    kept = "best" if summary["kept"] == "best" else "last"
+    kept = summary["kept"]
     typer.echo(f"{kept} val_accuracy {summary[kept + '_val_accuracy']:.4f} after {summary['epochs_run']} epochs "
                f"({summary['seconds_per_epoch']:.1f} s/epoch, {summary['train_images_per_second']:.1f} images/s)")
     for key in ("checkpoint", "history", "curves", "explanations"):

@@ -31,6 +31,10 @@ class ImageFolder:
     paths: list[Path] = field(default_factory=list)  # the decoded files, in the order of ``images``
 
 
+#: Which checkpoint a run keeps: the best by val_accuracy (with early stopping) or the last epoch's.
+KEEPS = ("best", "last")
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 60
@@ -50,6 +54,17 @@ class TrainConfig:
     small_epochs: int = 0
     keep: str = "best"  # "best" checkpoint by val_accuracy with early stopping, or the "last" epoch's
     merge_validation: float = 0.0  # share of each validation class moved into training (the rest held out)
+
+    def __post_init__(self):
+        """Bad settings fail here, in one line, before any photo is decoded."""
+        from xconv.mixing import MIXINGS
+
+        if self.mixing not in MIXINGS:
+            raise XconvError(f"unknown --mixing {self.mixing!r}; choose from: {', '.join(MIXINGS)}")
+        if self.keep not in KEEPS:
+            raise XconvError(f"--keep must be {' or '.join(KEEPS)}, got {self.keep!r}")
+        if (self.small_size is None) != (self.small_epochs == 0):
+            raise XconvError("progressive resizing needs both --small-size and --small-epochs")
 
     def phases(self) -> list[tuple[int | None, int, int]]:
         """(square size or None for the full size, first epoch, end epoch) of each training phase."""
@@ -110,14 +125,15 @@ def split_validation(train: ImageFolder, validation: ImageFolder, share: float) 
         ranks = np.arange(len(members))
         moved[members[np.floor((ranks + 1) * share) > np.floor(ranks * share)]] = True
 
-    def subset(folder, keep):
-        return ImageFolder(folder.images[keep], folder.labels[keep], folder.class_names, folder.skipped,
-                           [path for path, kept in zip(folder.paths, keep) if kept] if folder.paths else [])
+    def paths_where(mask):
+        return [path for path, chosen in zip(validation.paths, mask) if chosen]
 
     merged = ImageFolder(np.concatenate([train.images, validation.images[moved]]),
                          np.concatenate([train.labels, validation.labels[moved]]), train.class_names,
-                         train.skipped, list(train.paths) + subset(validation, moved).paths)
-    return merged, subset(validation, ~moved)
+                         train.skipped, list(train.paths) + paths_where(moved))
+    held_out = ImageFolder(validation.images[~moved], validation.labels[~moved], validation.class_names,
+                           validation.skipped, paths_where(~moved))
+    return merged, held_out
 
 
 def augmentation(seed: int = 1337):
@@ -457,13 +473,11 @@ def train(data: str | os.PathLike, model_cls, out: str | os.PathLike, config: Tr
              f"{len(validation_split.labels)} {use}")
     echo(f"{len(train_split.labels)} training and {len(validation_split.labels)} validation images, "
          f"classes {train_split.class_names}, size {image_size[0]}x{image_size[1]}")
-    if config.keep not in ("best", "last"):
-        raise XconvError(f"keep must be 'best' or 'last', got {config.keep!r}")
-    progressive = any(size is not None for size, _, _ in config.phases())
+    phases = config.phases()
+    progressive = phases[0][0] is not None  # the small size comes first
     if progressive:
-        small_end = min(config.small_epochs, config.epochs)
-        rest = f", then {image_size[0]}x{image_size[1]}" if small_end < config.epochs else ""
-        echo(f"progressive resizing: epochs 1-{small_end} at {config.small_size}x{config.small_size}{rest}")
+        rest = f", then {image_size[0]}x{image_size[1]}" if len(phases) > 1 else ""
+        echo(f"progressive resizing: epochs 1-{phases[0][2]} at {config.small_size}x{config.small_size}{rest}")
     paths = artifact_paths(out)
     initial_epoch = 0
     from xconv.distribute import make_distribution
@@ -480,13 +494,15 @@ def train(data: str | os.PathLike, model_cls, out: str | os.PathLike, config: Tr
             keras_model = load_keras_file(out, safe_mode=True, compile=True)
             initial_epoch = completed_epochs(paths["history"])
             echo(f"resuming from {out} after {initial_epoch} epochs")
-            if not getattr(keras_model, "compiled", False):
+            has_optimizer = getattr(keras_model, "compiled", False)
+            if not has_optimizer:
                 # A finished progressive run is re-saved at its training size without optimizer state.
                 echo("the checkpoint has no optimizer state (a finished run): continuing with a fresh optimizer")
         else:
             # Progressive resizing trains one net on several sizes: its input takes any size until the end.
             build_size = (None, None) if progressive else image_size
             keras_model = model_cls.build_for_training(train_split.class_names, build_size, weights)
+            has_optimizer = False
     if progressive and not resume:
         check_small_size(keras_model, config.small_size, model_cls.name)
     steps = int(np.ceil(len(train_split.labels) / distribution.global_batch(config.batch_size)))
@@ -503,7 +519,7 @@ def train(data: str | os.PathLike, model_cls, out: str | os.PathLike, config: Tr
                                      image_size=image_size, **explain))
     try:
         summary = fit(keras_model, train_split, validation_split, out, config, initial_epoch, progress,
-                      fresh_optimizer=not resume or not getattr(keras_model, "compiled", False),
+                      fresh_optimizer=not has_optimizer,
                       extra_callbacks=extra, distribution=distribution)
         if fine_tune and not summary["interrupted"]:
             unfrozen = unfreeze_top(keras_model, fine_tune)
