@@ -64,7 +64,8 @@ class ExplainCallback(_callback_base()):
         if self._wrapped is None:
             from xconv.interfaces import Model
 
-            self._wrapped = Model(self.model, self.class_names, display_name=getattr(self.model, "name", "model"))
+            self._wrapped = Model(self.model, self.class_names, display_name=getattr(self.model, "name", "model"),
+                                  image_size=self.image_size)
         return self._wrapped
 
     def on_train_begin(self, logs=None):
@@ -96,8 +97,7 @@ class ExplainCallback(_callback_base()):
         import xconv
 
         model = self.wrapped_model()
-        size = self.image_size if None in model.input_size else model.input_size
-        batch = np.stack([resize(photo, size) for photo in self.photos])
+        batch = np.stack([resize(photo, model.input_size) for photo in self.photos])
         targets = None if self.target is None else (self.target if isinstance(self.target, (list, tuple))
                                                     else [self.target] * len(batch))
         explanation = xconv.explain(model, batch, self.method, target=targets, layer=self.layer,

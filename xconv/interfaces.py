@@ -35,11 +35,13 @@ class Model:
     #: Declared options (:class:`xconv.Option`), passed to :meth:`load` as keyword arguments.
     options: ClassVar[tuple[Option, ...]] = ()
 
-    def __init__(self, keras_model, class_names, default_layer: str | None = None, display_name: str | None = None):
+    def __init__(self, keras_model, class_names, default_layer: str | None = None, display_name: str | None = None,
+                 image_size=None):
         self.keras_model = keras_model
         self.class_names = list(class_names)
         self.display_name = display_name or self.name or keras_model.name
         self._default_layer = default_layer
+        self.declared_size = tuple(image_size) if image_size else None
 
     @classmethod
     def load(cls, weights: str | None = "default", **options) -> "Model":
@@ -54,8 +56,11 @@ class Model:
 
     @property
     def input_size(self) -> tuple[int, int]:
+        """(H, W); a net that takes any size (progressive resizing) uses the ``image_size`` it was given, the
+        size it was trained for, else reports None for the free sides."""
         shape = self.keras_model.inputs[0].shape
-        return tuple(None if side is None else int(side) for side in shape[1:3])  # None: any size
+        size = tuple(None if side is None else int(side) for side in shape[1:3])
+        return self.declared_size if None in size and self.declared_size else size
 
     @property
     def default_layer(self) -> str:

@@ -30,16 +30,9 @@ class KerasFileModel(Model):
     name = "file"
     description = "a saved Keras classifier (.keras) given by path"
 
-    def __init__(self, keras_model, class_names, preprocess_mode: str = "none", image_size=None, **kwargs):
+    def __init__(self, keras_model, class_names, preprocess_mode: str = "none", **kwargs):
         super().__init__(keras_model, class_names, **kwargs)
         self.preprocess_mode = check_mode(preprocess_mode)
-        self.declared_size = tuple(image_size) if image_size else None
-
-    @property
-    def input_size(self) -> tuple[int, int]:
-        """A net that takes any size (an interrupted progressive-resizing run) uses the size it was trained for."""
-        size = super().input_size
-        return self.declared_size if None in size and self.declared_size else size
 
     def preprocess(self, batch):
         return preprocess(batch, self.preprocess_mode)
