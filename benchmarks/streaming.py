@@ -1,6 +1,6 @@
 """Explaining many photos: the streaming engine against a sequential loop, memory at 20,000 inputs, Ray.
 
-    python benchmarks/streaming.py [--inputs 20000] [--small 1000] [--skip-ray]
+    python benchmarks/streaming.py [--inputs 20000] [--small 1000] [--skip-ray] [--baseline-python PY]
 
 Bundled model, Grad-CAM of the predicted class, an overlay PNG per photo, 2 CPU cores.
   sequential    decode a chunk of 16, explain it, render it, next chunk (how `xconv explain` ran before
@@ -10,6 +10,9 @@ Bundled model, Grad-CAM of the predicted class, an overlay PNG per photo, 2 CPU 
                 (different names), each run's peak RSS
   ray           `xconv explain --engine ray` (a local Ray instance, 2 CPUs) against `--engine local`,
                 as commands on the same --small photos, start-up included; the outputs are compared
+  baseline      with --baseline-python, `xconv explain` on the validation photos as a command of this
+                checkout against the same command of an earlier install (the Python of a virtualenv where
+                that checkout is installed), both on this checkout's bundled model, best of two each
 """
 
 from __future__ import annotations
@@ -65,12 +68,13 @@ def in_process(paths: list[Path], scratch: Path) -> tuple[float, float]:
     return sequential_seconds, time.perf_counter() - start
 
 
-def command(args: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of an xconv command in its own process."""
+def command(args: list[str], python: str = sys.executable, cwd: Path | None = None) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of an xconv command in its own process (run in ``cwd``, so that a
+    Python started there imports its own install, not this folder's sources)."""
     probe = ("import resource, subprocess, sys, time; start = time.perf_counter(); "
              "code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode; "
              "print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, code)")
-    output = subprocess.run([sys.executable, "-c", probe, sys.executable, "-m", "xconv.cli", *args],
+    output = subprocess.run([sys.executable, "-c", probe, python, "-m", "xconv.cli", *args], cwd=cwd,
                             capture_output=True, text=True, env=ENV, check=True).stdout.split()
     return float(output[0]), float(output[1])
 
@@ -82,9 +86,15 @@ def main() -> None:
     parser.add_argument("--skip-ray", action="store_true")
     parser.add_argument("--only-ray", type=int, default=0, metavar="N",
                         help="only the Ray comparison, on the first N of the 3,000 shared photos")
+    parser.add_argument("--baseline-python", metavar="PY",
+                        help="only the command against an earlier install's (see the module docstring)")
     args = parser.parse_args()
     sources = photos()
     validation = sorted((SHARED / "validation").rglob("*.jpg"))[:args.small]
+    if args.baseline_python:
+        with tempfile.TemporaryDirectory(dir=os.environ.get("XCONV_BENCH_DIR")) as scratch:
+            compare_baseline(validation, Path(scratch), args.baseline_python)
+        return
     if args.only_ray:
         with tempfile.TemporaryDirectory(dir=os.environ.get("XCONV_BENCH_DIR")) as scratch:
             compare_ray(sources[:args.only_ray], Path(scratch))
@@ -108,6 +118,28 @@ def main() -> None:
         if args.skip_ray:
             return
         compare_ray(validation, scratch)
+
+
+def compare_baseline(paths: list[Path], scratch: Path, baseline_python: str) -> None:
+    """The same command and model in this checkout and in an earlier install, alternating, best of two."""
+    from xconv_plugins.catsdogs import bundled_model_path
+
+    weights = str(bundled_model_path())
+    seconds: dict[str, list[float]] = {"this checkout": [], "baseline": []}
+    written = {}
+    for attempt in range(2):
+        for name, python in [("baseline", baseline_python), ("this checkout", sys.executable)]:
+            out = scratch / f"{name.replace(' ', '_')}_{attempt}"
+            seconds[name].append(command(["explain", *map(str, paths), "--weights", weights, "--out", str(out)],
+                                         python, cwd=scratch)[0])
+            written[name] = len(list(out.glob("*.png")))
+            shutil.rmtree(out)
+    best = {name: min(values) for name, values in seconds.items()}
+    print(f"xconv explain on {len(paths)} validation photos as a command (start-up included), bundled model:")
+    for name, values in seconds.items():
+        print(f"  {name:14s} {best[name]:6.1f} s ({len(paths) / best[name]:.1f}/s; runs "
+              f"{', '.join(f'{v:.1f}' for v in values)} s), {written[name]} PNGs written")
+    print(f"this checkout / baseline throughput: {best['baseline'] / best['this checkout']:.2f}x")
 
 
 def compare_ray(paths: list[Path], scratch: Path) -> None:
