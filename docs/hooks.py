@@ -5,18 +5,23 @@ that ships with scikit-image (the method pages use the two-animal photo of ../sh
 Chelsea otherwise), so the docs never hold stale pictures or copies of training data. Formulas are
 turned into MathML at build time (latex2mathml), which browsers draw natively: the site needs no math
 script and no network.
+Pictures are made once and kept between builds, until the bundled model changes (a stamp of its bytes
+is kept beside them).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import shutil
 import subprocess
 import sys
 from html import unescape
 from pathlib import Path
 
 GENERATED = Path(__file__).parent / "generated"
+BUNDLED_MODEL = Path(__file__).parents[1] / "plugins" / "data" / "catsdogs.keras"
 
 
 MATH = re.compile(r'<(span|div) class="arithmatex">\\[(\[](.*?)\\[)\]]</\1>', re.S)
@@ -41,6 +46,7 @@ def on_page_content(html, **kwargs):
 
 def on_pre_build(config, **kwargs):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    drop_pictures_of_another_model()
     GENERATED.mkdir(exist_ok=True)
     subprocess.run([sys.executable, "-m", "typer", "xconv.cli", "utils", "docs", "--name", "xconv",
                     "--title", "CLI reference", "--output", str(GENERATED / "cli.md")], check=True,
@@ -108,8 +114,6 @@ def two_animal_photo():
 
 def make_method_pictures():
     """One comparison figure per family of methods: the first figure of each method page."""
-    import shutil
-
     import xconv
     from xconv.images import resize
 
@@ -123,10 +127,19 @@ def make_method_pictures():
         shutil.move(written.path, GENERATED / f"{family}_compare.png")
 
 
+def drop_pictures_of_another_model():
+    """Empty docs/generated/ when the bundled model is not the one its pictures were made with."""
+    stamp = GENERATED / "model.sha256"
+    digest = hashlib.sha256(BUNDLED_MODEL.read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    shutil.rmtree(GENERATED, ignore_errors=True)
+    GENERATED.mkdir()
+    stamp.write_text(digest)
+
+
 def make_choosing_table():
     """xconv score on 24 validation photos: the build-time table and figure of the 'Choosing' page."""
-    import shutil
-
     sys.path.insert(0, str(Path(__file__).parent))
     from choosing_table import make_choosing_table as make
 
