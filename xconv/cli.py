@@ -626,10 +626,10 @@ def train(
                    "out_dir": out.with_name(out.stem + ".explanations"), "tensorboard_dir": tensorboard}
     summary = run_training(data, model_cls, out, config, size, weights=parse_weights(weights), resume=resume,
                            fine_tune=fine_tune, echo=typer.echo, explain=explain)
-    if summary["interrupted"]:
-        typer.echo("interrupted: the best checkpoint so far is kept" if keep == "best"
-                   else "interrupted: the last finished epoch's checkpoint is kept")
     kept = summary["kept"]
+    if summary["interrupted"]:
+        typer.echo("interrupted: the best checkpoint so far is kept" if kept == "best"
+                   else "interrupted: the last finished epoch's checkpoint is kept")
     typer.echo(f"{kept} val_accuracy {summary[kept + '_val_accuracy']:.4f} after {summary['epochs_run']} epochs "
                f"({summary['seconds_per_epoch']:.1f} s/epoch, {summary['train_images_per_second']:.1f} images/s)")
     for key in ("checkpoint", "history", "curves", "explanations"):
