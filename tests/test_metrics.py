@@ -207,3 +207,9 @@ def test_python_score_returns_rows_and_fills_the_table():
         xconv.score(model, random_images(1, (32, 32)), ["activations"], ["deletion"])
     with pytest.raises(xconv.XconvError, match="has no option 'stepz'"):
         xconv.score(model, random_images(1, (32, 32)), ["gradcam"], ["deletion"], metric_options={"deletion": {"stepz": 2}})
+
+
+def test_mean_curve_skips_an_image_whose_step_is_undefined():
+    table = ScoreTable()
+    table.curves[("gradcam", "randomization")] = [np.array([[1.0, 0.5, np.nan], [0.0, np.nan, np.nan]])]
+    np.testing.assert_array_equal(table.mean_curve("gradcam", "randomization"), [0.5, 0.5, np.nan])

@@ -54,8 +54,15 @@ class ScoreTable:
         return {metric: method for metric, (_, method) in best.items()}
 
     def mean_curve(self, method: str, metric: str) -> np.ndarray | None:
+        """The mean curve over images, NaNs skipped like the summary's (a randomization step where an image's
+        map is constant has no rank correlation; one such image must not hide the method's whole curve)."""
         parts = self.curves.get((method, metric))
-        return None if not parts else np.concatenate(parts).mean(axis=0)
+        if not parts:
+            return None
+        curves = np.concatenate(parts)
+        defined = np.isfinite(curves)
+        return np.where(defined.any(axis=0), np.where(defined, curves, 0).sum(axis=0) / np.maximum(defined.sum(axis=0), 1),
+                        np.nan)
 
 
 def reference_maps(kind: str, count: int, size=(16, 16), seed: int = 0) -> np.ndarray:
