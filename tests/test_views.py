@@ -171,3 +171,15 @@ def test_filter_without_gradient_restarts_and_switches_on():
     assert explained.scores[0] > 0.1 and explained.scores[1] > explained.metadata["gray_scores"][1]
     alone = xconv.explain(model, None, method="filters", layer="gate", filters=[0], steps=10)
     np.testing.assert_allclose(alone.scores[0], explained.scores[0], rtol=1e-3)  # the restart is per filter
+
+
+def test_overlay_blends_rgb_colors_with_the_rounded_weighted_mean():
+    # A gray photo under a map that is 1 on the left half and 0 on the right: jet colors the hot half red
+    # and the cold half blue, in RGB order (cv2.applyColorMap returns BGR), blended 40 % over the photo.
+    photo = np.full((4, 8, 3), 100, np.uint8)
+    heatmap = np.array([[1.0, 0.0]], np.float32)
+    blended = xconv.overlay_heatmap(photo, np.repeat(np.repeat(heatmap, 4, axis=0), 4, axis=1), "jet", 0.4)
+    red, blue = np.array([128, 0, 0]), np.array([0, 0, 128])  # jet at 1 is dark red, at 0 dark blue
+    np.testing.assert_array_equal(blended[:, 0], np.round(0.6 * 100 + 0.4 * red).astype(np.uint8)[None].repeat(4, 0))
+    np.testing.assert_array_equal(blended[:, -1], np.round(0.6 * 100 + 0.4 * blue).astype(np.uint8)[None].repeat(4, 0))
+    assert blended.dtype == np.uint8 and blended.shape == photo.shape

@@ -32,8 +32,9 @@ def overlay_heatmap(photo: np.ndarray, heatmap: np.ndarray, colormap: str = "jet
     height, width = photo.shape[:2]
     resized = cv2.resize(np.asarray(heatmap, np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
     levels = np.uint8(np.round(np.clip(np.nan_to_num(resized), 0.0, 1.0) * 255))
-    colored = apply_colormap(levels, colormap).astype(np.float32)
-    return np.uint8(np.clip(np.round((1.0 - alpha) * photo.astype(np.float32) + alpha * colored), 0, 255))
+    colored = apply_colormap(levels, colormap)
+    # OpenCV's saturating uint8 blend: the rounded, clipped float blend, without four float copies of the photo.
+    return cv2.addWeighted(np.ascontiguousarray(photo, np.uint8), 1.0 - alpha, colored, alpha, 0.0)
 
 
 def tile(tiles: np.ndarray, columns: int, margin: int, fill=255) -> np.ndarray:
