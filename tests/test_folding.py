@@ -123,3 +123,39 @@ def test_shared_forked_subclassed_and_multi_input_graphs_fold_what_they_can():
     # The shared pair (two calls) and "plain" folded; "forked" feeds two norms, so it and they stay.
     assert top.count("BatchNormalization") == 2 and top.count("Conv2D") == 4
     assert any(isinstance(layer, SubclassedBlock) for layer in folded.layers)
+
+
+
+def test_gradcam_runs_folded_and_matches_the_unfolded_model():
+    """Grad-CAM explains through the folded copy: the same maps and probabilities as the Keras model itself."""
+    import tensorflow as tf
+
+    import xconv
+    from xconv.testing import TinyModel, random_images
+
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((24, 24, 3))
+    x = layers.Rescaling(1 / 127.5, offset=-1)(inputs)
+    x = layers.ReLU()(layers.BatchNormalization()(layers.Conv2D(6, 3, name="conv1")(x)))
+    x = layers.BatchNormalization()(layers.SeparableConv2D(8, 3, name="conv2")(x))
+    features = layers.ReLU(name="features")(x)
+    logits = layers.Dense(3, name="logits")(layers.GlobalAveragePooling2D()(features))
+    keras_model = keras.Model(inputs, layers.Activation("softmax")(logits))
+    randomize_norms(keras_model)
+    model = TinyModel(keras_model, ["a", "b", "c"])
+    images = random_images(4, (24, 24), seed=5)
+
+    explained = xconv.explain(model, images, method="gradcam", layer="features")
+    assert "BatchNormalization" not in layer_types(model.feature_model(["features"], fold_batch_norms=True))
+
+    direct = keras.Model(keras_model.inputs, [features, logits, keras_model.output])
+    with tf.GradientTape() as tape:
+        maps, scores, probabilities = direct(images.astype("float32"), training=False)
+        chosen = tf.argmax(probabilities, axis=1)
+        score = tf.reduce_sum(tf.gather(scores, chosen, batch_dims=1))  # three classes: the score is the logit
+    weights = tf.reduce_mean(tape.gradient(score, maps), axis=(1, 2), keepdims=True)
+    cam = np.maximum(np.asarray(tf.reduce_sum(weights * maps, axis=-1)), 0)
+    cam /= cam.max(axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(explained.heatmaps, cam, atol=1e-4)
+    np.testing.assert_allclose(explained.arrays["probabilities"], np.asarray(probabilities), rtol=1e-4, atol=1e-6)
+    assert explained.targets == np.asarray(chosen).tolist()

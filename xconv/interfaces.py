@@ -128,18 +128,20 @@ class Model:
         images when ``flip_average`` is set (``None``: the model's own ``flip_average``)."""
         return np.asarray(self.probabilities(self.preprocess(batch), flip_average=flip_average))
 
-    def probabilities(self, inputs, computed=None, flip_average: bool | None = None):
+    def probabilities(self, inputs, computed=None, flip_average: bool | None = None, network=None):
         """Probabilities of preprocessed ``inputs`` (also a tensor inside a tf.function), with the model's
         test-time augmentation. Explainers report these, so ``predict`` and ``explain`` give one confidence;
-        ``computed``: the plain probabilities of ``inputs`` when a pass already made them.
+        ``computed``: the plain probabilities of ``inputs`` when a pass already made them; ``network``:
+        inputs -> probabilities, when a faster copy of the Keras model (batch norms folded) is at hand.
         """
+        network = network or (lambda batch: self.keras_model(batch, training=False))
         if computed is None:
-            computed = self.keras_model(inputs, training=False)
+            computed = network(inputs)
         if not (self.flip_average if flip_average is None else flip_average):
             return computed
         import tensorflow as tf
 
-        mirrored = self.keras_model(tf.reverse(tf.convert_to_tensor(inputs), axis=[2]), training=False)
+        mirrored = network(tf.reverse(tf.convert_to_tensor(inputs), axis=[2]))
         return (computed + mirrored) / 2
 
     def decode(self, probabilities: np.ndarray, top: int = 1) -> list[list[tuple[str, float]]]:
