@@ -35,10 +35,10 @@ def fold_batch_norms(model):
         folded = first.fold(model)
         if not first.folds:
             return model
-        # Fold again without the convolutions whose raw output was still needed, or that fed two norms.
+        # Fold again without the folded convolutions whose raw output was still needed, or that fed two norms.
         still_used = {id(layer) for layer in iter_layer_objects(folded) if type(layer).__name__ in FOLDABLE}
         twice = {conv for conv, norms in first.folds.items() if len(norms) > 1}
-        if not still_used | twice:
+        if not (still_used & first.folds.keys()) | twice:
             return folded
         second = _Folder(keep=still_used | twice)
         folded = second.fold(model)
