@@ -47,7 +47,7 @@ class OverlayRenderer(xconv.Renderer):
                 image = draw_cell_grid(image, heatmap.shape)
             target = xconv.safe_name(explanation.target_names[index])
             name = f"{explanation.stem(index)}_{xconv.safe_name(explanation.method)}_{target}.png"
-            written.append(explanation.output(xconv.save_image(Path(out_dir) / name, image), index))
+            written.append(explanation.output(xconv.save_image(Path(out_dir) / name, image, photo=True), index))
         return written
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import xconv
 from xconv.images import MAX_PIXELS, ImageError, expand_inputs, load_batch, load_image
 
 RED = (220, 30, 40)
@@ -173,3 +174,11 @@ def test_any_decoder_failure_is_one_image_error(tmp_path, monkeypatch):
     monkeypatch.setattr(ImageOps, "exif_transpose", broken_exif)
     with pytest.raises(xconv.ImageError, match="odd.png: could not decode \\(KeyError"):
         xconv.load_image(path)
+
+
+@pytest.mark.parametrize("photo", [False, True])
+def test_saved_png_reads_back_identical_in_rgb_order(tmp_path, photo):
+    rgb = np.random.default_rng(3).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    rgb[:, :10] = (255, 0, 0)  # a red band: a BGR mix-up would read back blue
+    path = xconv.save_image(tmp_path / "picture.png", rgb, photo=photo)
+    np.testing.assert_array_equal(np.asarray(Image.open(path).convert("RGB")), rgb)
