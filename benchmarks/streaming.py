@@ -12,7 +12,7 @@ Bundled model, Grad-CAM of the predicted class, an overlay PNG per photo, 2 CPU 
                 as commands on the same --small photos, start-up included; the outputs are compared
   baseline      with --baseline-python, `xconv explain` on the validation photos as a command of this
                 checkout against the same command of an earlier install (the Python of a virtualenv where
-                that checkout is installed), both on this checkout's bundled model, best of two each
+                that checkout is installed), both on this checkout's bundled model, best and median of --repeats each
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import filecmp
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -88,12 +89,13 @@ def main() -> None:
                         help="only the Ray comparison, on the first N of the 3,000 shared photos")
     parser.add_argument("--baseline-python", metavar="PY",
                         help="only the command against an earlier install's (see the module docstring)")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating runs of each command (baseline)")
     args = parser.parse_args()
     sources = photos()
     validation = sorted((SHARED / "validation").rglob("*.jpg"))[:args.small]
     if args.baseline_python:
         with tempfile.TemporaryDirectory(dir=os.environ.get("XCONV_BENCH_DIR")) as scratch:
-            compare_baseline(validation, Path(scratch), args.baseline_python)
+            compare_baseline(validation, Path(scratch), args.baseline_python, args.repeats)
         return
     if args.only_ray:
         with tempfile.TemporaryDirectory(dir=os.environ.get("XCONV_BENCH_DIR")) as scratch:
@@ -120,14 +122,14 @@ def main() -> None:
         compare_ray(validation, scratch)
 
 
-def compare_baseline(paths: list[Path], scratch: Path, baseline_python: str) -> None:
-    """The same command and model in this checkout and in an earlier install, alternating, best of two."""
+def compare_baseline(paths: list[Path], scratch: Path, baseline_python: str, repeats: int = 2) -> None:
+    """The same command and model in this checkout and in an earlier install, alternating; best and median."""
     from xconv_plugins.catsdogs import bundled_model_path
 
     weights = str(bundled_model_path())
     seconds: dict[str, list[float]] = {"this checkout": [], "baseline": []}
     written = {}
-    for attempt in range(2):
+    for attempt in range(repeats):
         for name, python in [("baseline", baseline_python), ("this checkout", sys.executable)]:
             out = scratch / f"{name.replace(' ', '_')}_{attempt}"
             seconds[name].append(command(["explain", *map(str, paths), "--weights", weights, "--out", str(out)],
@@ -139,7 +141,9 @@ def compare_baseline(paths: list[Path], scratch: Path, baseline_python: str) -> 
     for name, values in seconds.items():
         print(f"  {name:14s} {best[name]:6.1f} s ({len(paths) / best[name]:.1f}/s; runs "
               f"{', '.join(f'{v:.1f}' for v in values)} s), {written[name]} PNGs written")
-    print(f"this checkout / baseline throughput: {best['baseline'] / best['this checkout']:.2f}x")
+    median = {name: statistics.median(values) for name, values in seconds.items()}
+    print(f"this checkout / baseline throughput: {best['baseline'] / best['this checkout']:.2f}x best of "
+          f"{repeats}, {median['baseline'] / median['this checkout']:.2f}x median")
 
 
 def compare_ray(paths: list[Path], scratch: Path) -> None:
