@@ -30,6 +30,18 @@ def validation_photos(per_class: int | None, folder: Path = SHARED_VALIDATION) -
     return [path for name in ("cats", "dogs") for path in sorted((folder / name).iterdir())[:per_class]]
 
 
+def held_out_photos(photos: list[Path]) -> set[str]:
+    """The validation photos the bundled model never trained on: its recipe (``--merge-validation 0.5``)
+    moves every other photo of each class into training, so the even ranks stay out."""
+    held = set()
+    for name in ("cats", "dogs"):
+        members = [path for path in photos if path.parent.name == name]
+        if members != sorted(members):
+            raise ValueError("validation photos out of order")
+        held.update(str(path) for path in members[::2])
+    return held
+
+
 def markdown_table(table, methods: list[str], source: str) -> str:
     from xconv.scoring import REFERENCES
 
@@ -73,10 +85,26 @@ def make_choosing_table(out: Path, per_class: int | None = 12, steps: int = 10, 
     source = (f"{len(photos)} validation photos, deletion and insertion at {steps} steps" if photos
               else "Chelsea (the validation photos are absent)")
     (out / "table.txt").write_text(markdown_table(table, METHODS, source))
+    if per_class is None and photos:
+        held = held_out_photos(photos)
+        subset = ScoreTable(rows=[row for row in table.rows if row["image"] in held],
+                            higher_is_better=table.higher_is_better)
+        (out / "table-held-out.txt").write_text(markdown_table(
+            subset, METHODS, f"the {len(held)} of those photos the bundled model did not train on (even ranks per class)"))
     (out / "summary.json").write_text(json.dumps({"photos": len(photos), "steps": steps, "seconds": round(seconds),
                                                   "skipped": [str(s) for s in table.skipped],
-                                                  "summary": table.summary()}, indent=1, default=str) + "\n")
+                                                  "summary": table.summary(), "mean_curves": mean_curves(table)},
+                                                 indent=1, default=str) + "\n")
     return out
+
+
+def mean_curves(table) -> dict:
+    """Each metric's x values and mean curve per method, as plotted in score.png (None: no defined value)."""
+    methods = list(dict.fromkeys(method for method, _ in table.curves))
+    return {metric: {"x": [float(x) for x in xs],
+                     **{method: [None if math.isnan(v) else round(float(v), 5) for v in table.mean_curve(method, metric)]
+                        for method in methods if table.mean_curve(method, metric) is not None}}
+            for metric, xs in table.curve_x.items()}
 
 
 def _progress_bar(chunks):
