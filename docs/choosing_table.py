@@ -30,16 +30,18 @@ def validation_photos(per_class: int | None, folder: Path = SHARED_VALIDATION) -
     return [path for name in ("cats", "dogs") for path in sorted((folder / name).iterdir())[:per_class]]
 
 
-def held_out_photos(photos: list[Path]) -> set[str]:
+def held_out_photos(photos: list[Path], share: float = 0.5) -> set[str]:
     """The validation photos the bundled model never trained on: its recipe (``--merge-validation 0.5``)
-    moves every other photo of each class into training, so the even ranks stay out."""
-    held = set()
-    for name in ("cats", "dogs"):
+    moves that share of each class into training, chosen by file order as ``xconv.training`` does."""
+    from xconv.training import moved_to_training
+
+    classes = sorted({path.parent.name for path in photos})
+    for name in classes:
         members = [path for path in photos if path.parent.name == name]
         if members != sorted(members):
             raise ValueError("validation photos out of order")
-        held.update(str(path) for path in members[::2])
-    return held
+    moved = moved_to_training([classes.index(path.parent.name) for path in photos], share)
+    return {str(path) for path, trained in zip(photos, moved) if not trained}
 
 
 def markdown_table(table, methods: list[str], source: str) -> str:
@@ -100,11 +102,10 @@ def make_choosing_table(out: Path, per_class: int | None = 12, steps: int = 10, 
 
 def mean_curves(table) -> dict:
     """Each metric's x values and mean curve per method, as plotted in score.png (None: no defined value)."""
-    methods = list(dict.fromkeys(method for method, _ in table.curves))
-    return {metric: {"x": [float(x) for x in xs],
-                     **{method: [None if math.isnan(v) else round(float(v), 5) for v in table.mean_curve(method, metric)]
-                        for method in methods if table.mean_curve(method, metric) is not None}}
-            for metric, xs in table.curve_x.items()}
+    curves = {metric: {"x": [float(x) for x in xs]} for metric, xs in table.curve_x.items()}
+    for method, metric in table.curves:
+        curves[metric][method] = [None if math.isnan(v) else round(float(v), 5) for v in table.mean_curve(method, metric)]
+    return curves
 
 
 def _progress_bar(chunks):

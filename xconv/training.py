@@ -111,19 +111,27 @@ def read_image_folder(directory: str | os.PathLike, image_size: tuple[int, int],
     return ImageFolder(images, labels, class_names, skipped, [path for _, _, path in good])
 
 
+def moved_to_training(labels: np.ndarray, share: float) -> np.ndarray:
+    """Which validation photos (in file order, by class label) ``split_validation`` moves into training:
+    ``share`` of each class, evenly spread (0.5: the odd ranks), so the rest is a fixed held-out set."""
+    if not 0 <= share < 1:
+        raise XconvError(f"--merge-validation must be at least 0 and below 1, got {share}")
+    labels = np.asarray(labels)
+    moved = np.zeros(len(labels), bool)
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        ranks = np.arange(len(members))
+        moved[members[np.floor((ranks + 1) * share) > np.floor(ranks * share)]] = True
+    return moved
+
+
 def split_validation(train: ImageFolder, validation: ImageFolder, share: float) -> tuple[ImageFolder, ImageFolder]:
     """Move ``share`` of each validation class into training, evenly spread over its sorted files.
 
     Why: more training photos are the surest accuracy gain on a small set, and the photos left in
     validation stay untouched when the run keeps its last epoch, so they still give an honest estimate.
     The choice depends only on file order, so a re-run moves the same photos."""
-    if not 0 <= share < 1:
-        raise XconvError(f"--merge-validation must be at least 0 and below 1, got {share}")
-    moved = np.zeros(len(validation.labels), bool)
-    for label in np.unique(validation.labels):
-        members = np.flatnonzero(validation.labels == label)
-        ranks = np.arange(len(members))
-        moved[members[np.floor((ranks + 1) * share) > np.floor(ranks * share)]] = True
+    moved = moved_to_training(validation.labels, share)
 
     def paths_where(mask):
         return [path for path, chosen in zip(validation.paths, mask) if chosen]
