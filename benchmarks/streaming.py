@@ -122,7 +122,7 @@ def main() -> None:
         compare_ray(validation, scratch)
 
 
-def compare_baseline(paths: list[Path], scratch: Path, baseline_python: str, repeats: int = 2) -> None:
+def compare_baseline(paths: list[Path], scratch: Path, baseline_python: str, repeats: int) -> None:
     """The same command and model in this checkout and in an earlier install, alternating; best and median."""
     from xconv_plugins.catsdogs import bundled_model_path
 

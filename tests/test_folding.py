@@ -125,7 +125,6 @@ def test_shared_forked_subclassed_and_multi_input_graphs_fold_what_they_can():
     assert any(isinstance(layer, SubclassedBlock) for layer in folded.layers)
 
 
-
 def test_gradcam_runs_folded_and_matches_the_unfolded_model():
     """Grad-CAM explains through the folded copy: the same maps and probabilities as the Keras model itself."""
     import tensorflow as tf
