@@ -11,6 +11,7 @@ model turns random is describing the image, not the model.
 from __future__ import annotations
 
 import copy
+import zlib
 
 import numpy as np
 
@@ -19,11 +20,15 @@ from xconv.faithfulness import maps_at_input_size
 
 
 def rank_correlation(first: np.ndarray, second: np.ndarray) -> float:
-    """Spearman correlation of two maps (NaN when either is constant)."""
-    ranks = [np.argsort(np.argsort(m.ravel(), kind="stable"), kind="stable").astype(np.float64) for m in (first, second)]
+    """Spearman correlation of two maps, tied values sharing their mean rank as in Spearman's definition
+    (and scipy's ``spearmanr``, which Adebayo et al. used). NaN when either map is constant. Ties matter:
+    a randomized model's Grad-CAM is zero on a third of the image, and ranking those zeros by position,
+    the same order in both maps, adds correlation that no map value supports."""
+    from scipy.stats import rankdata
+
     if first.std() == 0 or second.std() == 0:
         return float("nan")
-    return float(np.corrcoef(*ranks)[0, 1])
+    return float(np.corrcoef(rankdata(first, axis=None), rankdata(second, axis=None))[0, 1])
 
 
 def structural_similarity(first: np.ndarray, second: np.ndarray) -> float:
@@ -32,13 +37,23 @@ def structural_similarity(first: np.ndarray, second: np.ndarray) -> float:
     return float(ssim(first, second, data_range=1.0, win_size=min(7, *first.shape) // 2 * 2 + 1 or 3))
 
 
-def reseeded(weight: np.ndarray, rng) -> np.ndarray:
-    """A fresh initial weight drawn from ``rng`` with the spread Keras's initializer gave it (constants, such
-    as biases and batch-norm statistics, kept), so a run is repeatable without touching Keras's global seed."""
-    spread = float(np.std(weight))
-    if spread == 0:
-        return weight
-    return (rng.uniform(-1.0, 1.0, weight.shape) * np.sqrt(3.0) * spread + float(np.mean(weight))).astype(weight.dtype)
+def seeded_clone(keras_model, seed: int):
+    """A freshly initialized copy of the architecture in which every random initializer has its own fixed
+    seed (from ``seed``, the layer and the weight), so the re-initialized weights are the layers' real
+    initial distributions and the same in every run, without touching Keras's global seed. Nested models
+    are cloned the same way."""
+    import keras
+
+    def clone(layer):
+        if isinstance(layer, keras.Model):
+            return keras.models.clone_model(layer, clone_function=clone)
+        config = layer.get_config()
+        for key, value in config.items():
+            if key.endswith("_initializer") and isinstance(value, dict) and "seed" in value.get("config", {}):
+                value["config"]["seed"] = zlib.crc32(f"{seed}/{layer.name}/{key}".encode())
+        return layer.__class__.from_config(config)
+
+    return keras.models.clone_model(keras_model, clone_function=clone)
 
 
 def weighted_layers(keras_model) -> list:
@@ -68,10 +83,9 @@ class Randomization(xconv.Metric):
         import keras
 
         original = self.model.keras_model
-        fresh = keras.models.clone_model(original)  # new layers, initialized as the architecture says
-        rng = np.random.default_rng(self.seed)
+        fresh = seeded_clone(original, self.seed)  # new layers, initialized as the architecture says
         pairs = list(zip(weighted_layers(original), weighted_layers(fresh)))[::-1][:self.layers]
-        new_weights = {id(layer): [reseeded(weight, rng) for weight in source.get_weights()] for layer, source in pairs}
+        new_weights = {id(layer): source.get_weights() for layer, source in pairs}
         for step in range(1, len(pairs) + 1):
             working = keras.models.clone_model(original)
             working.set_weights(original.get_weights())

@@ -144,6 +144,12 @@ def test_cascading_randomization_changes_a_copy_only():
     np.testing.assert_array_equal(first.get_layer("predictions").get_weights()[0], last.get_layer("predictions").get_weights()[0])
     np.testing.assert_array_equal(first.get_layer("conv3").get_weights()[0], model.keras_model.get_layer("conv3").get_weights()[0])
     assert randomization.randomized_models() is randomization.randomized_models()  # built once, reused by batches
+    # The new weights are the initializers' draws from the metric's seed, not from Keras's global state: the
+    # same seed builds the same copies again (runs repeat), another seed other ones.
+    again = metric(model, "randomization", layers=2).randomized_models()[-1][1].keras_model
+    np.testing.assert_array_equal(again.get_layer("conv3").get_weights()[0], last.get_layer("conv3").get_weights()[0])
+    other = metric(model, "randomization", layers=2, seed=1).randomized_models()[-1][1].keras_model
+    assert not np.allclose(other.get_layer("conv3").get_weights()[0], last.get_layer("conv3").get_weights()[0])
     for original, now in zip(before, model.keras_model.get_weights()):
         np.testing.assert_array_equal(original, now)
     images = random_images(2, (32, 32), seed=3)
@@ -151,6 +157,23 @@ def test_cascading_randomization_changes_a_copy_only():
     result = randomization.score(images, np.asarray(explanation.targets), explanation)
     assert result.curves.shape == (2, 2) and np.all(np.abs(result.values) <= 1)
     assert result.extra["randomization-ssim"].shape == (2,)
+
+
+def test_rank_correlation_gives_tied_values_their_mean_rank():
+    from scipy.stats import spearmanr
+
+    from xconv_plugins.randomization import rank_correlation
+
+    # Zero on the left half of the first map, on the right half of the second: ranked by position (as
+    # before), the two zero blocks were ordered alike and the maps correlated at -0.51; as ties, -0.86.
+    first = np.zeros((4, 4))
+    first[:, 2:] = np.arange(8).reshape(4, 2) + 1
+    second = np.zeros((4, 4))
+    second[:, :2] = np.arange(8).reshape(4, 2) + 1
+    assert rank_correlation(first, second) == pytest.approx(spearmanr(first.ravel(), second.ravel()).statistic)
+    assert rank_correlation(first, second) == pytest.approx(-0.8591, abs=1e-4)
+    assert rank_correlation(first, first) == pytest.approx(1.0)
+    assert np.isnan(rank_correlation(first, np.zeros((4, 4))))
 
 
 def test_score_reports_references_and_writes_files(tmp_path):
