@@ -86,6 +86,40 @@ def test_auc_agrees_with_a_plain_per_step_loop(region_model):
     np.testing.assert_allclose(area_under(result.curves), result.values)
 
 
+def test_pixel_ranks_order_by_value_then_one_fixed_random_order():
+    rng = np.random.default_rng(1)
+    maps = (rng.standard_normal((6, 12, 10)) * 1e-3).astype(np.float32)
+    maps[:2] = np.maximum(maps[:2], 0)  # ReLU zeros: many ties
+    maps[2], maps[3, :4] = 0.5, -0.0  # a flat map; -0.0 ties with 0.0
+    ranks = pixel_ranks(maps)
+    flat = maps.reshape(6, -1)
+    tie_break = np.random.default_rng(0).permutation(120)
+    expected = np.argsort(np.lexsort((np.broadcast_to(tie_break, flat.shape), -flat), axis=-1), axis=-1)
+    np.testing.assert_array_equal(ranks.reshape(6, -1), expected)
+    assert sorted(ranks[2].ravel()) == list(range(120)) and ranks[2].ravel()[:12].max() > 60  # flat: not by row
+
+
+def test_curves_of_one_batch_share_their_ends(region_model, monkeypatch):
+    """The ends of every curve (the image, the baseline) do not depend on the map: several methods' curves on
+    one batch pass them through the model once; a changed image, even in place, is passed again."""
+    import xconv.faithfulness as faithfulness
+
+    calls = []
+    real = faithfulness.target_probabilities
+    monkeypatch.setattr(faithfulness, "target_probabilities", lambda *a, **k: calls.append(1) or real(*a, **k))
+    images, targets = white(), np.array([1, 1])
+    deletion = metric(region_model, "deletion", baseline="black", steps=4)
+    insertion = metric(region_model, "insertion", baseline="black", steps=4)
+    first = deletion.score(images, targets, explanation_of(region_map(), images)).curves
+    assert len(calls) == 2 and first[0, 0] > 0.99 and first[0, -1] < 0.01
+    other = insertion.score(images, targets, explanation_of(region_map(True), images)).curves
+    assert len(calls) == 2  # another map and metric, same batch: the ends are reused
+    np.testing.assert_array_equal(other[:, [0, -1]], first[:, [-1, 0]])
+    images[:] = 0  # the same array, now black: the image end is the baseline's
+    again = deletion.score(images, targets, explanation_of(region_map(), images)).curves
+    assert len(calls) == 4 and again[0, 0] < 0.01
+
+
 def test_scores_do_not_depend_on_the_batch_size(region_model):
     images, maps = random_images(5, (32, 32), seed=6), random_images(5, (8, 8), seed=7)[..., 0] / 255.0
     explanation = explanation_of(maps.astype(np.float32), images)
