@@ -124,9 +124,11 @@ def test_scores_do_not_depend_on_the_batch_size(region_model):
     images, maps = random_images(5, (32, 32), seed=6), random_images(5, (8, 8), seed=7)[..., 0] / 255.0
     explanation = explanation_of(maps.astype(np.float32), images)
     for name in ("deletion", "insertion"):
-        whole = metric(region_model, name, batch_size=5).score(images, np.ones(5, int), explanation).values
-        small = metric(region_model, name, batch_size=2).score(images, np.ones(5, int), explanation).values
+        whole = metric(region_model, name, batch_size=5).score(images, np.ones(5, int), explanation).curves
+        small = metric(region_model, name, batch_size=2).score(images, np.ones(5, int), explanation).curves
+        several_steps = metric(region_model, name, batch_size=16).score(images, np.ones(5, int), explanation).curves
         np.testing.assert_allclose(whole, small, atol=1e-6)
+        np.testing.assert_allclose(whole, several_steps, atol=1e-6)  # 3 steps' copies per pass
 
 
 def test_average_drop_and_increase_in_confidence(region_model):

@@ -2,8 +2,10 @@
 
 Deletion and insertion (Petsiuk et al. 2018) remove pixels from the image, or reveal them on a baseline,
 in the order of the map's values, and follow the target's softmax probability. Every step is one
-compiled forward pass over all images of a batch (``S`` steps: ``S + 1`` passes, the floor); the copies
-are built inside the graph from each image's pixel ranks, so nothing per step crosses from the host.
+compiled forward pass over all images of a batch (``S`` steps: ``S + 1`` passes, the floor), or over
+several steps' copies when the batch is smaller than ``batch_size`` (larger passes cost less per image);
+the copies are built inside the graph from each image's pixel ranks, so nothing per step crosses from
+the host.
 The two ends of a curve (the image, the baseline) are the same for every map, so the curves of several
 methods on one batch share them: each further curve costs ``S - 1`` passes.
 """
@@ -63,9 +65,9 @@ def baseline_images(model, images: np.ndarray, kind: str) -> np.ndarray:
 
 
 def game_step(model):
-    """tf.function (inputs, baselines, ranks, count, targets, insertion) -> target probabilities (N,):
-    the ``count`` top-ranked pixels of each image replaced by the baseline (deletion) or the only ones
-    shown on it (insertion)."""
+    """tf.function (inputs, baselines, ranks, counts (K,), targets, insertion) -> target probabilities (K, N):
+    for each count, the ``count`` top-ranked pixels of each image replaced by the baseline (deletion) or
+    the only ones shown on it (insertion), all K * N copies in one forward pass."""
     return model.cached(("deletion_game",), lambda: _build_game_step(model))
 
 
@@ -77,13 +79,15 @@ def _build_game_step(model):
 
     @tf.function(input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32),
                                   tf.TensorSpec([None, height, width, 3], tf.float32),
-                                  tf.TensorSpec([None, height, width], tf.int32), tf.TensorSpec([], tf.int32),
+                                  tf.TensorSpec([None, height, width], tf.int32), tf.TensorSpec([None], tf.int32),
                                   tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.bool)])
-    def step(inputs, baselines, ranks, count, targets, insertion):
-        top = ranks < count
+    def step(inputs, baselines, ranks, counts, targets, insertion):
+        top = ranks[None] < counts[:, None, None, None]
         shown = tf.cast(tf.math.logical_xor(top, tf.logical_not(insertion))[..., None], inputs.dtype)
-        probabilities = network(baselines + shown * (inputs - baselines))
-        return tf.gather(probabilities, targets, axis=1, batch_dims=1)
+        copies = baselines[None] + shown * (inputs - baselines)[None]
+        probabilities = network(tf.reshape(copies, [-1, height, width, 3]))
+        chosen = tf.gather(probabilities, tf.tile(targets, [tf.size(counts)]), axis=1, batch_dims=1)
+        return tf.reshape(chosen, [tf.size(counts), -1])
 
     return step
 
@@ -120,8 +124,10 @@ def game_curves(model, images: np.ndarray, targets: np.ndarray, maps: np.ndarray
         part = slice(start, start + batch_size)
         tensors = [tf.constant(a[part]) for a in (inputs, baselines, ranks)]
         chosen = tf.constant(np.asarray(targets[part], np.int32))
-        for index in range(1, steps):
-            curves[part, index] = step(*tensors, tf.constant(counts[index]), chosen, tf.constant(insertion)).numpy()
+        per_call = max(1, batch_size // len(chosen))  # a small batch takes several steps per pass
+        for first in range(1, steps, per_call):
+            indices = np.arange(first, min(first + per_call, steps))
+            curves[part, indices] = step(*tensors, tf.constant(counts[indices]), chosen, tf.constant(insertion)).numpy().T
     return curves
 
 

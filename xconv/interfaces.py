@@ -109,9 +109,16 @@ class Model:
     def probability_network(self):
         """inputs -> probabilities (no test-time flipping) through the batch-norm-folded copy of the network:
         the same function up to float rounding, about 10 % less time per pass on a CPU, for the methods and
-        metrics that are nothing but forward passes (perturbations, deletion and insertion)."""
+        metrics that are nothing but forward passes (perturbations, deletion and insertion). Compiled, so a
+        call from eager code costs what a call inside a compiled step does (eager Keras took 2.6x as long)."""
+        return self.cached(("probability_network",), self._build_probability_network)
+
+    def _build_probability_network(self):
+        import tensorflow as tf
+
         network = self.feature_model([], fold_batch_norms=True)
 
+        @tf.function(reduce_retracing=True)
         def probabilities(inputs):
             return network(inputs, training=False)[-1]
 
