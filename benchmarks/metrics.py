@@ -16,9 +16,19 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import itertools  # noqa: E402
+
 from timing import median_seconds as seconds  # noqa: E402 - benchmarks/ is the script folder
 
+CALLS = itertools.count(1)
 
+
+def unseen_batch(images):
+    """A copy of ``images`` with one pixel changed by a new amount each call: the same cost, and a batch
+    the previous call did not see."""
+    changed = images.copy()
+    changed[0, 0, 0, 0] = (int(changed[0, 0, 0, 0]) + next(CALLS)) % 256
+    return changed
 
 
 def main() -> None:
@@ -55,11 +65,16 @@ def main() -> None:
     xconv_times = {}
     for name in ("deletion", "insertion"):
         metric = get_registry().get("metric", name)(model, steps=args.steps, baseline="black", batch_size=args.batch)
-        per_image = seconds(lambda: metric.score(images, targets, explanation), args.repeats) / args.images
+        # xconv passes the two ends of the curves once per batch, for every map scored on it: each call here
+        # gets a batch it has not seen (one pixel changed), so the ends are paid as a lone curve pays them.
+        per_image = seconds(lambda: metric.score(unseen_batch(images), targets, explanation), args.repeats) / args.images
         xconv_times[name] = per_image
         auc = float(np.mean(metric.score(images, targets, explanation).values))
         print(f"{name:<12}{'xconv':<9}{per_image * 1000:>10.1f}{per_image / forward_per_image:>10.1f}x"
               f"{per_image / floor:>8.2f}x{auc:>8.3f}")
+        further = seconds(lambda: metric.score(images, targets, explanation), args.repeats) / args.images
+        print(f"{'':<12}{'':<9}{further * 1000:>10.1f}{further / forward_per_image:>10.1f}x{further / floor:>8.2f}x"
+              "          a further map on the same batch (ends shared)")
     try:
         from xplique.metrics import Deletion, Insertion
     except Exception as error:  # noqa: BLE001 - not installed: not measured
