@@ -149,13 +149,16 @@ def routed_options(assignments: list[tuple], components: dict[str, type], groups
     return routed
 
 
-def progress(items, description: str):
-    """A rich progress bar on a terminal for long batches; plain iteration otherwise."""
-    items = list(items)
-    if len(items) > 1 and sys.stderr.isatty():
+def progress(items, description: str, total: int | None = None):
+    """A rich progress bar on a terminal for long batches; plain iteration otherwise. With ``total``,
+    ``items`` may be an iterator: it is not consumed ahead of the loop."""
+    if total is None:
+        items = list(items)
+        total = len(items)
+    if total > 1 and sys.stderr.isatty():
         from rich.progress import track
 
-        return track(items, description=description, transient=True)
+        return track(items, description=description, total=total, transient=True)
     return items
 
 
@@ -260,12 +263,16 @@ def predict(
     unsafe: bool = UNSAFE_OPTION,
 ):
     """Classify images."""
+    from xconv.streaming import decoded_ahead
+
     routed = routed_options(parse_assignments(option), {"model": model_class(model)})
     loaded = open_model(model, weights, unsafe, preprocess, routed["model"])
     paths = xconv.images.expand_inputs(images)
     failures = 0
-    for group in progress(chunks(paths, 32), "predicting"):
-        batch, _, good, errors = xconv.load_images(group, loaded)
+    groups = chunks(paths, 32)
+    # Decoding runs in threads ahead of the model, as in `xconv explain`.
+    decoded = decoded_ahead(groups, lambda group: xconv.load_images(group, loaded))
+    for _, (batch, _, good, errors) in progress(decoded, "predicting", total=len(groups)):
         results = xconv.predict(loaded, batch, top=top) if len(batch) else []
         for path, result in zip(good, results):
             if as_json:
