@@ -21,6 +21,9 @@ from pathlib import Path
 SHARED_VALIDATION = Path(__file__).resolve().parents[2] / "shared" / "data" / "cats-vs-dogs" / "validation"
 METHODS = ["gradcam", "gradcam++", "layercam", "hirescam", "xgradcam", "eigencam", "saliency", "guided-backprop"]
 METRICS = ["deletion", "insertion", "average-drop", "randomization"]
+#: The bundled model's dense head and its whole last block (block4: two separable convolutions, the
+#: shortcut convolution and their three batch norms): the sanity check randomizes "the last block".
+RANDOMIZED_LAYERS = 7
 
 
 def validation_photos(per_class: int | None, folder: Path = SHARED_VALIDATION) -> list[Path]:
@@ -77,7 +80,7 @@ def make_choosing_table(out: Path, per_class: int | None = 12, steps: int = 10, 
     table, started = ScoreTable(), time.perf_counter()
     xconv.score(model, images, METHODS, METRICS, table=table, track=track,
                 metric_options={"deletion": {"steps": steps}, "insertion": {"steps": steps},
-                                "randomization": {"layers": 3}})
+                                "randomization": {"layers": RANDOMIZED_LAYERS}})
     seconds = time.perf_counter() - started
     out.mkdir(parents=True, exist_ok=True)
     scratch = out / "scratch"

@@ -1,7 +1,8 @@
 """Model-randomization sanity check (Adebayo et al. 2018): do the maps depend on what the model learned?
 
 The model's weighted layers are re-initialized cumulatively from the top down (the output layer first),
-on a copy: the user's model is never touched. After each step the method's maps are recomputed for the
+by their own initializers with fixed seeds, on a copy: the user's model is never touched and a run
+repeats exactly. After each step the method's maps are recomputed for the
 same images and targets and compared with the original maps: Spearman rank correlation (the value
 reported, after the last step, in ``curves`` after every step) and SSIM (``randomization-ssim``). A
 faithful method's maps must change, so lower is better; a method whose maps stay the same while the

@@ -5,9 +5,8 @@ in the order of the map's values, and follow the target's softmax probability. E
 compiled forward pass over all images of a batch (``S`` steps: ``S + 1`` passes, the floor), or over
 several steps' copies when the batch is smaller than ``batch_size`` (larger passes cost less per image);
 the copies are built inside the graph from each image's pixel ranks, so nothing per step crosses from
-the host.
-The two ends of a curve (the image, the baseline) are the same for every map, so the curves of several
-methods on one batch share them: each further curve costs ``S - 1`` passes.
+the host. The two ends of a curve (the image, the baseline) are the same for every map, so the curves
+of several methods on one batch share them: each further curve costs ``S - 1`` passes.
 """
 
 from __future__ import annotations
