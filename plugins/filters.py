@@ -140,12 +140,29 @@ class FilterPatterns(xconv.Explainer):
         if self.size is None:
             raise xconv.XconvError(f"{model.display_name} takes any input size: give the pattern size with --size")
         spatial = None if self.size == model.input_size[0] == model.input_size[1] else (self.size, self.size)
-        self.feature_model = model.feature_model([self.layer], head=False, spatial_size=spatial,
-                                                 fold_batch_norms=True)
-        channels = int(self.feature_model.outputs[0].shape[-1])
-        self.filters = parse_filters(filters, channels)
+        self.filters = parse_filters(filters, self.layer_channels(spatial))
+        if self.diversity == 1:
+            # Only the part of the layer holding the filters is computed (one branch of an Inception block).
+            self.feature_model, positions = model.channel_feature_model(self.layer, self.filters, spatial,
+                                                                        fold_batch_norms=True)
+        else:  # the diversity term compares Gram matrices over all of the layer's channels
+            self.feature_model = model.feature_model([self.layer], head=False, spatial_size=spatial,
+                                                     fold_batch_norms=True)
+            positions = self.filters
+        self.position = dict(zip(self.filters, positions))
         self.transforms = self.ascent_transforms(int(self.feature_model.outputs[0].shape[1] or 1))
         self.scale, self.offset = xconv.preprocessing.preprocess_affine(model.preprocess, model.display_name)
+
+    def layer_channels(self, spatial) -> int:
+        shape = xconv.layers.find_layer(self.model.keras_model, self.layer).output_shape
+        if len(shape) == 4 and shape[-1]:
+            return int(shape[-1])
+        whole = self.model.feature_model([self.layer], head=False, spatial_size=spatial)
+        return int(whole.outputs[0].shape[-1])
+
+    def positions(self, filters) -> list[int]:
+        """Filter indices -> their channel indices in ``feature_model``'s output (the compiled functions take these)."""
+        return [self.position[int(f)] for f in filters]
 
     def ascent_transforms(self, map_size: int) -> TransformRange:
         if not self.robust:
@@ -158,8 +175,9 @@ class FilterPatterns(xconv.Explainer):
     def functions(self):
         """(render, ascend, objective_values, all_objectives, moved_objectives), compiled once per model and
         setting (cached)."""
-        key = ("filters", self.layer, self.size, self.transforms, self.step_size, self.seed, self.jit_compile,
-               self.parameterization, self.objective, self.sign, self.diversity, self.diversity_weight)
+        # The feature model (cached by the model, so its id is stable) differs with the branches the filters need.
+        key = ("filters", self.layer, id(self.feature_model), self.size, self.transforms, self.step_size, self.seed,
+               self.jit_compile, self.parameterization, self.objective, self.sign, self.diversity, self.diversity_weight)
         return self.model.cached(key, self._build_functions)
 
     def _build_functions(self):
@@ -290,7 +308,7 @@ class FilterPatterns(xconv.Explainer):
         render, ascend, *_ = self.functions()
         value = tf.constant(self.starting_values(filters, self.noise))
         moments = (tf.zeros_like(value), tf.zeros_like(value))
-        targets = tf.constant(np.repeat(filters, self.diversity), tf.int32)
+        targets = tf.constant(np.repeat(self.positions(filters), self.diversity), tf.int32)
         for step in range(1, self.steps + 1):
             value, moments, moving = ascend(value, moments, targets, tf.constant(step))
             if step in RESTART_STEPS and step < self.steps:
@@ -313,6 +331,7 @@ class FilterPatterns(xconv.Explainer):
         import tensorflow as tf
 
         _, _, objective_values, *_ = self.functions()
+        filters = self.positions(filters)
         return np.concatenate([
             objective_values(tf.constant(patterns[i:i + self.chunk], tf.float32),
                              tf.constant(filters[i:i + self.chunk], tf.int32)).numpy()
@@ -327,6 +346,7 @@ class FilterPatterns(xconv.Explainer):
         import tensorflow as tf
 
         moved_objectives = self.functions()[4]
+        filters = self.positions(filters)
         matrices = random_matrices(ROBUSTNESS_DRAWS, tf.constant([12345, 0]), ROBUSTNESS_CHECK, self.size)
         per_call = max(1, self.chunk // ROBUSTNESS_DRAWS)  # patterns per call: chunk moved copies in one batch
         kept = np.concatenate([
@@ -343,7 +363,7 @@ class FilterPatterns(xconv.Explainer):
         import tensorflow as tf
 
         all_objectives = self.functions()[3]
-        return all_objectives(tf.fill((1, self.size, self.size, 3), 128.0)).numpy()[0, self.filters]
+        return all_objectives(tf.fill((1, self.size, self.size, 3), 128.0)).numpy()[0, self.positions(self.filters)]
 
     def explain(self, images=None, targets=None):
         per_chunk = max(1, self.chunk // self.diversity)

@@ -106,6 +106,35 @@ class Model:
 
         return self.cached(key, build)
 
+    def channel_feature_model(self, layer_path: str, channels, spatial_size=None, fold_batch_norms: bool = False):
+        """(keras.Model, positions): preprocessed input -> the part of one layer's output that holds
+        ``channels``, and each channel's index in that output; built once, cached.
+
+        For gradient ascent on a few filters: when the layer concatenates branches (an Inception block),
+        the branches holding none of the channels are left out and never computed (InceptionV3 ``mixed3``,
+        filters 0-15: one branch of three, a forward+backward pass 7 % faster). A block inside a nested
+        model (a transfer model's base) gives the same channels, but its whole block is computed. Otherwise
+        the output is the whole layer and the positions are the channels themselves.
+        """
+        from xconv.layers import ChannelSelection, build_feature_model
+
+        path = self.layer_path(layer_path)
+        selection = ChannelSelection(channels)
+        key = ("channel_feature_model", path, tuple(selection.channels),
+               None if spatial_size is None else tuple(spatial_size), fold_batch_norms)
+
+        def build():
+            network = build_feature_model(self.keras_model, [path], head=False, spatial_size=spatial_size,
+                                          selection=selection)
+            if fold_batch_norms:
+                from xconv.folding import fold_batch_norms as fold
+
+                network = fold(network)
+            return network, dict(zip(selection.channels, selection.positions))
+
+        network, positions = self.cached(key, build)
+        return network, [positions[int(channel)] for channel in channels]
+
     def probability_network(self):
         """inputs -> probabilities (no test-time flipping) through the batch-norm-folded copy of the network:
         the same function up to float rounding, about 10 % less time per pass on a CPU, for the methods and

@@ -10,6 +10,7 @@ symbolic tensors of the wanted layers are captured on the way.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import accumulate
 
 from xconv.errors import UnknownNameError, XconvError
 
@@ -96,7 +97,43 @@ def is_container(layer) -> bool:
     return isinstance(layer, keras.Model)
 
 
-def build_feature_model(model, layer_paths: list[str], head: bool = True, spatial_size=None, transform=None):
+class ChannelSelection:
+    """The channels a caller needs from one layer's output. When that layer concatenates branches along the
+    channel axis (an Inception block), only the branches holding a needed channel are kept in the feature
+    model, so the others are never computed; ``positions`` then says where each needed channel sits in the
+    kept branches' concatenation (the identity when nothing is left out)."""
+
+    def __init__(self, channels):
+        self.channels = sorted({int(channel) for channel in channels})
+        self.positions = list(self.channels)
+
+    def select(self, layer, args, output):
+        """The tensor holding the needed channels: ``output`` itself, or the kept branches' concatenation."""
+        import keras
+
+        if not isinstance(layer, keras.layers.Concatenate) or len(output.shape) < 2 or \
+                layer.axis not in (-1, len(output.shape) - 1) or not isinstance(args[0], (list, tuple)):
+            return output
+        widths = [int(branch.shape[-1]) for branch in args[0]]
+        kept, self.positions = kept_branches(widths, self.channels)
+        if len(kept) == len(widths):
+            return output
+        branches = [args[0][index] for index in kept]
+        return branches[0] if len(branches) == 1 else keras.layers.Concatenate(axis=-1)(branches)
+
+
+def kept_branches(widths: list[int], channels: list[int]) -> tuple[list[int], list[int]]:
+    """For a concatenation of branches ``widths`` channels wide: the branches holding any of ``channels``,
+    and each channel's position in the concatenation of just those branches."""
+    starts = list(accumulate(widths, initial=0))
+    owner = [max(b for b in range(len(widths)) if starts[b] <= channel) for channel in channels]
+    kept = sorted(set(owner))
+    kept_start = {branch: sum(widths[b] for b in kept if b < branch) for branch in kept}
+    return kept, [kept_start[branch] + channel - starts[branch] for branch, channel in zip(owner, channels)]
+
+
+def build_feature_model(model, layer_paths: list[str], head: bool = True, spatial_size=None, transform=None,
+                        selection: ChannelSelection | None = None):
     """A keras.Model: input -> [each wanted layer's output..., logits, probabilities].
 
     ``logits`` is the pre-softmax score when the model ends in a softmax (a final ``Activation`` or a
@@ -104,7 +141,8 @@ def build_feature_model(model, layer_paths: list[str], head: bool = True, spatia
     the model output itself. With ``head=False`` the model stops at the wanted layers (no wasted compute
     above them), and ``spatial_size`` may then set another input size, ``(None, None)`` for any.
     ``transform(layer, output)`` may replace each layer's output in the copy (guided backpropagation's
-    gradient gates, say); the user's model itself is never changed.
+    gradient gates, say); the user's model itself is never changed. ``selection`` (one layer, ``head=False``)
+    keeps only the part of the layer's output holding the channels it names.
     """
     import keras
 
@@ -116,7 +154,7 @@ def build_feature_model(model, layer_paths: list[str], head: bool = True, spatia
     captured: dict[str, object] = {}
     final = last_layer(model) if head else None
     try:
-        outputs = _trace(model, inputs, wanted, "", captured, final, transform)
+        outputs = _trace(model, inputs, wanted, "", captured, final, transform, selection)
     except (ValueError, TypeError) as error:
         if spatial_size is None:
             raise
@@ -180,14 +218,14 @@ def last_layer(model):
     return last_layer(layer) if is_container(layer) else layer
 
 
-def _trace(model, inputs, wanted, prefix, captured, final, transform=None):
+def _trace(model, inputs, wanted, prefix, captured, final, transform=None, selection=None):
     """Call the layers of ``model`` on ``inputs`` in graph order, capturing wanted tensors by path."""
     def call(layer, *args, **kwargs):
         path = prefix + layer.name
         if is_container(layer) and (transform is not None or any(w.startswith(path + "/") for w in wanted) or (
             final is not None and final in iter_layer_objects(layer)
         )):
-            output = _call_nested(layer, args[0], wanted, path + "/", captured, final, transform)
+            output = _call_nested(layer, args[0], wanted, path + "/", captured, final, transform, selection)
         elif layer is final:
             output = _call_capturing_logits(layer, args, kwargs, captured)
         else:
@@ -195,7 +233,7 @@ def _trace(model, inputs, wanted, prefix, captured, final, transform=None):
             if transform is not None:
                 output = transform(layer, output)
         if path in wanted:
-            captured[path] = output
+            captured[path] = output if selection is None else selection.select(layer, args, output)
         return output
 
     return retrace(model, inputs, call)
@@ -220,7 +258,7 @@ def retrace(model, inputs, call):
     return cloned.outputs[0] if len(cloned.outputs) == 1 else cloned.outputs
 
 
-def _call_nested(model, tensor, wanted, prefix, captured, final, transform=None):
+def _call_nested(model, tensor, wanted, prefix, captured, final, transform=None, selection=None):
     """Trace a nested model on its own fresh input, wrap it as one multi-output model, call that on ``tensor``.
 
     Re-tracing it directly on ``tensor`` would make Keras look for the nested graph's inputs upstream of
@@ -230,7 +268,7 @@ def _call_nested(model, tensor, wanted, prefix, captured, final, transform=None)
 
     inner_input = keras.Input(batch_shape=tuple(tensor.shape), dtype=model.inputs[0].dtype)
     inner: dict[str, object] = {}
-    output = _trace(model, inner_input, wanted, prefix, inner, final, transform)
+    output = _trace(model, inner_input, wanted, prefix, inner, final, transform, selection)
     names = list(inner)
     results = keras.Model(inner_input, [output] + [inner[name] for name in names], name=f"{model.name}_traced")(tensor)
     captured.update(zip(names, results[1:]))
