@@ -195,6 +195,23 @@ def test_cascading_randomization_changes_a_copy_only():
     assert result.extra["randomization-ssim"].shape == (2,)
 
 
+def test_randomization_draws_average_independent_seeds():
+    model = tiny_convnet(classes=3)
+    images = random_images(3, (32, 32), seed=5)
+    explanation = xconv.explain(model, images, "gradcam")
+    targets = np.asarray(explanation.targets)
+    single = [metric(model, "randomization", layers=2, seed=seed).score(images, targets, explanation)
+              for seed in (4, 5)]
+    both = metric(model, "randomization", layers=2, seed=4, draws=2).score(images, targets, explanation)
+    assert not np.allclose(single[0].curves, single[1].curves)  # the draws differ, so the mean means something
+    np.testing.assert_allclose(both.curves, (single[0].curves + single[1].curves) / 2, atol=1e-6)
+    np.testing.assert_allclose(both.extra["randomization-ssim"],
+                               (single[0].extra["randomization-ssim"] + single[1].extra["randomization-ssim"]) / 2,
+                               atol=1e-6)
+    with pytest.raises(xconv.XconvError, match="at least 1"):
+        metric(model, "randomization", draws=0)
+
+
 def test_rank_correlation_gives_tied_values_their_mean_rank():
     from scipy.stats import spearmanr
 
@@ -272,3 +289,4 @@ def test_mean_curve_skips_an_image_whose_step_is_undefined():
     table = ScoreTable()
     table.curves[("gradcam", "randomization")] = [np.array([[1.0, 0.5, np.nan], [0.0, np.nan, np.nan]])]
     np.testing.assert_array_equal(table.mean_curve("gradcam", "randomization"), [0.5, 0.5, np.nan])
+
