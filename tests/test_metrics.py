@@ -290,3 +290,16 @@ def test_mean_curve_skips_an_image_whose_step_is_undefined():
     table.curves[("gradcam", "randomization")] = [np.array([[1.0, 0.5, np.nan], [0.0, np.nan, np.nan]])]
     np.testing.assert_array_equal(table.mean_curve("gradcam", "randomization"), [0.5, 0.5, np.nan])
 
+
+def test_score_table_shows_a_dash_where_a_metric_does_not_apply(capsys):
+    from xconv.cli import show_score_table
+
+    nan = float("nan")
+    summary = [{"method": "gradcam", "metric": "randomization", "mean": 0.25, "ci95": 0.02, "images": 8},
+               {"method": "random", "metric": "randomization", "mean": nan, "ci95": nan, "images": 0},
+               {"method": "center", "metric": "randomization", "mean": 0.5, "ci95": nan, "images": 1}]
+    show_score_table(summary, {"randomization": "gradcam"}, ["gradcam", "random", "center"], ["randomization"],
+                     {"randomization": False})
+    lines = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in capsys.readouterr().out.splitlines()
+             if line.count("│") == 3}
+    assert lines == {"gradcam": "0.250 ± 0.020 *", "random": "-", "center": "0.500"}

@@ -514,7 +514,8 @@ def show_score_table(summary, best, methods, metrics, higher_is_better) -> None:
         values = []
         for metric_name in metrics:
             row = cells.get((name, metric_name))
-            text = "-" if row is None else f"{row['mean']:.3f} ± {row['ci95']:.3f}"
+            text = "-" if row is None or row["images"] == 0 else f"{row['mean']:.3f}" + (
+                f" ± {row['ci95']:.3f}" if row["images"] > 1 else "")
             values.append(text + (" *" if best.get(metric_name) == name else ""))
         table.add_row(name, *values)
     Console(width=max(100, 24 * (len(metrics) + 1))).print(table)
