@@ -22,7 +22,7 @@ class JobSpec:
     preprocess: str | None = None
     safe_mode: bool = True
     methods: list = field(default_factory=lambda: ["gradcam"])
-    targets: list = field(default_factory=lambda: [None])  # class indices, None: the predicted class
+    targets: list = field(default_factory=lambda: [None])  # class indices or names, None: the predicted class
     layer: object = None
     renderer: str = "overlay"
     routed: dict = field(default_factory=dict)  # -O options by scope: model, method or each method, renderer
@@ -50,6 +50,8 @@ class ExplainJob:
 
         self.spec = spec
         self.model = model if model is not None else spec.load_model()
+        # Targets as class indices; the spec may name them (the Ray engine's workers resolve names themselves).
+        self.targets = [None if t is None else self.model.class_index(t) for t in spec.targets]
         registry = get_registry()
         self.classes = {name: registry.get("explainer", name) for name in spec.methods}
 
@@ -70,7 +72,7 @@ class ExplainJob:
 
     def compute(self, batch, originals, good, numbers) -> list:
         """Every target's explanations of one decoded chunk; ``numbers`` name the files (see streaming)."""
-        return [explanation for target in self.spec.targets
+        return [explanation for target in self.targets
                 for explanation in self.explanations(batch, target, originals=originals, sources=good,
                                                      index_offset=numbers)]
 

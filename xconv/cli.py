@@ -357,16 +357,16 @@ def explain(
     if engine == "ray" and (not classes[methods[0]].needs_images or resume):
         raise XconvError("--engine ray explains photos, without --resume" if resume else
                          f"method {methods[0]!r} makes its own inputs; run it with the local engine")
-    job = ExplainJob(spec)
     if not classes[methods[0]].needs_images:
         if images:
             raise XconvError(f"method {methods[0]!r} makes its own inputs; give no images")
+        job = ExplainJob(spec)
         [explanation] = job.explanations(None, None)
         describe_synthesized(explanation, job.draw(explanation), as_json)
         return
     if not images:
         fail("no input images (folders are searched recursively for .jpg, .png, .bmp, .webp, .tif and .gif files)")
-    spec.targets = [job.model.class_index(t) for t in target] if target else [None]
+    spec.targets = list(target) if target else [None]
     paths = xconv.images.expand_inputs(images or [])
 
     def show(records):
@@ -379,13 +379,14 @@ def explain(
                 describe_record(record)
 
     if engine == "ray":
-        from xconv.ray_engine import explain_on_ray
+        from xconv.ray_engine import explain_on_ray, validated_spec
 
-        if isinstance(spec.layer, str):
-            job.model.layer_path(spec.layer)  # a typo fails here in one line, not inside a worker
         spec.out = str(out.resolve())  # workers do not share the driver's working directory
-        summary = explain_on_ray([p.resolve() for p in paths], spec, address=address, on_records=show)
+        summary = explain_on_ray([p.resolve() for p in paths], spec, address=address, on_records=show,
+                                 validate=lambda: validated_spec(spec))
     else:
+        job = ExplainJob(spec)
+        spec.targets = job.targets
         summary = stream_with_progress(paths, out, job.decode, job.compute, job.write, show, resume, f"{method}",
                                        spec.key())
     finish_stream(summary, out, as_json)

@@ -15,8 +15,11 @@ Drop it into your own pipeline::
 
 from __future__ import annotations
 
+import _thread
 import json
+import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -40,6 +43,7 @@ class RayExplainer:
         import os
 
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        limit_tensorflow_threads()
         self.job = ExplainJob(spec)
         self.total = total
 
@@ -58,20 +62,49 @@ class RayExplainer:
         return {"record": np.array([json.dumps(record) for record in records], dtype=object)}
 
 
+def limit_tensorflow_threads() -> None:
+    """Give TensorFlow as many threads as CPUs Ray assigned to this CPU actor: by default it takes every
+    core of the node in every actor, and one actor per CPU then oversubscribes the node many times over."""
+    import ray
+    import tensorflow as tf
+
+    assigned = ray.get_runtime_context().get_assigned_resources()
+    cpus = assigned.get("CPU")
+    if cpus and not assigned.get("GPU"):  # a GPU actor's TensorFlow keeps its defaults
+        tf.config.threading.set_intra_op_parallelism_threads(max(1, int(cpus)))
+        tf.config.threading.set_inter_op_parallelism_threads(max(1, int(cpus)))
+
+
+def validated_spec(spec: JobSpec) -> JobSpec:
+    """``spec`` with its targets as class indices, after loading the model as the workers will: a wrong
+    weights file, layer or class fails here in one line, not inside a worker."""
+    job = ExplainJob(spec)
+    if isinstance(spec.layer, str):
+        job.model.layer_path(spec.layer)
+    return replace(spec, targets=job.targets)
+
+
 def explain_on_ray(paths: list, spec: JobSpec, address: str | None = None, batch_size: int = 16,
-                   concurrency: int | None = None, on_records=None) -> StreamSummary:
-    """Run the job over ``paths`` on Ray (``address``: a cluster, else RAY_ADDRESS, else a local instance)."""
+                   concurrency: int | None = None, on_records=None, validate=None) -> StreamSummary:
+    """Run the job over ``paths`` on Ray (``address``: a cluster, else RAY_ADDRESS, else a local instance).
+
+    ``validate() -> JobSpec`` (:func:`validated_spec`) checks the job in this process while Ray starts
+    and its workers load the model, instead of before: both take seconds. Its error, if any, is the one
+    reported; its spec (targets as indices) names the job in the manifest, as the local engine does.
+    """
     ray = require_ray()
+    checking = Validation(validate or (lambda: spec))
     if not ray.is_initialized():
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False,
                      runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "3"}})
         except (ConnectionError, RuntimeError, ValueError) as error:
+            checking.result()
             raise XconvError(f"could not join Ray at {address or 'a new local instance'}: {error}") from None
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # the manifest in input order, as the local engine writes it
     manifest = Manifest(spec.out)
-    job = spec.key()
+    job = None
     summary = StreamSummary(inputs=len(paths))
     started = time.perf_counter()
     dataset = ray.data.from_items([{"position": i, "path": str(p)} for i, p in enumerate(paths)],
@@ -79,10 +112,12 @@ def explain_on_ray(paths: list, spec: JobSpec, address: str | None = None, batch
     cpus = int(ray.cluster_resources().get("CPU", 1))
     gpus = int(ray.cluster_resources().get("GPU", 0))
     mapped = dataset.map_batches(RayExplainer, fn_constructor_args=(spec, len(paths)), batch_size=batch_size,
-                                 concurrency=concurrency or max(1, gpus or cpus // 2),
+                                 concurrency=concurrency or max(1, gpus or cpus),
                                  num_gpus=1 if gpus else 0, num_cpus=1 if not gpus else None, batch_format="numpy")
     try:
+        checking.watch()
         for batch in mapped.iter_batches(batch_size=None, batch_format="numpy"):
+            job = job or checking.result().key()
             records = [{**json.loads(text), "job": job} for text in batch["record"]]
             manifest.append(records)
             for record in records:
@@ -94,6 +129,54 @@ def explain_on_ray(paths: list, spec: JobSpec, address: str | None = None, batch
             if on_records:
                 on_records(records)
     except KeyboardInterrupt:
+        checking.result()  # a failed check interrupts the wait for the workers: its error, not Ctrl-C
         summary.interrupted = True
+    except Exception:
+        checking.result()  # the workers fail on the same mistake; the check's own message says it in one line
+        raise
+    finally:
+        checking.unwatch()
+    checking.result()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+class Validation:
+    """Runs ``check()`` in a thread. If it fails while the main thread waits for the workers (which would
+    fail on the same mistake, later and less readably), it interrupts that wait; ``result()`` raises its
+    error."""
+
+    def __init__(self, check):
+        self.outcome: dict = {}
+        self.lock = threading.Lock()
+        self.waiting = False
+        self.thread = threading.Thread(target=self._run, args=(check,), name="xconv-validate", daemon=True)
+        self.thread.start()
+
+    def _run(self, check):
+        try:
+            value = check()
+        except BaseException as error:  # noqa: BLE001 - raised again in the main thread
+            with self.lock:
+                self.outcome["error"] = error
+                if self.waiting:
+                    _thread.interrupt_main()
+        else:
+            self.outcome["value"] = value
+
+    def watch(self) -> None:
+        """From here on a failed check interrupts the main thread (raises now if it already failed)."""
+        with self.lock:
+            self.waiting = "error" not in self.outcome
+        if not self.waiting:
+            self.result()
+
+    def unwatch(self) -> None:
+        with self.lock:
+            self.waiting = False
+
+    def result(self):
+        self.thread.join()
+        if "error" in self.outcome:
+            raise self.outcome["error"]
+        return self.outcome["value"]
