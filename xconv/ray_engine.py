@@ -107,12 +107,13 @@ def explain_on_ray(paths: list, spec: JobSpec, address: str | None = None, batch
     job = None
     summary = StreamSummary(inputs=len(paths))
     started = time.perf_counter()
+    blocks = max(1, -(-len(paths) // batch_size))
     dataset = ray.data.from_items([{"position": i, "path": str(p)} for i, p in enumerate(paths)],
-                                  override_num_blocks=max(1, -(-len(paths) // batch_size)))
+                                  override_num_blocks=blocks)
     cpus = int(ray.cluster_resources().get("CPU", 1))
     gpus = int(ray.cluster_resources().get("GPU", 0))
     mapped = dataset.map_batches(RayExplainer, fn_constructor_args=(spec, len(paths)), batch_size=batch_size,
-                                 concurrency=concurrency or max(1, gpus or cpus),
+                                 concurrency=concurrency or max(1, min(gpus or cpus, blocks)),  # no idle actors
                                  num_gpus=1 if gpus else 0, num_cpus=1 if not gpus else None, batch_format="numpy")
     try:
         checking.watch()
