@@ -389,7 +389,9 @@ def explain(
         spec.targets = job.targets
         summary = stream_with_progress(paths, out, job.decode, job.compute, job.write, show, resume, f"{method}",
                                        spec.key())
-    finish_stream(summary, out, as_json)
+    hint = ("rerun with the local engine and --resume, which skips what the manifest records" if engine == "ray"
+            else "rerun with --resume to continue")
+    finish_stream(summary, out, as_json, hint)
 
 
 def describe_record(record: dict) -> None:
@@ -423,7 +425,7 @@ def stream_with_progress(paths, out, decode, compute, write, show, resume: bool,
                       on_progress=lambda count: bar.advance(task, count))
 
 
-def finish_stream(summary, out: Path, as_json: bool) -> None:
+def finish_stream(summary, out: Path, as_json: bool, resume_hint: str = "rerun with --resume to continue") -> None:
     """The one-line summary; exit 1 when an input failed, 130 when interrupted."""
     line = (f"explained {summary.explained} of {summary.inputs} inputs in {summary.seconds:.1f} s "
             f"({summary.rate:.1f}/s), {summary.files} files in {out}")
@@ -435,7 +437,7 @@ def finish_stream(summary, out: Path, as_json: bool) -> None:
     if not as_json:  # with --json every line on stdout is one input's record
         typer.echo(line)
     if summary.interrupted:
-        typer.echo("xconv: interrupted after the current batch; rerun with --resume to continue", err=True)
+        typer.echo(f"xconv: interrupted after the current batch; {resume_hint}", err=True)
         raise typer.Exit(130)
     finish(summary.failed, summary.inputs)
 

@@ -68,11 +68,17 @@ def limit_tensorflow_threads() -> None:
     import ray
     import tensorflow as tf
 
-    assigned = ray.get_runtime_context().get_assigned_resources()
+    try:
+        assigned = ray.get_runtime_context().get_assigned_resources()
+    except (AssertionError, RuntimeError):  # not in a Ray worker (built in-process, e.g. to try a pipeline)
+        return
     cpus = assigned.get("CPU")
     if cpus and not assigned.get("GPU"):  # a GPU actor's TensorFlow keeps its defaults
-        tf.config.threading.set_intra_op_parallelism_threads(max(1, int(cpus)))
-        tf.config.threading.set_inter_op_parallelism_threads(max(1, int(cpus)))
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(max(1, int(cpus)))
+            tf.config.threading.set_inter_op_parallelism_threads(max(1, int(cpus)))
+        except RuntimeError:  # TensorFlow already running in this process: it keeps its threads
+            pass
 
 
 def validated_spec(spec: JobSpec) -> JobSpec:
@@ -116,63 +122,72 @@ def explain_on_ray(paths: list, spec: JobSpec, address: str | None = None, batch
                                  concurrency=concurrency or max(1, min(gpus or cpus, blocks)),  # no idle actors
                                  num_gpus=1 if gpus else 0, num_cpus=1 if not gpus else None, batch_format="numpy")
     try:
-        checking.watch()
-        for batch in mapped.iter_batches(batch_size=None, batch_format="numpy"):
-            job = job or checking.result().key()
-            records = [{**json.loads(text), "job": job} for text in batch["record"]]
-            manifest.append(records)
-            for record in records:
-                if record["status"] == "ok":
-                    summary.explained += 1
-                    summary.files += len(record["outputs"])
-                else:
-                    summary.failed += 1
-            if on_records:
-                on_records(records)
+        try:
+            checking.watch()
+            for batch in mapped.iter_batches(batch_size=None, batch_format="numpy"):
+                job = job or checking.result().key()
+                records = [{**json.loads(text), "job": job} for text in batch["record"]]
+                manifest.append(records)
+                for record in records:
+                    if record["status"] == "ok":
+                        summary.explained += 1
+                        summary.files += len(record["outputs"])
+                    else:
+                        summary.failed += 1
+                if on_records:
+                    on_records(records)
+        finally:
+            checking.unwatch()  # a check failing from here on no longer interrupts
     except KeyboardInterrupt:
-        checking.result()  # a failed check interrupts the wait for the workers: its error, not Ctrl-C
+        if checking.interrupted:
+            checking.result()  # raises the check's error: the interrupt was the check's, not Ctrl-C
         summary.interrupted = True
     except Exception:
-        checking.result()  # the workers fail on the same mistake; the check's own message says it in one line
+        checking.result()  # the workers failed on the check's mistake: its one-line message instead
         raise
-    finally:
-        checking.unwatch()
-    checking.result()
+    else:
+        checking.result()
     summary.seconds = time.perf_counter() - started
     return summary
 
 
 class Validation:
-    """Runs ``check()`` in a thread. If it fails while the main thread waits for the workers (which would
-    fail on the same mistake, later and less readably), it interrupts that wait; ``result()`` raises its
-    error."""
+    """Runs ``check()`` in a thread beside the workers' start. If it fails while the main thread waits for
+    the workers' batches (which would fail on the same mistake, later and less readably), it interrupts
+    that wait and marks the interrupt as its own; ``result()`` raises its error."""
 
     def __init__(self, check):
         self.outcome: dict = {}
         self.lock = threading.Lock()
         self.waiting = False
-        self.thread = threading.Thread(target=self._run, args=(check,), name="xconv-validate", daemon=True)
+        self.interrupted = False
+        self.thread = threading.Thread(target=self._run, args=(check,), name="xconv-check", daemon=True)
         self.thread.start()
 
     def _run(self, check):
         try:
             value = check()
-        except BaseException as error:  # noqa: BLE001 - raised again in the main thread
+        except BaseException as error:  # noqa: BLE001 - raised again by result()
             with self.lock:
                 self.outcome["error"] = error
                 if self.waiting:
+                    self.interrupted = True
                     _thread.interrupt_main()
         else:
             self.outcome["value"] = value
 
     def watch(self) -> None:
-        """From here on a failed check interrupts the main thread (raises now if it already failed)."""
+        """From here a failed check interrupts the main thread (only a wait in the main thread can be
+        interrupted); raises at once if it has already failed."""
         with self.lock:
-            self.waiting = "error" not in self.outcome
-        if not self.waiting:
+            failed = "error" in self.outcome
+            self.waiting = not failed and threading.current_thread() is threading.main_thread()
+        if failed:
             self.result()
 
     def unwatch(self) -> None:
+        """Called before leaving the guarded block: an interrupt sent before this returns is delivered
+        while the lock is released, still inside the block's ``try``."""
         with self.lock:
             self.waiting = False
 
