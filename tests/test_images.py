@@ -182,3 +182,14 @@ def test_saved_png_reads_back_identical_in_rgb_order(tmp_path, photo):
     rgb[:, :10] = (255, 0, 0)  # a red band: a BGR mix-up would read back blue
     path = xconv.save_image(tmp_path / "picture.png", rgb, photo=photo)
     np.testing.assert_array_equal(np.asarray(Image.open(path).convert("RGB")), rgb)
+
+
+def test_user_errors_survive_pickling_to_other_processes():
+    """Ray workers and process pools send exceptions back pickled; ours must arrive with their message."""
+    import pickle
+
+    from xconv.errors import UnknownNameError
+
+    for error in (UnknownNameError("class", "horse", ["cat", "dog"], "a note"), ImageError("p.jpg", "not an image")):
+        again = pickle.loads(pickle.dumps(error))
+        assert type(again) is type(error) and str(again) == str(error) and vars(again) == vars(error)

@@ -13,10 +13,13 @@ class UnknownNameError(XconvError):
     """A model, explainer, renderer, layer or class name that does not exist; lists the valid ones."""
 
     def __init__(self, kind: str, name: str, choices, note: str = ""):
-        self.kind, self.name, self.choices = kind, name, list(choices)
+        self.kind, self.name, self.choices, self.note = kind, name, list(choices), note
         shown = ", ".join(map(str, self.choices[:40]))
         more = f" (and {len(self.choices) - 40} more)" if len(self.choices) > 40 else ""
         super().__init__(f"unknown {kind} {name!r}; choose from: {shown}{more}" + (f" ({note})" if note else ""))
+
+    def __reduce__(self):  # picklable, so the error crosses to other processes (Ray workers) intact
+        return type(self), (self.kind, self.name, self.choices, self.note)
 
 
 class PluginError(XconvError):

@@ -30,6 +30,9 @@ class ImageError(XconvError):
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
 
+    def __reduce__(self):  # picklable, so the error crosses to other processes (Ray workers) intact
+        return type(self), (self.path, self.reason)
+
 
 def expand_inputs(inputs: list[str | os.PathLike]) -> list[Path]:
     """Expand folders to the images inside them and their sub-folders (``data/validation/cats/...``), sorted
