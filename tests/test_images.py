@@ -190,6 +190,10 @@ def test_user_errors_survive_pickling_to_other_processes():
 
     from xconv.errors import UnknownNameError
 
-    for error in (UnknownNameError("class", "horse", ["cat", "dog"], "a note"), ImageError("p.jpg", "not an image")):
+    errors = (xconv.XconvError("no such model file"), UnknownNameError("class", "horse", ["cat", "dog"], "a note"),
+              ImageError("p.jpg", "not an image"))
+    for error in errors:
+        message = str(error)
+        error.args = (f"{error.args[0]}\nretry advice a Ray worker appends",)  # as Ray Data does to a failed task
         again = pickle.loads(pickle.dumps(error))
-        assert type(again) is type(error) and str(again) == str(error) and vars(again) == vars(error)
+        assert type(again) is type(error) and str(again) == message and vars(again) == vars(error)

@@ -74,12 +74,12 @@ def test_ray_engine_without_ray_says_how_to_install(monkeypatch, model_file, tmp
 @pytest.mark.parametrize("mistake, message", [(["--layer", "no_such_layer"], "no_such_layer"),
                                               (["--target", "horse"], "horse")])
 def test_ray_engine_reports_a_wrong_layer_or_class_in_one_line(local_ray, model_file, tmp_path, mistake, message):
-    """The driver checks the job while the workers start; its one-line error wins over the workers' failure."""
+    """The workers meet the mistake; it comes back as the error itself and prints as one line."""
     photo = tmp_path / "p.png"
     Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(photo)
     result = CliRunner().invoke(build_app(), ["explain", str(photo), "--model", str(model_file), "--engine", "ray",
                                               "--out", str(tmp_path / "out"), *mistake])
     errors = [line for line in result.output.splitlines() if line.startswith("xconv: error")]
     assert result.exit_code == 1 and len(errors) == 1 and message in errors[0], result.output
-    # Not the workers' failure (Ray's logging to the test runner's closed streams adds noise of its own).
+    # Not Ray's wrapping of it (Ray's logging to the test runner's closed streams adds noise of its own).
     assert "RayTaskError" not in result.output and "UserCodeException" not in result.output, result.output

@@ -379,11 +379,10 @@ def explain(
                 describe_record(record)
 
     if engine == "ray":
-        from xconv.ray_engine import explain_on_ray, validated_spec
+        from xconv.ray_engine import explain_on_ray
 
         spec.out = str(out.resolve())  # workers do not share the driver's working directory
-        summary = explain_on_ray([p.resolve() for p in paths], spec, address=address, on_records=show,
-                                 validate=lambda: validated_spec(spec))
+        summary = explain_on_ray([p.resolve() for p in paths], spec, address=address, on_records=show)
     else:
         job = ExplainJob(spec)
         spec.targets = job.targets

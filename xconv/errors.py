@@ -4,6 +4,16 @@
 class XconvError(Exception):
     """A user-facing error; the message is a complete sentence naming what was wrong and how to fix it."""
 
+    def __init__(self, *args):
+        super().__init__(*args)
+        self._message_args = args
+
+    def __reduce__(self):
+        # Pickled from the message it was raised with: Ray Data appends retry advice to a failed task's
+        # ``args`` before sending the error back, which would otherwise reach the user's one line.
+        state = {key: value for key, value in vars(self).items() if key != "_message_args"}
+        return type(self), self._message_args, state
+
 
 class XconvWarning(UserWarning):
     """Something the user should know but that does not stop the work (an assumed preprocessing, say)."""
@@ -18,7 +28,7 @@ class UnknownNameError(XconvError):
         more = f" (and {len(self.choices) - 40} more)" if len(self.choices) > 40 else ""
         super().__init__(f"unknown {kind} {name!r}; choose from: {shown}{more}" + (f" ({note})" if note else ""))
 
-    def __reduce__(self):  # picklable, so the error crosses to other processes (Ray workers) intact
+    def __reduce__(self):  # rebuilt from its arguments (see XconvError.__reduce__)
         return type(self), (self.kind, self.name, self.choices, self.note)
 
 

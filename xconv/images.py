@@ -30,7 +30,7 @@ class ImageError(XconvError):
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
 
-    def __reduce__(self):  # picklable, so the error crosses to other processes (Ray workers) intact
+    def __reduce__(self):  # rebuilt from its arguments (see XconvError.__reduce__)
         return type(self), (self.path, self.reason)
 
 

@@ -15,9 +15,8 @@ Drop it into your own pipeline::
 
 from __future__ import annotations
 
-import _thread
 import json
-import threading
+import logging
 import time
 from dataclasses import replace
 
@@ -44,10 +43,21 @@ class RayExplainer:
 
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         limit_tensorflow_threads()
-        self.job = ExplainJob(spec)
         self.total = total
+        self.failure: XconvError | None = None
+        try:
+            self.job = ExplainJob(spec)
+        except XconvError as error:
+            # Raised with the first batch instead: a failed actor start reaches the driver as text only,
+            # a failed batch as the error itself, which the driver reports in one line.
+            self.failure = error
+            return
+        # The job's fingerprint with the targets as class indices, as the local engine records it.
+        self.key = replace(spec, targets=self.job.targets).key()
 
     def __call__(self, batch: dict) -> dict:
+        if self.failure is not None:
+            raise self.failure
         positions = [int(p) for p in batch["position"]]
         paths = [str(p) for p in batch["path"]]
         images, originals, good, errors = self.job.decode(paths)
@@ -59,6 +69,7 @@ class RayExplainer:
         records += [{"input": error.path, "status": "error", "error": error.reason} for error in errors]
         order = {path: position for path, position in zip(paths, positions)}
         records.sort(key=lambda record: order.get(record["input"], 0))
+        records = [{**record, "job": self.key} for record in records]
         return {"record": np.array([json.dumps(record) for record in records], dtype=object)}
 
 
@@ -81,36 +92,24 @@ def limit_tensorflow_threads() -> None:
             pass
 
 
-def validated_spec(spec: JobSpec) -> JobSpec:
-    """``spec`` with its targets as class indices, after loading the model as the workers will: a wrong
-    weights file, layer or class fails here in one line, not inside a worker."""
-    job = ExplainJob(spec)
-    if isinstance(spec.layer, str):
-        job.model.layer_path(spec.layer)
-    return replace(spec, targets=job.targets)
-
-
 def explain_on_ray(paths: list, spec: JobSpec, address: str | None = None, batch_size: int = 16,
-                   concurrency: int | None = None, on_records=None, validate=None) -> StreamSummary:
+                   concurrency: int | None = None, on_records=None) -> StreamSummary:
     """Run the job over ``paths`` on Ray (``address``: a cluster, else RAY_ADDRESS, else a local instance).
 
-    ``validate() -> JobSpec`` (:func:`validated_spec`) checks the job in this process while Ray starts
-    and its workers load the model, instead of before: both take seconds. Its error, if any, is the one
-    reported; its spec (targets as indices) names the job in the manifest, as the local engine does.
+    This process does no TensorFlow work: the workers load the model, and a mistake they meet (a wrong
+    weights file, layer or class) comes back as the error itself, raised here to print in one line.
     """
     ray = require_ray()
-    checking = Validation(validate or (lambda: spec))
     if not ray.is_initialized():
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False,
                      runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "3"}})
         except (ConnectionError, RuntimeError, ValueError) as error:
-            checking.result()
             raise XconvError(f"could not join Ray at {address or 'a new local instance'}: {error}") from None
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # the manifest in input order, as the local engine writes it
+    context.raise_original_map_exception = True  # a worker's XconvError arrives as itself, not as text
     manifest = Manifest(spec.out)
-    job = None
     summary = StreamSummary(inputs=len(paths))
     started = time.perf_counter()
     blocks = max(1, -(-len(paths) // batch_size))
@@ -121,78 +120,31 @@ def explain_on_ray(paths: list, spec: JobSpec, address: str | None = None, batch
     mapped = dataset.map_batches(RayExplainer, fn_constructor_args=(spec, len(paths)), batch_size=batch_size,
                                  concurrency=concurrency or max(1, min(gpus or cpus, blocks)),  # no idle actors
                                  num_gpus=1 if gpus else 0, num_cpus=1 if not gpus else None, batch_format="numpy")
+    ray_data_log = logging.getLogger("ray.data")
+    level = ray_data_log.level
     try:
-        try:
-            checking.watch()
-            for batch in mapped.iter_batches(batch_size=None, batch_format="numpy"):
-                job = job or checking.result().key()
-                records = [{**json.loads(text), "job": job} for text in batch["record"]]
-                manifest.append(records)
-                for record in records:
-                    if record["status"] == "ok":
-                        summary.explained += 1
-                        summary.files += len(record["outputs"])
-                    else:
-                        summary.failed += 1
-                if on_records:
-                    on_records(records)
-        finally:
-            checking.unwatch()  # a check failing from here on no longer interrupts
+        # Ray Data logs a failed batch with its traceback before raising it; a mistake of the user's is
+        # reported below in one line, and any other error is raised again with its traceback.
+        ray_data_log.setLevel(logging.CRITICAL)
+        for batch in mapped.iter_batches(batch_size=None, batch_format="numpy"):
+            records = [json.loads(text) for text in batch["record"]]
+            manifest.append(records)
+            for record in records:
+                if record["status"] == "ok":
+                    summary.explained += 1
+                    summary.files += len(record["outputs"])
+                else:
+                    summary.failed += 1
+            if on_records:
+                on_records(records)
     except KeyboardInterrupt:
-        if checking.interrupted:
-            checking.result()  # raises the check's error: the interrupt was the check's, not Ctrl-C
         summary.interrupted = True
-    except Exception:
-        checking.result()  # the workers failed on the check's mistake: its one-line message instead
+    except Exception as error:
+        cause = getattr(error, "cause", None)  # ray.exceptions.RayTaskError keeps the worker's exception
+        if isinstance(cause, XconvError):
+            raise cause from None
         raise
-    else:
-        checking.result()
+    finally:
+        ray_data_log.setLevel(level)
     summary.seconds = time.perf_counter() - started
     return summary
-
-
-class Validation:
-    """Runs ``check()`` in a thread beside the workers' start. If it fails while the main thread waits for
-    the workers' batches (which would fail on the same mistake, later and less readably), it interrupts
-    that wait and marks the interrupt as its own; ``result()`` raises its error."""
-
-    def __init__(self, check):
-        self.outcome: dict = {}
-        self.lock = threading.Lock()
-        self.waiting = False
-        self.interrupted = False
-        self.thread = threading.Thread(target=self._run, args=(check,), name="xconv-check", daemon=True)
-        self.thread.start()
-
-    def _run(self, check):
-        try:
-            value = check()
-        except BaseException as error:  # noqa: BLE001 - raised again by result()
-            with self.lock:
-                self.outcome["error"] = error
-                if self.waiting:
-                    self.interrupted = True
-                    _thread.interrupt_main()
-        else:
-            self.outcome["value"] = value
-
-    def watch(self) -> None:
-        """From here a failed check interrupts the main thread (only a wait in the main thread can be
-        interrupted); raises at once if it has already failed."""
-        with self.lock:
-            failed = "error" in self.outcome
-            self.waiting = not failed and threading.current_thread() is threading.main_thread()
-        if failed:
-            self.result()
-
-    def unwatch(self) -> None:
-        """Called before leaving the guarded block: an interrupt sent before this returns is delivered
-        while the lock is released, still inside the block's ``try``."""
-        with self.lock:
-            self.waiting = False
-
-    def result(self):
-        self.thread.join()
-        if "error" in self.outcome:
-            raise self.outcome["error"]
-        return self.outcome["value"]
