@@ -7,7 +7,7 @@ once from it and explains chunks of photos.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 import numpy as np
 
 import xconv
@@ -54,6 +54,11 @@ class ExplainJob:
         self.targets = [None if t is None else self.model.class_index(t) for t in spec.targets]
         registry = get_registry()
         self.classes = {name: registry.get("explainer", name) for name in spec.methods}
+
+    def key(self) -> str:
+        """The job's fingerprint with its targets as class indices, however they were named: the same job
+        gets the same key from the local engine and from Ray's workers (``--resume`` matches on it)."""
+        return replace(self.spec, targets=self.targets).key()
 
     def decode(self, paths):
         return xconv.load_images(paths, self.model)

@@ -385,9 +385,8 @@ def explain(
         summary = explain_on_ray([p.resolve() for p in paths], spec, address=address, on_records=show)
     else:
         job = ExplainJob(spec)
-        spec.targets = job.targets
         summary = stream_with_progress(paths, out, job.decode, job.compute, job.write, show, resume, f"{method}",
-                                       spec.key())
+                                       job.key())
     hint = ("rerun with the local engine and --resume, which skips what the manifest records" if engine == "ray"
             else "rerun with --resume to continue")
     finish_stream(summary, out, as_json, hint)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import replace
 
 import numpy as np
 
@@ -52,8 +51,7 @@ class RayExplainer:
             # a failed batch as the error itself, which the driver reports in one line.
             self.failure = error
             return
-        # The job's fingerprint with the targets as class indices, as the local engine records it.
-        self.key = replace(spec, targets=self.job.targets).key()
+        self.key = self.job.key()
 
     def __call__(self, batch: dict) -> dict:
         if self.failure is not None:
