@@ -111,10 +111,10 @@ def mean_curves(table) -> dict:
     return curves
 
 
-def _progress_bar(chunks):
+def _progress_bar(batches, total):
     from rich.progress import track
 
-    return track(chunks, description="scoring")
+    return track(batches, description="scoring", total=total)
 
 
 def main(argv=None) -> int:

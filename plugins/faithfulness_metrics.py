@@ -25,7 +25,7 @@ class DeletionGame(xconv.Metric):
     options = (
         xconv.Option("steps", int, 20, "equal steps from no pixel to every pixel"),
         xconv.Option("baseline", str, "blurred", "what removed pixels become", choices=BASELINES),
-        xconv.Option("batch_size", int, 32, "images per compiled forward pass"),
+        xconv.Option("batch_size", int, 64, "images per compiled forward pass"),
     )
 
     def score(self, images, targets, explanation):
@@ -46,10 +46,11 @@ class Insertion(DeletionGame):
     name = "insertion"
     description = "area under the probability as the map's pixels are revealed (Petsiuk et al. 2018)"
     insertion = True
+    plays_backwards = "deletion"
 
 
 class ConfidenceOnMap(xconv.Metric):
-    options = (xconv.Option("batch_size", int, 32, "images per compiled forward pass"),)
+    options = (xconv.Option("batch_size", int, 64, "images per compiled forward pass"),)
 
     def confidences(self, images, targets, explanation):
         """(Y, O): the target's probability on the images and on the images multiplied by their maps."""

@@ -120,13 +120,58 @@ def test_curves_of_one_batch_share_their_ends(region_model, monkeypatch):
     assert len(calls) == 4 and again[0, 0] < 0.01
 
 
+def forget_played_games(model):
+    """A batch's curves are remembered: clear them so the next score plays its game again."""
+    model.cached(("deletion_game_setup",), dict).clear()
+
+
+def test_insertion_reads_the_reverse_deletion_backwards(region_model, monkeypatch):
+    """Insertion on 1 - m shows the copies deletion on m shows, in reverse: on one batch the game is played
+    once, and the curve read backwards equals the one a fresh insertion game plays."""
+    import xconv.faithfulness as faithfulness
+
+    images, targets = random_images(3, (32, 32), seed=8), np.array([1, 0, 1])
+    rng = np.random.default_rng(9)
+    noise = np.stack([rng.permutation(1024).reshape(32, 32) / np.float32(1023) for _ in range(3)])  # no ties
+    deletion, insertion = metric(region_model, "deletion", steps=5), metric(region_model, "insertion", steps=5)
+    forget_played_games(region_model)
+    fresh = insertion.score(images, targets, explanation_of(1 - noise, images)).curves
+    forget_played_games(region_model)
+    played, real = [], faithfulness.play_game
+    monkeypatch.setattr(faithfulness, "play_game", lambda model, inputs, *rest: played.append(len(inputs))
+                        or real(model, inputs, *rest))
+    deleted = deletion.score(images, targets, explanation_of(noise, images)).curves
+    inserted = insertion.score(images, targets, explanation_of(1 - noise, images))
+    assert played == [3]
+    np.testing.assert_array_equal(inserted.curves, deleted[:, ::-1])
+    np.testing.assert_allclose(inserted.curves, fresh, atol=1e-6)
+    np.testing.assert_allclose(inserted.values, area_under(fresh), atol=1e-6)
+    insertion.score(images, targets, explanation_of(noise, images))  # the same order: a game of its own
+    assert played == [3, 3]
+
+
+def test_random_reference_orders_every_pixel_and_its_complement_reverses_it():
+    from xconv.scoring import reference_maps
+
+    maps = reference_maps("random", 2, seed=3, input_size=(40, 30))
+    assert maps.shape == (2, 40, 30) and maps.dtype == np.float32 and maps.min() == 0 and maps.max() == 1
+    assert all(len(np.unique(m)) == m.size for m in maps)  # no ties
+    np.testing.assert_array_equal(pixel_ranks(1 - maps), 40 * 30 - 1 - pixel_ranks(maps))
+    smooth = maps_at_input_size(reference_maps("random", 2, seed=3), (40, 30)).reshape(2, -1)
+    in_map_order = np.take_along_axis(smooth, np.argsort(-maps.reshape(2, -1), axis=1), axis=1)
+    assert (np.diff(in_map_order, axis=1) <= 0).all()  # the smoothed noise's order, its ties broken
+
+
 def test_scores_do_not_depend_on_the_batch_size(region_model):
     images, maps = random_images(5, (32, 32), seed=6), random_images(5, (8, 8), seed=7)[..., 0] / 255.0
     explanation = explanation_of(maps.astype(np.float32), images)
     for name in ("deletion", "insertion"):
-        whole = metric(region_model, name, batch_size=5).score(images, np.ones(5, int), explanation).curves
-        small = metric(region_model, name, batch_size=2).score(images, np.ones(5, int), explanation).curves
-        several_steps = metric(region_model, name, batch_size=16).score(images, np.ones(5, int), explanation).curves
+        curves = []
+        for batch_size in (5, 2, 16):  # 16: 3 steps' copies per pass
+            forget_played_games(region_model)
+            curves.append(metric(region_model, name, batch_size=batch_size).score(images, np.ones(5, int),
+                                                                                  explanation).curves)
+        whole, small, several_steps = curves
         np.testing.assert_allclose(whole, small, atol=1e-6)
         np.testing.assert_allclose(whole, several_steps, atol=1e-6)  # 3 steps' copies per pass
 
@@ -279,6 +324,12 @@ def test_python_score_returns_rows_and_fills_the_table():
                        metric_options={"deletion": {"steps": 4}})
     assert len(rows) == 3 * 3  # gradcam, random, center
     assert table.mean_curve("gradcam", "deletion").shape == (5,)
+    table = ScoreTable()
+    xconv.score(model, random_images(3, (32, 32)), ["gradcam"], ["deletion", "insertion"], table=table,
+                metric_options={"deletion": {"steps": 4}, "insertion": {"steps": 4}})
+    values = {(row["metric"], row["method"]): row["value"] for row in table.rows if row["image"] == "image 1"}
+    assert values["deletion", "random"] == values["insertion", "random"]  # one random order, read both ways
+    assert values["deletion", "center"] != values["insertion", "center"]
     with pytest.raises(xconv.XconvError, match="only heatmap methods"):
         xconv.score(model, random_images(1, (32, 32)), ["activations"], ["deletion"])
     with pytest.raises(xconv.XconvError, match="has no option 'stepz'"):

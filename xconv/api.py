@@ -164,7 +164,8 @@ def score(model: Model, images, methods=("gradcam",), metrics=("deletion", "inse
     uint8 array at input size), plus the ``random`` and ``center`` reference rows. Returns the per-image
     rows (image, target, method, metric, value): a pandas DataFrame when pandas is installed, else a list
     of dicts. ``table``: a :class:`xconv.scoring.ScoreTable` to fill (summaries, curves, files; files that
-    could not be decoded are in ``table.skipped``). ``track`` wraps the list of path chunks (a progress bar)."""
+    could not be decoded are in ``table.skipped``). ``track(batches, total)`` wraps the iterator of decoded
+    batches, ``total`` of them (a progress bar)."""
     from xconv.scoring import ScoreTable, score_batch
 
     registry = get_registry()
@@ -184,12 +185,17 @@ def score(model: Model, images, methods=("gradcam",), metrics=("deletion", "inse
     table = table if table is not None else ScoreTable()
     if isinstance(images, np.ndarray):
         batches = [(images[i:i + batch_size], None, None, []) for i in range(0, len(images), batch_size)]
+        total = len(batches)
     else:
+        from xconv.streaming import decoded_ahead
+
         paths = [images] if isinstance(images, (str, os.PathLike)) else list(images)
         chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
-        # Decoded one chunk at a time, so memory stays flat; files that fail are listed, not fatal.
-        batches = (load_batch(chunk, model.input_size) for chunk in (track(chunks) if track else chunks))
-    for index, (batch, originals, good, errors) in enumerate(batches):
+        # Decoded in threads a few chunks ahead of the model, so memory stays flat; files that fail are
+        # listed, not fatal.
+        batches = (decoded for _, decoded in decoded_ahead(chunks, lambda chunk: load_batch(chunk, model.input_size)))
+        total = len(chunks)
+    for index, (batch, originals, good, errors) in enumerate(track(batches, total) if track else batches):
         table.skipped.extend(errors)
         if len(batch):
             score_batch(model, batch, methods, metric_objects, table, target=target, originals=originals,

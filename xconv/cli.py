@@ -489,7 +489,7 @@ def score(
     table = ScoreTable()
     xconv.score(loaded, paths, methods, metrics, target=loaded.class_index(target) if target else None,
                 method_options={n: routed[n] for n in methods}, metric_options={n: routed[n] for n in metrics},
-                batch_size=batch_size, table=table, track=lambda chunks: progress(chunks, "scoring"))
+                batch_size=batch_size, table=table, track=lambda batches, total: progress(batches, "scoring", total=total))
     failures = report_bad_inputs(table.skipped, False)
     written = write_files(table, out)
     summary, best = table.summary(), table.best()

@@ -6,7 +6,10 @@ compiled forward pass over all images of a batch (``S`` steps: ``S + 1`` passes,
 several steps' copies when the batch is smaller than ``batch_size`` (larger passes cost less per image);
 the copies are built inside the graph from each image's pixel ranks, so nothing per step crosses from
 the host. The two ends of a curve (the image, the baseline) are the same for every map, so the curves
-of several methods on one batch share them: each further curve costs ``S - 1`` passes.
+of several methods on one batch share them: each further curve costs ``S - 1`` passes. Insertion in one
+order shows exactly the copies deletion in the reverse order shows, read backwards; curves are
+remembered per image by the copies they show, so a game already played is never played again (the
+``random`` reference row's insertion, on the complement of its deletion noise, costs no pass).
 """
 
 from __future__ import annotations
@@ -81,9 +84,8 @@ def _build_game_step(model):
                                   tf.TensorSpec([None, height, width], tf.int32), tf.TensorSpec([None], tf.int32),
                                   tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.bool)])
     def step(inputs, baselines, ranks, counts, targets, insertion):
-        top = ranks[None] < counts[:, None, None, None]
-        shown = tf.cast(tf.math.logical_xor(top, tf.logical_not(insertion))[..., None], inputs.dtype)
-        copies = baselines[None] + shown * (inputs - baselines)[None]
+        on_baseline = tf.math.logical_xor(ranks[None] < counts[:, None, None, None], insertion)
+        copies = tf.where(on_baseline[..., None], baselines[None], inputs[None])  # one pass over the copies
         probabilities = network(tf.reshape(copies, [-1, height, width, 3]))
         chosen = tf.gather(probabilities, tf.tile(targets, [tf.size(counts)]), axis=1, batch_dims=1)
         return tf.reshape(chosen, [tf.size(counts), -1])
@@ -91,39 +93,71 @@ def _build_game_step(model):
     return step
 
 
-def game_setup(model, images: np.ndarray, targets: np.ndarray, baseline: str, batch_size: int = 32):
-    """(inputs, baselines, target probability on the images, on the baselines) for one batch: what every
-    deletion and insertion curve starts from, and the two ends of every curve (no pixel and every pixel
-    changed), which do not depend on the map. Remembered for the last batch, by content, targets and
-    baseline, so the curves of every method on one batch pay for these 2 of their S + 1 passes once."""
-    key = (hashlib.blake2b(np.ascontiguousarray(images).tobytes(), digest_size=16).digest(),
-           np.asarray(targets, np.int64).tobytes(), baseline)
+def game_setup(model, images: np.ndarray, targets: np.ndarray, baseline: str, batch_size: int = 64):
+    """(inputs, baselines, target probability on the images, on the baselines, played curves) for one
+    batch: what every deletion and insertion curve starts from, the two ends of every curve (no pixel and
+    every pixel changed), which do not depend on the map, and a dict for the curves played on it (and
+    the pixel ranks of the maps seen).
+    Remembered for the last batch, by content, targets and baseline, so the curves of every method on one
+    batch pay for these 2 of their S + 1 passes once."""
+    key = (digest(images), np.asarray(targets, np.int64).tobytes(), baseline)
     memo = model.cached(("deletion_game_setup",), dict)
     if key not in memo:
         memo.clear()
         inputs, baselines = model.preprocess(images), baseline_images(model, images, baseline)
         memo[key] = (inputs, baselines, target_probabilities(model, inputs, targets, batch_size),
-                     target_probabilities(model, baselines, targets, batch_size))
+                     target_probabilities(model, baselines, targets, batch_size), {})
     return memo[key]
 
 
-def game_curves(model, images: np.ndarray, targets: np.ndarray, maps: np.ndarray, steps: int, baseline: str,
-                insertion: bool, batch_size: int = 32) -> np.ndarray:
-    """(N, steps + 1) target probabilities as a fraction 0, 1/S, ..., 1 of the pixels is deleted (or inserted)."""
-    import tensorflow as tf
+def removal_steps(ranks: np.ndarray, counts: np.ndarray, insertion: bool) -> np.ndarray:
+    """(N, H * W) uint16: the step of a deletion game from which each pixel shows the baseline. It names
+    the copies a game shows: insertion at step j shows what deletion in the reverse order shows at step
+    S - j, so an insertion game gets the removal steps of that deletion, and the two get the same name."""
+    steps = len(counts) - 1
+    shown_from = np.searchsorted(counts, ranks.reshape(len(ranks), -1), side="right").astype(np.uint16)
+    return np.uint16(steps + 1) - shown_from if insertion else shown_from
 
-    step = game_step(model)
+
+def game_curves(model, images: np.ndarray, targets: np.ndarray, maps: np.ndarray, steps: int, baseline: str,
+                insertion: bool, batch_size: int = 64) -> np.ndarray:
+    """(N, steps + 1) target probabilities as a fraction 0, 1/S, ..., 1 of the pixels is deleted (or inserted).
+    Only the images whose game this batch has not played yet go through the model."""
     pixels = images.shape[1] * images.shape[2]
     counts = np.round(np.linspace(0, pixels, steps + 1)).astype(np.int32)
-    ranks = pixel_ranks(maps_at_input_size(maps, images.shape[1:3]))
-    inputs, baselines, on_images, on_baselines = game_setup(model, images, targets, baseline, batch_size)
-    curves = np.zeros((len(images), steps + 1), np.float64)
-    curves[:, 0], curves[:, -1] = (on_baselines, on_images) if insertion else (on_images, on_baselines)
-    for start in range(0, len(images), batch_size):
+    inputs, baselines, on_images, on_baselines, played = game_setup(model, images, targets, baseline, batch_size)
+    maps_name = ("ranks", np.shape(maps), digest(np.asarray(maps, np.float32)))
+    if maps_name not in played:  # deletion and insertion of one map rank its pixels once
+        played[maps_name] = pixel_ranks(maps_at_input_size(maps, images.shape[1:3]))
+    ranks = played[maps_name]
+    names = [(index, steps, digest(row)) for index, row in enumerate(removal_steps(ranks, counts, insertion))]
+    new = np.array([index for index, name in enumerate(names) if name not in played], np.int64)
+    if len(new):
+        curves = play_game(model, inputs[new], baselines[new], ranks[new], targets[new], counts, insertion, batch_size)
+        ends = (on_baselines[new], on_images[new]) if insertion else (on_images[new], on_baselines[new])
+        curves[:, 0], curves[:, -1] = ends
+        for index, curve in zip(new, curves):
+            played[names[index]] = curve[::-1] if insertion else curve  # as deletion: the image first
+    curves = np.stack([played[name] for name in names])
+    return curves[:, ::-1].copy() if insertion else curves
+
+
+def digest(array: np.ndarray) -> bytes:
+    """A 16-byte name for an array's bytes."""
+    return hashlib.blake2b(np.ascontiguousarray(array).tobytes(), digest_size=16).digest()
+
+
+def play_game(model, inputs, baselines, ranks, targets, counts, insertion: bool, batch_size: int) -> np.ndarray:
+    """(N, S + 1) curves with the inner steps 1 .. S - 1 filled in by compiled passes (the ends left 0)."""
+    import tensorflow as tf
+
+    step, steps = game_step(model), len(counts) - 1
+    curves = np.zeros((len(inputs), steps + 1), np.float64)
+    for start in range(0, len(inputs), batch_size):
         part = slice(start, start + batch_size)
         tensors = [tf.constant(a[part]) for a in (inputs, baselines, ranks)]
         chosen = tf.constant(np.asarray(targets[part], np.int32))
-        per_call = max(1, batch_size // len(chosen))  # a small batch takes several steps per pass
+        per_call = max(1, batch_size // len(ranks[part]))  # a small batch takes several steps per pass
         for first in range(1, steps, per_call):
             indices = np.arange(first, min(first + per_call, steps))
             curves[part, indices] = step(*tensors, tf.constant(counts[indices]), chosen, tf.constant(insertion)).numpy().T
@@ -135,13 +169,13 @@ def area_under(curves: np.ndarray) -> np.ndarray:
     return np.trapezoid(curves, dx=1.0 / (curves.shape[1] - 1), axis=1)
 
 
-def plain_probabilities(model, images: np.ndarray, targets: np.ndarray, batch_size: int = 32) -> np.ndarray:
+def plain_probabilities(model, images: np.ndarray, targets: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """The target's softmax probability on each image, straight from the network (no test-time flipping):
     the same function the perturbed copies go through."""
     return target_probabilities(model, model.preprocess(images), targets, batch_size)
 
 
-def target_probabilities(model, inputs: np.ndarray, targets: np.ndarray, batch_size: int = 32) -> np.ndarray:
+def target_probabilities(model, inputs: np.ndarray, targets: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """The target's softmax probability on each preprocessed input, through the folded network."""
     network, out = model.probability_network(), []
     for start in range(0, len(inputs), batch_size):

@@ -426,6 +426,10 @@ class Metric:
     higher_is_better: ClassVar[bool] = True
     #: Axis labels for the metric's curves in ``xconv score``'s figure.
     curve_labels: ClassVar[tuple[str, str]] = ("fraction of pixels", "target probability")
+    #: The metric whose perturbations this one makes in reverse order (insertion: deletion). ``xconv
+    #: score`` then gives it the complement of the ``random`` row's noise, itself uniform noise, so that
+    #: both can read one set of perturbed copies (in opposite directions) instead of making two.
+    plays_backwards: ClassVar[str | None] = None
     options: ClassVar[tuple[Option, ...]] = ()
 
     def __init__(self, model: Model, **options):

@@ -7,6 +7,7 @@ where it beats both. Images stream through in chunks, so memory does not grow wi
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from xconv.errors import XconvError
+from xconv.faithfulness import maps_at_input_size, pixel_ranks
 from xconv.interfaces import Explanation, Model
 
 REFERENCES = ("random", "center")
@@ -65,10 +67,18 @@ class ScoreTable:
             return np.nanmean(np.concatenate(parts), axis=0)
 
 
-def reference_maps(kind: str, count: int, size=(16, 16), seed: int = 0) -> np.ndarray:
-    """``random``: uniform noise; ``center``: a Gaussian centred on the image (sigma a quarter of the side)."""
+def reference_maps(kind: str, count: int, size=(16, 16), seed: int = 0, input_size=None) -> np.ndarray:
+    """``random``: uniform noise; ``center``: a Gaussian centred on the image (sigma a quarter of the side).
+
+    Given ``input_size``, the noise is smoothed up to it (bilinear, as metrics upsample any map) and each
+    pixel's value replaced by its rank, spread evenly over [0, 1]: the same random order with no ties, so
+    that ``1 - map`` is exactly that order reversed (deletion and insertion then share their copies)."""
     if kind == "random":
-        return np.random.default_rng(seed).random((count, *size)).astype(np.float32)
+        noise = np.random.default_rng(seed).random((count, *size)).astype(np.float32)
+        if input_size is None:
+            return noise
+        ranks = pixel_ranks(maps_at_input_size(noise, input_size), seed)
+        return (1 - ranks / np.float32(ranks[0].size - 1)).astype(np.float32)
     ys, xs = np.mgrid[0:size[0], 0:size[1]]
     centre = np.exp(-(((ys - (size[0] - 1) / 2) / (size[0] / 4)) ** 2 + ((xs - (size[1] - 1) / 2) / (size[1] / 4)) ** 2) / 2)
     return np.repeat((centre / centre.max()).astype(np.float32)[None], count, axis=0)
@@ -77,9 +87,15 @@ def reference_maps(kind: str, count: int, size=(16, 16), seed: int = 0) -> np.nd
 def reference_explanation(model: Model, kind: str, like: Explanation, seed: int) -> Explanation:
     """A heatmap explanation of the same images and targets whose maps know nothing about the model."""
     return Explanation(method=kind, kind="heatmap", model_name=model.display_name,
-                       arrays={"heatmaps": reference_maps(kind, len(like.images), seed=seed)}, layer=None,
+                       arrays={"heatmaps": reference_maps(kind, len(like.images), seed=seed,
+                                                          input_size=like.images.shape[1:3])}, layer=None,
                        images=like.images, originals=like.originals, sources=like.sources, targets=like.targets,
                        target_names=like.target_names, predictions=like.predictions)
+
+
+def complement(explanation: Explanation) -> Explanation:
+    """The same explanation with every map m replaced by 1 - m: the reverse order of its pixels."""
+    return dataclasses.replace(explanation, arrays={**explanation.arrays, "heatmaps": 1 - explanation.heatmaps})
 
 
 def score_batch(model: Model, batch: np.ndarray, methods: list[str], metrics: dict, table: ScoreTable, target=None,
@@ -99,6 +115,8 @@ def score_batch(model: Model, batch: np.ndarray, methods: list[str], metrics: di
     for metric_name, metric in metrics.items():
         table.higher_is_better[metric_name] = metric.higher_is_better
         for method, explanation in explanations.items():
+            if method == "random" and metric.plays_backwards in metrics:
+                explanation = complement(explanation)
             result = metric.score(batch, targets, explanation)
             for row_metric, values in {metric_name: result.values, **result.extra}.items():
                 values = np.asarray(values, np.float64)
