@@ -71,6 +71,25 @@ def test_ray_engine_without_ray_says_how_to_install(monkeypatch, model_file, tmp
     assert result.exit_code != 0 and "pip install 'xconv[ray]'" in result.output
 
 
+def test_concurrency_reaches_the_ray_engine_and_only_it(monkeypatch, model_file, tmp_path):
+    import xconv.ray_engine
+    from xconv.streaming import StreamSummary
+
+    calls = []
+    monkeypatch.setattr(xconv.ray_engine, "explain_on_ray",
+                        lambda paths, spec, **options: calls.append(options) or StreamSummary(len(paths), len(paths)))
+    photo = tmp_path / "p.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(photo)
+    runner, app = CliRunner(), build_app()
+    command = ["explain", str(photo), "--model", str(model_file), "--out", str(tmp_path / "out")]
+    assert runner.invoke(app, command + ["--engine", "ray", "--concurrency", "3"]).exit_code == 0
+    assert runner.invoke(app, command + ["--engine", "ray"]).exit_code == 0
+    assert [call["concurrency"] for call in calls] == [3, None]  # None: one actor per GPU, else per CPU
+    local = runner.invoke(app, command + ["--concurrency", "3"])
+    assert local.exit_code != 0 and "use it with --engine ray" in local.output and "Traceback" not in local.output
+    assert len(calls) == 2
+
+
 @pytest.mark.parametrize("mistake, message", [(["--layer", "no_such_layer"], "no_such_layer"),
                                               (["--target", "horse"], "horse")])
 def test_ray_engine_reports_a_wrong_layer_or_class_in_one_line(local_ray, model_file, tmp_path, mistake, message):

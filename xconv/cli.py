@@ -328,6 +328,8 @@ def explain(
                                "pip install 'xconv[ray]')."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (default: RAY_ADDRESS, or "
                                           "a local Ray instance)."),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", min=1, help="Ray actors, each with its own "
+                                              "model (default: one per GPU of the cluster, else one per CPU)."),
 ):
     """Explain images with a method (or several: a,b,c or all, compared side by side) and write the pictures into OUT."""
     registry = get_registry()
@@ -354,6 +356,8 @@ def explain(
                    renderer=renderer_name, routed=routed, per_method=per_method, out=str(out))
     if engine not in ("local", "ray"):
         raise XconvError(f"--engine must be local or ray, got {engine!r}")
+    if concurrency is not None and engine != "ray":
+        raise XconvError("--concurrency sets the number of Ray actors: use it with --engine ray")
     if engine == "ray" and (not classes[methods[0]].needs_images or resume):
         raise XconvError("--engine ray explains photos, without --resume" if resume else
                          f"method {methods[0]!r} makes its own inputs; run it with the local engine")
@@ -382,7 +386,8 @@ def explain(
         from xconv.ray_engine import explain_on_ray
 
         spec.out = str(out.resolve())  # workers do not share the driver's working directory
-        summary = explain_on_ray([p.resolve() for p in paths], spec, address=address, on_records=show)
+        summary = explain_on_ray([p.resolve() for p in paths], spec, address=address, concurrency=concurrency,
+                                 on_records=show)
     else:
         job = ExplainJob(spec)
         summary = stream_with_progress(paths, out, job.decode, job.compute, job.write, show, resume, f"{method}",
