@@ -100,7 +100,7 @@ def game_setup(model, images: np.ndarray, targets: np.ndarray, baseline: str, ba
     the pixel ranks of the maps seen).
     Remembered for the last batch, by content, targets and baseline, so the curves of every method on one
     batch pay for these 2 of their S + 1 passes once."""
-    key = (digest(images), np.asarray(targets, np.int64).tobytes(), baseline)
+    key = (images.shape, digest(images), np.asarray(targets, np.int64).tobytes(), baseline)
     memo = model.cached(("deletion_game_setup",), dict)
     if key not in memo:
         memo.clear()
@@ -110,21 +110,28 @@ def game_setup(model, images: np.ndarray, targets: np.ndarray, baseline: str, ba
     return memo[key]
 
 
+def step_counts(pixels: int, steps: int, insertion: bool) -> np.ndarray:
+    """(S + 1,) int32: how many top-ranked pixels step k removes (deletion) or shows (insertion). Insertion's
+    counts mirror deletion's (what deletion at step S - k keeps), so insertion in the reverse order shows
+    exactly deletion's copies even where an odd pixel count makes k / S of it fall between two pixels."""
+    removed = np.round(np.linspace(0, pixels, steps + 1)).astype(np.int32)
+    return pixels - removed[::-1] if insertion else removed
+
+
 def removal_steps(ranks: np.ndarray, counts: np.ndarray, insertion: bool) -> np.ndarray:
-    """(N, H * W) uint16: the step of a deletion game from which each pixel shows the baseline. It names
+    """(N, H * W) int32: the step of a deletion game from which each pixel shows the baseline. It names
     the copies a game shows: insertion at step j shows what deletion in the reverse order shows at step
     S - j, so an insertion game gets the removal steps of that deletion, and the two get the same name."""
     steps = len(counts) - 1
-    shown_from = np.searchsorted(counts, ranks.reshape(len(ranks), -1), side="right").astype(np.uint16)
-    return np.uint16(steps + 1) - shown_from if insertion else shown_from
+    shown_from = np.searchsorted(counts, ranks.reshape(len(ranks), -1), side="right").astype(np.int32)
+    return steps + 1 - shown_from if insertion else shown_from
 
 
 def game_curves(model, images: np.ndarray, targets: np.ndarray, maps: np.ndarray, steps: int, baseline: str,
                 insertion: bool, batch_size: int = 64) -> np.ndarray:
     """(N, steps + 1) target probabilities as a fraction 0, 1/S, ..., 1 of the pixels is deleted (or inserted).
     Only the images whose game this batch has not played yet go through the model."""
-    pixels = images.shape[1] * images.shape[2]
-    counts = np.round(np.linspace(0, pixels, steps + 1)).astype(np.int32)
+    counts = step_counts(images.shape[1] * images.shape[2], steps, insertion)
     inputs, baselines, on_images, on_baselines, played = game_setup(model, images, targets, baseline, batch_size)
     maps_name = ("ranks", np.shape(maps), digest(np.asarray(maps, np.float32)))
     if maps_name not in played:  # deletion and insertion of one map rank its pixels once

@@ -427,8 +427,8 @@ class Metric:
     #: Axis labels for the metric's curves in ``xconv score``'s figure.
     curve_labels: ClassVar[tuple[str, str]] = ("fraction of pixels", "target probability")
     #: The metric whose perturbations this one makes in reverse order (insertion: deletion). ``xconv
-    #: score`` then gives it the complement of the ``random`` row's noise, itself uniform noise, so that
-    #: both can read one set of perturbed copies (in opposite directions) instead of making two.
+    #: score`` then always gives it the complement of the ``random`` row's noise, itself uniform noise, so
+    #: that both can read one set of perturbed copies (in opposite directions) instead of making two.
     plays_backwards: ClassVar[str | None] = None
     options: ClassVar[tuple[Option, ...]] = ()
 

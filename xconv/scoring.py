@@ -115,7 +115,7 @@ def score_batch(model: Model, batch: np.ndarray, methods: list[str], metrics: di
     for metric_name, metric in metrics.items():
         table.higher_is_better[metric_name] = metric.higher_is_better
         for method, explanation in explanations.items():
-            if method == "random" and metric.plays_backwards in metrics:
+            if method == "random" and metric.plays_backwards:  # whether or not that metric is scored too
                 explanation = complement(explanation)
             result = metric.score(batch, targets, explanation)
             for row_metric, values in {metric_name: result.values, **result.extra}.items():
