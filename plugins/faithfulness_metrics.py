@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 import xconv
-from xconv.faithfulness import BASELINES, area_under, game_curves, maps_at_input_size, plain_probabilities
+from xconv.faithfulness import (BASELINES, area_under, game_curves, image_probabilities, maps_at_input_size,
+                                plain_probabilities)
 
 
 class DeletionGame(xconv.Metric):
@@ -57,7 +58,7 @@ class ConfidenceOnMap(xconv.Metric):
         targets = np.asarray(targets)
         maps = np.clip(maps_at_input_size(explanation.heatmaps, images.shape[1:3]), 0, 1)
         masked = np.uint8(np.round(images * maps[..., None]))
-        return (plain_probabilities(self.model, images, targets, self.batch_size),
+        return (image_probabilities(self.model, images, targets, self.batch_size),
                 plain_probabilities(self.model, masked, targets, self.batch_size))
 
 

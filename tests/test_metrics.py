@@ -115,9 +115,11 @@ def test_curves_of_one_batch_share_their_ends(region_model, monkeypatch):
     other = insertion.score(images, targets, explanation_of(region_map(True), images)).curves
     assert len(calls) == 2  # another map and metric, same batch: the ends are reused
     np.testing.assert_array_equal(other[:, [0, -1]], first[:, [-1, 0]])
+    drop = metric(region_model, "average-drop").score(images, targets, explanation_of(region_map(True), images))
+    assert len(calls) == 3 and (drop.values > 0.99).all()  # the images' probabilities are known: masked ones pass
     images[:] = 0  # the same array, now black: the image end is the baseline's
     again = deletion.score(images, targets, explanation_of(region_map(), images)).curves
-    assert len(calls) == 4 and again[0, 0] < 0.01
+    assert len(calls) == 5 and again[0, 0] < 0.01
 
 
 def forget_played_games(model):

@@ -105,7 +105,7 @@ def game_setup(model, images: np.ndarray, targets: np.ndarray, baseline: str, ba
     if key not in memo:
         memo.clear()
         inputs, baselines = model.preprocess(images), baseline_images(model, images, baseline)
-        memo[key] = (inputs, baselines, target_probabilities(model, inputs, targets, batch_size),
+        memo[key] = (inputs, baselines, image_probabilities(model, images, targets, batch_size),
                      target_probabilities(model, baselines, targets, batch_size), {})
     return memo[key]
 
@@ -174,6 +174,18 @@ def play_game(model, inputs, baselines, ranks, targets, counts, insertion: bool,
 def area_under(curves: np.ndarray) -> np.ndarray:
     """Trapezoid area under each curve over x = 0 .. 1 in equal steps."""
     return np.trapezoid(curves, dx=1.0 / (curves.shape[1] - 1), axis=1)
+
+
+def image_probabilities(model, images: np.ndarray, targets: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """:func:`plain_probabilities` remembered for the last batch: every method's curves and confidences on a
+    batch start from the same probabilities of its images (read-only)."""
+    key = (images.shape, digest(images), np.asarray(targets, np.int64).tobytes())
+    memo = model.cached(("image_probabilities",), dict)
+    if key not in memo:
+        memo.clear()
+        memo[key] = plain_probabilities(model, images, targets, batch_size)
+        memo[key].flags.writeable = False
+    return memo[key]
 
 
 def plain_probabilities(model, images: np.ndarray, targets: np.ndarray, batch_size: int = 64) -> np.ndarray:
