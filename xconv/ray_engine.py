@@ -10,7 +10,7 @@ Drop it into your own pipeline::
 
     ds = ray.data.from_items([{"position": i, "path": p} for i, p in enumerate(paths)])
     records = ds.map_batches(RayExplainer, fn_constructor_args=(spec, len(paths)), batch_size=16,
-                             concurrency=4, num_gpus=1)   # num_gpus per actor, when the nodes have GPUs
+                             compute=ray.data.ActorPoolStrategy(size=4), num_gpus=1)  # GPUs per actor, if any
 """
 
 from __future__ import annotations
@@ -115,9 +115,10 @@ def explain_on_ray(paths: list, spec: JobSpec, address: str | None = None, batch
                                   override_num_blocks=blocks)
     cpus = int(ray.cluster_resources().get("CPU", 1))
     gpus = int(ray.cluster_resources().get("GPU", 0))
+    actors = concurrency or max(1, min(gpus or cpus, blocks))  # no idle actors
     mapped = dataset.map_batches(RayExplainer, fn_constructor_args=(spec, len(paths)), batch_size=batch_size,
-                                 concurrency=concurrency or max(1, min(gpus or cpus, blocks)),  # no idle actors
-                                 num_gpus=1 if gpus else 0, num_cpus=1 if not gpus else None, batch_format="numpy")
+                                 compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=1 if gpus else 0,
+                                 num_cpus=1 if not gpus else None, batch_format="numpy")
     ray_data_log = logging.getLogger("ray.data")
     level = ray_data_log.level
     try:
