@@ -119,7 +119,8 @@ class Randomization(xconv.Metric):
         correlations, similarities = [], []  # (draw, step, image)
         layer = explanation.layer if method.takes_layer else None
         for draw in range(self.draws):
-            correlations.append([]), similarities.append([])
+            correlations.append([])
+            similarities.append([])
             for _, model in self.randomized_models(draw):
                 again = xconv.explain(model, images, explanation.method, target=list(map(int, targets)), layer=layer)
                 changed = maps_at_input_size(again.heatmaps, size)

@@ -15,6 +15,7 @@ remembered per image by the copies they show, so a game already played is never 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -93,21 +94,41 @@ def _build_game_step(model):
     return step
 
 
-def game_setup(model, images: np.ndarray, targets: np.ndarray, baseline: str, batch_size: int = 64):
-    """(inputs, baselines, target probability on the images, on the baselines, played curves) for one
-    batch: what every deletion and insertion curve starts from, the two ends of every curve (no pixel and
-    every pixel changed), which do not depend on the map, and a dict for the curves played on it (and
-    the pixel ranks of the maps seen).
-    Remembered for the last batch, by content, targets and baseline, so the curves of every method on one
-    batch pay for these 2 of their S + 1 passes once."""
-    key = (images.shape, digest(images), np.asarray(targets, np.int64).tobytes(), baseline)
-    memo = model.cached(("deletion_game_setup",), dict)
+@dataclass
+class BatchGame:
+    """What every deletion and insertion curve on one batch starts from: the preprocessed images and
+    baselines, the two ends of every curve (the target's probability with no pixel and with every pixel
+    changed, which do not depend on the map), and what the batch has already computed: each image's
+    curve by the name of the copies it shows, each map's pixel ranks by the map's content."""
+
+    inputs: np.ndarray
+    baselines: np.ndarray
+    on_images: np.ndarray
+    on_baselines: np.ndarray
+    curves: dict = field(default_factory=dict)
+    ranks: dict = field(default_factory=dict)
+
+
+def remembered_for_last_batch(model, name: str, key, build):
+    """``build()``, kept on the model under ``name`` for the last ``key`` only: what every method and metric
+    scored on one batch shares, dropped when the next batch arrives, so memory stays flat."""
+    memo = model.cached((name,), dict)
     if key not in memo:
         memo.clear()
-        inputs, baselines = model.preprocess(images), baseline_images(model, images, baseline)
-        memo[key] = (inputs, baselines, image_probabilities(model, images, targets, batch_size),
-                     target_probabilities(model, baselines, targets, batch_size), {})
+        memo[key] = build()
     return memo[key]
+
+
+def game_setup(model, images: np.ndarray, targets: np.ndarray, baseline: str, batch_size: int = 64) -> BatchGame:
+    """The batch's :class:`BatchGame`, remembered for the last batch by content, targets and baseline, so
+    the curves of every method on one batch pay for the 2 ends of their S + 1 passes once."""
+    def build():
+        baselines = baseline_images(model, images, baseline)
+        return BatchGame(model.preprocess(images), baselines, image_probabilities(model, images, targets, batch_size),
+                         target_probabilities(model, baselines, targets, batch_size))
+
+    key = (images.shape, digest(images), np.asarray(targets, np.int64).tobytes(), baseline)
+    return remembered_for_last_batch(model, "deletion_game_setup", key, build)
 
 
 def step_counts(pixels: int, steps: int, insertion: bool) -> np.ndarray:
@@ -132,20 +153,21 @@ def game_curves(model, images: np.ndarray, targets: np.ndarray, maps: np.ndarray
     """(N, steps + 1) target probabilities as a fraction 0, 1/S, ..., 1 of the pixels is deleted (or inserted).
     Only the images whose game this batch has not played yet go through the model."""
     counts = step_counts(images.shape[1] * images.shape[2], steps, insertion)
-    inputs, baselines, on_images, on_baselines, played = game_setup(model, images, targets, baseline, batch_size)
-    maps_name = ("ranks", np.shape(maps), digest(np.asarray(maps, np.float32)))
-    if maps_name not in played:  # deletion and insertion of one map rank its pixels once
-        played[maps_name] = pixel_ranks(maps_at_input_size(maps, images.shape[1:3]))
-    ranks = played[maps_name]
+    game = game_setup(model, images, targets, baseline, batch_size)
+    maps_name = (np.shape(maps), digest(np.asarray(maps, np.float32)))
+    if maps_name not in game.ranks:  # deletion and insertion of one map rank its pixels once
+        game.ranks[maps_name] = pixel_ranks(maps_at_input_size(maps, images.shape[1:3]))
+    ranks = game.ranks[maps_name]
     names = [(index, steps, digest(row)) for index, row in enumerate(removal_steps(ranks, counts, insertion))]
-    new = np.array([index for index, name in enumerate(names) if name not in played], np.int64)
+    new = np.array([index for index, name in enumerate(names) if name not in game.curves], np.int64)
     if len(new):
-        curves = play_game(model, inputs[new], baselines[new], ranks[new], targets[new], counts, insertion, batch_size)
-        ends = (on_baselines[new], on_images[new]) if insertion else (on_images[new], on_baselines[new])
-        curves[:, 0], curves[:, -1] = ends
+        curves = play_game(model, game.inputs[new], game.baselines[new], ranks[new], targets[new], counts, insertion,
+                           batch_size)
+        ends = (game.on_images[new], game.on_baselines[new])
+        curves[:, 0], curves[:, -1] = ends[::-1] if insertion else ends
         for index, curve in zip(new, curves):
-            played[names[index]] = curve[::-1] if insertion else curve  # as deletion: the image first
-    curves = np.stack([played[name] for name in names])
+            game.curves[names[index]] = curve[::-1] if insertion else curve  # as deletion: the image first
+    curves = np.stack([game.curves[name] for name in names])
     return curves[:, ::-1].copy() if insertion else curves
 
 
@@ -179,13 +201,13 @@ def area_under(curves: np.ndarray) -> np.ndarray:
 def image_probabilities(model, images: np.ndarray, targets: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """:func:`plain_probabilities` remembered for the last batch: every method's curves and confidences on a
     batch start from the same probabilities of its images (read-only)."""
+    def build():
+        probabilities = plain_probabilities(model, images, targets, batch_size)
+        probabilities.flags.writeable = False
+        return probabilities
+
     key = (images.shape, digest(images), np.asarray(targets, np.int64).tobytes())
-    memo = model.cached(("image_probabilities",), dict)
-    if key not in memo:
-        memo.clear()
-        memo[key] = plain_probabilities(model, images, targets, batch_size)
-        memo[key].flags.writeable = False
-    return memo[key]
+    return remembered_for_last_batch(model, "image_probabilities", key, build)
 
 
 def plain_probabilities(model, images: np.ndarray, targets: np.ndarray, batch_size: int = 64) -> np.ndarray:
