@@ -183,3 +183,18 @@ def test_overlay_blends_rgb_colors_with_the_rounded_weighted_mean():
     np.testing.assert_array_equal(blended[:, 0], np.round(0.6 * 100 + 0.4 * red).astype(np.uint8)[None].repeat(4, 0))
     np.testing.assert_array_equal(blended[:, -1], np.round(0.6 * 100 + 0.4 * blue).astype(np.uint8)[None].repeat(4, 0))
     assert blended.dtype == np.uint8 and blended.shape == photo.shape
+
+
+def test_overlay_levels_are_the_rounded_bilinear_map_at_the_photo_size():
+    """The map is cleaned at its own size and quantized in one OpenCV pass: the same levels as clipping
+    and rounding the resized map in numpy, including values outside [0, 1] and NaN."""
+    import cv2
+
+    rng = np.random.default_rng(5)
+    heatmap = rng.uniform(-0.2, 1.2, (7, 9)).astype(np.float32)
+    heatmap[3, 4] = np.nan
+    photo = rng.integers(0, 256, (123, 171, 3), dtype=np.uint8)
+    clean = np.clip(np.nan_to_num(heatmap), 0, 1)
+    levels = np.uint8(np.round(cv2.resize(clean, (171, 123), interpolation=cv2.INTER_LINEAR) * 255))
+    expected = cv2.addWeighted(photo, 0.6, xconv.apply_colormap(levels, "jet"), 0.4, 0.0)  # blend: test above
+    np.testing.assert_array_equal(xconv.overlay_heatmap(photo, heatmap, "jet", 0.4), expected)

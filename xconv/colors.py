@@ -30,8 +30,10 @@ def overlay_heatmap(photo: np.ndarray, heatmap: np.ndarray, colormap: str = "jet
     import cv2
 
     height, width = photo.shape[:2]
-    resized = cv2.resize(np.asarray(heatmap, np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
-    levels = np.uint8(np.round(np.clip(np.nan_to_num(resized), 0.0, 1.0) * 255))
+    # Cleaned at the map's own size: bilinear weights are convex, so values in [0, 1] stay there.
+    heatmap = np.clip(np.nan_to_num(np.asarray(heatmap, np.float32)), 0.0, 1.0)
+    resized = cv2.resize(heatmap, (width, height), interpolation=cv2.INTER_LINEAR)
+    levels = cv2.convertScaleAbs(resized, alpha=255.0)  # round(255 x), half to even like np.round, in one pass
     colored = apply_colormap(levels, colormap)
     # OpenCV's saturating uint8 blend: the rounded, clipped float blend, without four float copies of the photo.
     return cv2.addWeighted(np.ascontiguousarray(photo, np.uint8), 1.0 - alpha, colored, alpha, 0.0)

@@ -158,11 +158,10 @@ def create_app(service: ExplainService, token: str | None = None, max_batch: int
 
     @app.get("/api/samples/{name}", summary="A sample photo as PNG", response_class=Response)
     async def sample(name: str):
-        import cv2
+        from xconv.png import encode_rgb_png
 
         photo = await asyncio.to_thread(sample_photo, name)
-        ok, png = cv2.imencode(".png", cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
-        return Response(png.tobytes(), media_type="image/png")
+        return Response(await asyncio.to_thread(encode_rgb_png, photo), media_type="image/png")
 
     @app.post("/api/predict", summary="Every class's probability for one photo")
     async def predict(file: Optional[UploadFile] = File(None), sample: Optional[str] = Form(None)):
