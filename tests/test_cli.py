@@ -144,6 +144,19 @@ def test_subprocess_explain_end_to_end(model_file, photos, tmp_path):
     assert "broken.jpg: not an image file" in result.stderr and "Traceback" not in result.stderr
     assert "1 of 3 inputs failed" in result.stderr
     assert len(list(tmp_path.glob("*.png"))) == 2
+    # The exit skips Python's final collections (frozen), yet every file is complete.
+    assert len((tmp_path / "manifest.jsonl").read_text().splitlines()) == 3
+    assert all(Image.open(path).convert("RGB").size[0] > 0 for path in tmp_path.glob("*.png"))
+
+
+def test_commands_that_import_tensorflow_freeze_the_heap_before_exit(model_file, photos):
+    code = ("import gc, sys\nfrom xconv.cli import main\n"
+            f"sys.argv = ['xconv', 'predict', {str(photos / 'photo0.png')!r}, '--model', {str(model_file)!r}]\n"
+            "try:\n    main()\nexcept SystemExit as exit:\n    assert not exit.code, exit.code\n"
+            "assert gc.get_freeze_count() > 100000, gc.get_freeze_count()\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr
 
 
 def test_offline_imagenet_weights_name_the_fix(tmp_path, photos, monkeypatch):
