@@ -100,8 +100,9 @@ def explain_on_ray(paths: list, spec: JobSpec, address: str | None = None, batch
     ray = require_ray()
     if not ray.is_initialized():
         try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                     runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "3"}})
+            # No runtime_env: one makes Ray start fresh workers through its runtime-env agent, 2-3 s
+            # before the first actor exists; RayExplainer quiets TensorFlow itself, before importing it.
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise XconvError(f"could not join Ray at {address or 'a new local instance'}: {error}") from None
     context = ray.data.DataContext.get_current()
