@@ -270,3 +270,26 @@ def test_recorded_preprocessing_is_used_without_a_warning(bare_model_file, tmp_p
     write_metadata(stated, {"preprocess": "torch"})
     assert xconv.load_model(stated).preprocess_mode == "torch"
     assert not [w for w in recwarn if issubclass(w.category, xconv.XconvWarning)]
+
+
+@pytest.mark.parametrize("command", ["explain", "score"])
+def test_an_unusable_output_folder_is_one_line_before_the_model_loads(model_file, photos, tmp_path, command):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = invoke(command, photos / "photo0.png", "--model", tmp_path / "not-loaded.keras", "--out", blocker / "out")
+    assert result.exit_code == 1
+    assert result.output.strip() == f"xconv: error: cannot use {blocker / 'out'} as the output folder: {blocker} is a file"
+
+
+def test_report_folder_checked_first_and_any_file_error_is_one_line_naming_the_file(model_file, photos, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = invoke("report", photos / "photo0.png", "--model", model_file, "--out", blocker / "report.html")
+    assert result.output.strip() == f"xconv: error: cannot use {blocker} as the output folder: {blocker} is a file"
+    import xconv.report as xconv_report
+
+    with pytest.MonkeyPatch.context() as patch:  # an OSError that no check anticipated: still one line
+        patch.setattr(xconv_report, "build_report", lambda *a, **k: open(blocker / "x.html", "w"))
+        result = invoke("report", photos / "photo0.png", "--model", model_file, "--out", tmp_path / "r.html")
+    assert result.exit_code == 1
+    assert result.output.strip() == f"xconv: error: {blocker / 'x.html'}: Not a directory"

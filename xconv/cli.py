@@ -54,6 +54,18 @@ def fail(message: str, code: int = 1):
     raise typer.Exit(code)
 
 
+def output_folder(out: Path) -> Path:
+    """Create ``--out`` before the model loads, so an unusable folder costs one line, not a wasted run."""
+    blocking = next((folder for folder in (out, *out.parents) if folder.exists() and not folder.is_dir()), None)
+    if blocking is not None:
+        raise XconvError(f"cannot use {out} as the output folder: {blocking} is a file")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise XconvError(f"cannot use {out} as the output folder: {error.strerror or error}") from None
+    return out
+
+
 def user_errors(command):
     """Every failure is one line on stderr and a non-zero exit; ``--debug`` adds the traceback."""
 
@@ -66,6 +78,11 @@ def user_errors(command):
         except XconvError as error:
             show_traceback(error)
             fail(str(error))
+        except OSError as error:  # a file the user named: unwritable, a file where a folder should be, disk full
+            if error.filename is None:
+                raise
+            show_traceback(error)
+            fail(f"{error.filename}: {error.strerror or error}")
         except KeyboardInterrupt:
             fail("interrupted", 130)
         except Exception as error:  # noqa: BLE001 - a bug, not a user mistake: still one line by default
@@ -382,6 +399,7 @@ def explain(
             elif verbose:
                 describe_record(record)
 
+    output_folder(out)
     if engine == "ray":
         from xconv.ray_engine import explain_on_ray
 
@@ -487,6 +505,7 @@ def score(
     assignments = parse_assignments(option) + ([("pointing", "boxes", str(boxes))] if boxes else [])
     components = {"model": model_class(model), **method_classes, **metric_classes}
     routed = routed_options(assignments, components, {"method": methods, "metric": metrics})
+    output_folder(out)
     loaded = open_model(model, weights, unsafe, preprocess, routed["model"])
     paths = xconv.images.expand_inputs(images)
     if not paths:
@@ -638,6 +657,7 @@ def train(
                 raise XconvError("--tensorboard needs TensorBoard: pip install 'xconv[tensorboard]' (or tensorboard)")
         explain = {"images": photos, "every": explain_every or 1, "method": explain_method,
                    "out_dir": out.with_name(out.stem + ".explanations"), "tensorboard_dir": tensorboard}
+    output_folder(out.parent)
     summary = run_training(data, model_cls, out, config, size, weights=parse_weights(weights), resume=resume,
                            fine_tune=fine_tune, echo=typer.echo, explain=explain)
     kept = summary["kept"]
@@ -670,9 +690,9 @@ def evaluate(
 
     quiet_tensorflow()
     routed = routed_options(parse_assignments(option), {"model": model_class(model)})
+    output_folder(out)
     loaded = open_model(model, weights, unsafe, preprocess, routed["model"])
     result = run_evaluation(loaded, data, flip_average=flip)
-    out.mkdir(parents=True, exist_ok=True)
     png = plot_confusion(result, out / "confusion_matrix.png")
     report = {**result.as_dict(), "model": loaded.display_name, "confusion_png": str(png)}
     if as_json:
@@ -749,6 +769,7 @@ def report(
     quiet_tensorflow()
     if out.suffix.lower() not in (".html", ".htm"):
         raise XconvError(f"--out must end in .html, got {out}")
+    output_folder(out.parent)
     routed = routed_options(parse_assignments(option), {"model": model_class(model)})
     loaded = open_model(model, weights, unsafe, preprocess, routed["model"])
     paths = xconv.images.expand_inputs(images)
