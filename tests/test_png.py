@@ -52,16 +52,32 @@ def test_zlib_fallback_writes_a_valid_file(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     rgb = photo_like(50, 60)
+    png.compressor.cache_clear()
     monkeypatch.setattr(builtins, "__import__", no_isal)
     data = png.encode_rgb_png(rgb)
     monkeypatch.undo()
+    assert png.compressor() is zlib.compress
+    png.compressor.cache_clear()
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), rgb)
     idat = data[data.index(b"IDAT") + 4:data.index(b"IEND") - 8]
     assert zlib.decompress(idat) == png.up_filtered_rows(rgb)
 
 
-def test_other_arrays_are_refused():
+@pytest.mark.parametrize("shape, dtype", [((4, 4), np.uint8), ((4, 4, 3), np.float32), ((0, 4, 3), np.uint8),
+                                          ((4, 0, 3), np.uint8), ((4, 4, 4), np.uint8)])
+def test_other_arrays_are_refused(shape, dtype):
     with pytest.raises(ValueError, match="uint8 RGB"):
-        png.encode_rgb_png(np.zeros((4, 4), np.uint8))
-    with pytest.raises(ValueError, match="uint8 RGB"):
-        png.encode_rgb_png(np.zeros((4, 4, 3), np.float32))
+        png.encode_rgb_png(np.zeros(shape, dtype))
+
+
+def test_isal_deflates_where_it_is_installed():
+    isal_zlib = pytest.importorskip("isal.isal_zlib", reason="isal is installed wherever it has a wheel")
+    assert png.compressor() is isal_zlib.compress
+
+
+def test_views_encode_their_own_pixels():
+    """A mirrored or cropped view (non-contiguous, as overlays of flipped photos are) is encoded as shown."""
+    rgb = photo_like(40, 30)
+    for view in (rgb[:, ::-1], rgb[5:25, 3:20], rgb[::2]):
+        decoded = np.asarray(Image.open(io.BytesIO(png.encode_rgb_png(view))).convert("RGB"))
+        np.testing.assert_array_equal(decoded, view)

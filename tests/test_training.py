@@ -198,6 +198,28 @@ def test_explain_every_writes_strips_a_gif_and_tensorboard_images(dataset, tmp_p
     assert "confusion matrix (validation)" in tags
 
 
+def test_an_interrupted_one_phase_run_still_writes_the_gif_of_its_finished_epochs(dataset, tmp_path, monkeypatch):
+    """Ctrl-C inside fit skips on_train_end: the run's end-of-run work (GIF, confusion matrix) must still happen."""
+    from xconv.callbacks import ExplainCallback
+
+    explain_strip = ExplainCallback.explain_strip
+
+    def interrupted_at_epoch_three(self, epoch):
+        if epoch == 3:
+            raise KeyboardInterrupt
+        return explain_strip(self, epoch)
+
+    monkeypatch.setattr(ExplainCallback, "explain_strip", interrupted_at_epoch_three)
+    out = tmp_path / "stopped.keras"
+    photo = dataset / "validation" / "cats" / "cats0.jpg"
+    train("--data", dataset, "--epochs", "5", "--image-size", "32", "--batch-size", "8", "--out", out,
+          "--explain-every", "1", "--explain-images", photo)
+    folder = tmp_path / "stopped.explanations"
+    assert [p.name for p in sorted(folder.glob("epoch_*.png"))] == ["epoch_001.png", "epoch_002.png"]
+    with Image.open(folder / "attention.gif") as gif:
+        assert gif.n_frames == 2
+
+
 def test_explain_callback_costs_one_compiled_call_per_epoch(dataset, tmp_path):
     """After the first epoch no new trace: the callback reuses the explainer's compiled function."""
     import keras

@@ -8,6 +8,8 @@ checked against each plugin's declaration (:mod:`xconv.options`).
 
 from __future__ import annotations
 
+import atexit
+import errno
 import functools
 import json
 import logging
@@ -54,16 +56,24 @@ def fail(message: str, code: int = 1):
     raise typer.Exit(code)
 
 
-def output_folder(out: Path) -> Path:
-    """Create ``--out`` before the model loads, so an unusable folder costs one line, not a wasted run."""
-    blocking = next((folder for folder in (out, *out.parents) if folder.exists() and not folder.is_dir()), None)
-    if blocking is not None:
-        raise XconvError(f"cannot use {out} as the output folder: {blocking} is a file")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise XconvError(f"cannot use {out} as the output folder: {error.strerror or error}") from None
-    return out
+def check_output_folder(out: Path) -> None:
+    """Refuse an unusable ``--out`` before the model loads (one line, not a wasted run), creating nothing:
+    the nearest part of the path that exists must be a folder this process can write in."""
+    existing = next(folder for folder in (out, *out.absolute().parents) if os.path.lexists(folder))
+    if not os.path.isdir(existing):
+        raise XconvError(f"cannot use {out} as the output folder: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise XconvError(f"cannot use {out} as the output folder: {existing} is not writable")
+
+
+#: OSErrors about where the user asked xconv to read or write; others (a missing file of xconv's own) are bugs.
+USER_FILE_ERRORS = {errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
+                    errno.EEXIST}
+
+
+def file_error_line(error: OSError) -> str:
+    names = " -> ".join(str(name) for name in (error.filename, error.filename2) if name is not None)
+    return f"{names}: {error.strerror}" if names else str(error.strerror or error)
 
 
 def user_errors(command):
@@ -78,15 +88,12 @@ def user_errors(command):
         except XconvError as error:
             show_traceback(error)
             fail(str(error))
-        except OSError as error:  # a file the user named: unwritable, a file where a folder should be, disk full
-            if error.filename is None:
-                raise
-            show_traceback(error)
-            fail(f"{error.filename}: {error.strerror or error}")
         except KeyboardInterrupt:
             fail("interrupted", 130)
         except Exception as error:  # noqa: BLE001 - a bug, not a user mistake: still one line by default
             show_traceback(error)
+            if isinstance(error, OSError) and error.errno in USER_FILE_ERRORS:  # where the user reads or writes
+                fail(file_error_line(error))
             fail(f"internal error: {one_line(error)} (run with --debug for the traceback)", 2)
 
     return wrapper
@@ -399,7 +406,7 @@ def explain(
             elif verbose:
                 describe_record(record)
 
-    output_folder(out)
+    check_output_folder(out)
     if engine == "ray":
         from xconv.ray_engine import explain_on_ray
 
@@ -505,7 +512,7 @@ def score(
     assignments = parse_assignments(option) + ([("pointing", "boxes", str(boxes))] if boxes else [])
     components = {"model": model_class(model), **method_classes, **metric_classes}
     routed = routed_options(assignments, components, {"method": methods, "metric": metrics})
-    output_folder(out)
+    check_output_folder(out)
     loaded = open_model(model, weights, unsafe, preprocess, routed["model"])
     paths = xconv.images.expand_inputs(images)
     if not paths:
@@ -657,7 +664,7 @@ def train(
                 raise XconvError("--tensorboard needs TensorBoard: pip install 'xconv[tensorboard]' (or tensorboard)")
         explain = {"images": photos, "every": explain_every or 1, "method": explain_method,
                    "out_dir": out.with_name(out.stem + ".explanations"), "tensorboard_dir": tensorboard}
-    output_folder(out.parent)
+    check_output_folder(out.parent)
     summary = run_training(data, model_cls, out, config, size, weights=parse_weights(weights), resume=resume,
                            fine_tune=fine_tune, echo=typer.echo, explain=explain)
     kept = summary["kept"]
@@ -690,9 +697,10 @@ def evaluate(
 
     quiet_tensorflow()
     routed = routed_options(parse_assignments(option), {"model": model_class(model)})
-    output_folder(out)
+    check_output_folder(out)
     loaded = open_model(model, weights, unsafe, preprocess, routed["model"])
     result = run_evaluation(loaded, data, flip_average=flip)
+    out.mkdir(parents=True, exist_ok=True)
     png = plot_confusion(result, out / "confusion_matrix.png")
     report = {**result.as_dict(), "model": loaded.display_name, "confusion_png": str(png)}
     if as_json:
@@ -769,7 +777,7 @@ def report(
     quiet_tensorflow()
     if out.suffix.lower() not in (".html", ".htm"):
         raise XconvError(f"--out must end in .html, got {out}")
-    output_folder(out.parent)
+    check_output_folder(out.parent)
     routed = routed_options(parse_assignments(option), {"model": model_class(model)})
     loaded = open_model(model, weights, unsafe, preprocess, routed["model"])
     paths = xconv.images.expand_inputs(images)
@@ -808,20 +816,19 @@ def build_app() -> typer.Typer:
 
 
 def main() -> None:
+    atexit.register(skip_final_garbage_collection)  # runs last, after the handlers registered later (Ray's)
     try:
         disable_plugins(disabled_on_command_line(sys.argv[1:]))  # before plugins load, so a disabled one never runs
         build_app()(prog_name="xconv")
     except KeyboardInterrupt:
         typer.echo("xconv: error: interrupted", err=True)
         sys.exit(130)
-    finally:
-        skip_final_garbage_collection()
 
 
 def skip_final_garbage_collection() -> None:
     """Python's collections at exit walk every object: with TensorFlow imported, 0.7-0.8 s of every
     command's run (Ray Data's pyarrow and pandas add their own). Frozen objects are left out of them
-    (their memory goes back to the OS); files and atexit handlers are closed and run as usual."""
+    (their memory goes back to the OS); files are closed and other atexit handlers run as usual."""
     import gc
 
     gc.freeze()

