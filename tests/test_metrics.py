@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import xconv
-from xconv.faithfulness import area_under, maps_at_input_size, pixel_ranks
+from xconv.faithfulness import area_under, map_ranks, maps_at_input_size, pixel_ranks
 from xconv.registry import get_registry
 from xconv.scoring import ScoreTable
 from xconv.testing import TinyModel, random_images, tiny_convnet
@@ -174,6 +174,29 @@ def test_insertion_in_reverse_order_gets_the_name_of_deletion(pixels, steps):
         on_baseline = ~(pixels - 1 - ranks < insertion[step])  # insertion shows its top counts[step]
         np.testing.assert_array_equal(on_baseline, removed)
     assert insertion[0] == 0 and insertion[-1] == pixels and (np.diff(insertion) >= 0).all()
+
+
+def test_map_ranks_equal_pixel_ranks_and_skip_the_sorts_they_can(monkeypatch):
+    """The reference rows' maps are ranked without sorting them again, to exactly pixel_ranks' result."""
+    import xconv.faithfulness as faithfulness
+    from xconv.scoring import reference_maps
+
+    size = (40, 30)
+    rng = np.random.default_rng(2)
+    random_maps = reference_maps("random", 3, seed=5, input_size=size)
+    center_maps = maps_at_input_size(reference_maps("center", 3), size)
+    smooth = maps_at_input_size(rng.random((3, 5, 4)).astype(np.float32), size)
+    smooth[0, :10] = 0  # ReLU-like ties
+    evenly_spaced_with_ties = np.repeat(np.linspace(0, 1, 600, dtype=np.float32), 2).reshape(1, *size)
+    batches = [random_maps, 1 - random_maps, center_maps, smooth, evenly_spaced_with_ties,
+               np.concatenate([random_maps[:1], smooth[:1], 1 - random_maps[1:2]])]
+    sorted_maps = []
+    real_pixel_ranks = faithfulness.pixel_ranks
+    monkeypatch.setattr(faithfulness, "pixel_ranks", lambda maps: sorted_maps.append(len(maps)) or real_pixel_ranks(maps))
+    for maps in batches:
+        np.testing.assert_array_equal(map_ranks(maps), real_pixel_ranks(maps))
+    # random and 1 - random: no sort; center: one map sorted; smooth: all three; ties: sorted; the mix: 1
+    assert sorted_maps == [1, 3, 1, 1]
 
 
 def test_random_reference_orders_every_pixel_and_its_complement_reverses_it():
