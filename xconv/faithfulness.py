@@ -165,8 +165,7 @@ def game_setup(model, images: np.ndarray, targets: np.ndarray, baseline: str, ba
         return BatchGame(model.preprocess(images), baselines, image_probabilities(model, images, targets, batch_size),
                          target_probabilities(model, baselines, targets, batch_size))
 
-    key = (images.shape, digest(images), np.asarray(targets, np.int64).tobytes(), baseline)
-    return remembered_for_last_batch(model, "deletion_game_setup", key, build)
+    return remembered_for_last_batch(model, "deletion_game_setup", (*batch_name(images, targets), baseline), build)
 
 
 def step_counts(pixels: int, steps: int, insertion: bool) -> np.ndarray:
@@ -214,6 +213,11 @@ def digest(array: np.ndarray) -> bytes:
     return hashlib.blake2b(np.ascontiguousarray(array).tobytes(), digest_size=16).digest()
 
 
+def batch_name(images: np.ndarray, targets: np.ndarray) -> tuple:
+    """What the per-batch memos know a batch by: its images' shape and content, and its targets."""
+    return images.shape, digest(images), np.asarray(targets, np.int64).tobytes()
+
+
 def play_game(model, inputs, baselines, ranks, targets, counts, insertion: bool, batch_size: int) -> np.ndarray:
     """(N, S + 1) curves with the inner steps 1 .. S - 1 filled in by compiled passes (the ends left 0)."""
     import tensorflow as tf
@@ -244,8 +248,7 @@ def image_probabilities(model, images: np.ndarray, targets: np.ndarray, batch_si
         probabilities.flags.writeable = False
         return probabilities
 
-    key = (images.shape, digest(images), np.asarray(targets, np.int64).tobytes())
-    return remembered_for_last_batch(model, "image_probabilities", key, build)
+    return remembered_for_last_batch(model, "image_probabilities", batch_name(images, targets), build)
 
 
 def plain_probabilities(model, images: np.ndarray, targets: np.ndarray, batch_size: int = 64) -> np.ndarray:

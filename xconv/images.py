@@ -162,9 +162,9 @@ def save_image(path: str | os.PathLike, rgb: np.ndarray, photo: bool = False) ->
 
     path = Path(path)
     rgb = np.ascontiguousarray(rgb)
-    if photo and path.suffix.lower() == ".png" and rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3:
-        from xconv.png import encode_rgb_png
+    from xconv.png import encodable, encode_rgb_png
 
+    if photo and path.suffix.lower() == ".png" and encodable(rgb):
         try:
             path.write_bytes(encode_rgb_png(rgb))
         except OSError as error:

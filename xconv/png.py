@@ -52,9 +52,14 @@ def up_filtered_rows(rgb: np.ndarray) -> bytes:
     return filtered.tobytes()
 
 
+def encodable(rgb: np.ndarray) -> bool:
+    """Whether :func:`encode_rgb_png` takes this array: a non-empty (h, w, 3) uint8 RGB image."""
+    return rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3 and 0 not in rgb.shape
+
+
 def encode_rgb_png(rgb: np.ndarray) -> bytes:
     """The PNG file of an (h, w, 3) uint8 RGB image, 8 bits per channel, not interlaced."""
-    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3 or 0 in rgb.shape:
+    if not encodable(rgb):
         raise ValueError(f"expected a non-empty (h, w, 3) uint8 RGB image, got {rgb.shape} {rgb.dtype}")
     height, width = rgb.shape[:2]
     header = struct.pack(">IIBBBBB", width, height, 8, RGB_COLOR_TYPE, 0, 0, 0)
