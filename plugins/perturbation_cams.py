@@ -4,8 +4,9 @@ A is the layer's feature maps (h, w, K); L = ReLU(sum_k w_k A_k), scaled to [0, 
 
 * ``scorecam`` (Wang et al. 2020, as the authors' code does it): channel k, upsampled bilinearly to the
   input size and min-max scaled to [0, 1], masks the *preprocessed* input; w_k is the target's softmax
-  probability on that masked input (a constant channel is skipped: w_k = 0). ``top`` keeps only the N
-  channels of largest spatial variance, per image (Faster Score-CAM); the others get w_k = 0.
+  probability on that masked input (a constant channel is skipped, as the authors' code does: w_k = 0, and
+  no forward pass is spent on it). ``top`` keeps only the N channels of largest spatial variance, per
+  image (Faster Score-CAM); the others get w_k = 0.
 * ``ablationcam`` (Desai & Ramaswamy 2020): w_k = (y - y_k) / y, where y is the class score (``-O score=``:
   the logit, or the log-odds for two classes) and y_k the score with channel k set to zero. Only the part
   of the network above the layer runs for the K ablated copies (:func:`xconv.layers.build_head_model`).
@@ -56,11 +57,13 @@ class ScoreCAM(PerturbationCAM):
 
     def weights(self, inputs, features, chosen):
         channels = features.shape[-1]
-        variance = features.reshape(len(features), -1, channels).var(axis=1)
+        flat = features.reshape(len(features), -1, channels)
+        variance, spans = flat.var(axis=1), np.ptp(flat, axis=1)
         count = channels if not self.top else min(int(self.top), channels)
         weights = np.zeros((len(features), channels), np.float64)
         for index, (image, target) in enumerate(zip(inputs, chosen)):
             kept = np.argsort(-variance[index], kind="stable")[:count]
+            kept = kept[spans[index, kept] > 0]  # a constant channel would mask nothing: no pass for it
             maps = np.moveaxis(features[index][..., kept], -1, 0)
             seen, usable = masked_probabilities(self.model, image, np.zeros_like(image), chunked(maps, self.chunk),
                                                 target, normalize=True)

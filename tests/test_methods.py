@@ -141,6 +141,33 @@ def test_scorecam_equals_a_plain_per_channel_loop(tiny, images):
     assert ((top.weights != 0).sum(axis=1) <= 4).all()
 
 
+def test_scorecam_spends_no_pass_on_a_constant_channel(images, monkeypatch):
+    """A dead channel (all zero after ReLU) masks nothing, as the authors' code skips it: weight 0, no copy."""
+    import xconv_plugins.perturbation_cams as perturbation_cams
+
+    keras_model = tiny_keras_convnet((32, 32), classes=3, seed=1)
+    kernel, bias = keras_model.get_layer("conv3").get_weights()
+    dead = [2, 5, 11]
+    bias[dead] = -1e6
+    keras_model.get_layer("conv3").set_weights([kernel, bias])
+    model = TinyModel(keras_model, ["x", "y", "z"])
+    masks_seen = []
+    real = perturbation_cams.masked_probabilities
+
+    def counting(model, image, baseline, chunks, target, normalize=False):
+        chunks = list(chunks)
+        masks_seen.append(sum(len(chunk) for chunk in chunks))
+        return real(model, image, baseline, chunks, target, normalize=normalize)
+
+    monkeypatch.setattr(perturbation_cams, "masked_probabilities", counting)
+    explained = xconv.explain(model, images, "scorecam", layer="conv3")
+    features = keras.Model(keras_model.inputs, keras_model.get_layer("conv3").output)(model.preprocess(images)).numpy()
+    varying = features.max(axis=(1, 2)) > features.min(axis=(1, 2))  # (N, 16)
+    assert not varying[:, dead].any() and varying.sum() > 2 * len(images)
+    assert masks_seen == list(varying.sum(axis=1))
+    assert (explained.weights[~varying] == 0).all() and (explained.weights[varying] > 0).all()
+
+
 def test_ablationcam_equals_a_plain_per_channel_loop(tiny, images):
     a, _, targets, logits = conv3_and_scores(tiny, images)
     expected = []
