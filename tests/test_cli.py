@@ -50,6 +50,13 @@ def test_help_does_not_import_tensorflow():
     assert "explain" in result.stdout and "predict" in result.stdout
 
 
+def test_help_shows_bracketed_install_hints_verbatim():
+    """Typer renders help as rich markup, where an unescaped "[ray]" is a style tag and vanishes."""
+    result = runner.invoke(app, ["explain", "--help"])
+    assert result.exit_code == 0
+    assert "'xconv[ray]'" in result.output
+
+
 def test_list_json_names_distributions():
     result = invoke("list", "--json")
     assert result.exit_code == 0

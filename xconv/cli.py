@@ -349,7 +349,7 @@ def explain(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="A line per input (default: a progress bar and "
                                  "a summary; every input is in OUT/manifest.jsonl)."),
     engine: str = typer.Option("local", "--engine", help="local (this machine, streaming) or ray (Ray Data; "
-                               "pip install 'xconv[ray]')."),
+                               "pip install 'xconv\\[ray]')."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (default: RAY_ADDRESS, or "
                                           "a local Ray instance)."),
     concurrency: Optional[int] = typer.Option(None, "--concurrency", min=1, help="Ray actors, each with its own "
