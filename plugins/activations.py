@@ -28,7 +28,7 @@ class Activations(xconv.Explainer):
     kind = "activations"
     options = (
         xconv.Option("layers", layer_names, None, "layers to show (same as repeating --layer); default: all conv/pool"),
-        xconv.Option("batch_size", int, 8, "images per forward pass"),
+        xconv.Option("batch_size", int, 8, "images per forward pass", minimum=1),
     )
 
     def __init__(self, model, layer=None, **options):

@@ -34,8 +34,8 @@ class CompareRenderer(xconv.Renderer):
     description = "the photo and each method's heatmap side by side (xconv explain --method a,b,c or all)"
     accepts = ("comparison",)
     options = (
-        xconv.Option("height", int, 224, "height of each tile in pixels"),
-        xconv.Option("columns", int, 5, "tiles per row"),
+        xconv.Option("height", int, 224, "height of each tile in pixels", minimum=1),
+        xconv.Option("columns", int, 5, "tiles per row", minimum=1),
         xconv.Option("colormap", str, "jet", "OpenCV colormap for the heatmaps", choices=xconv.COLORMAPS),
         xconv.Option("alpha", float, 0.45, "weight of the colored heatmap in each blend (0-1)"),
     )

@@ -24,9 +24,9 @@ from xconv.faithfulness import (BASELINES, area_under, game_curves, image_probab
 class DeletionGame(xconv.Metric):
     insertion = False
     options = (
-        xconv.Option("steps", int, 20, "equal steps from no pixel to every pixel"),
+        xconv.Option("steps", int, 20, "equal steps from no pixel to every pixel", minimum=1),
         xconv.Option("baseline", str, "blurred", "what removed pixels become", choices=BASELINES),
-        xconv.Option("batch_size", int, 64, "images per compiled forward pass"),
+        xconv.Option("batch_size", int, 64, "images per compiled forward pass", minimum=1),
     )
 
     def score(self, images, targets, explanation):
@@ -51,7 +51,7 @@ class Insertion(DeletionGame):
 
 
 class ConfidenceOnMap(xconv.Metric):
-    options = (xconv.Option("batch_size", int, 64, "images per compiled forward pass"),)
+    options = (xconv.Option("batch_size", int, 64, "images per compiled forward pass", minimum=1),)
 
     def confidences(self, images, targets, explanation):
         """(Y, O): the target's probability on the images and on the images multiplied by their maps."""

@@ -111,7 +111,7 @@ class FilterPatterns(xconv.Explainer):
     needs_images = False
     options = (
         xconv.Option("filters", filter_spec, None, "which filters (default: the first 16)"),
-        xconv.Option("steps", int, 30, "gradient-ascent steps"),
+        xconv.Option("steps", int, 30, "gradient-ascent steps", minimum=1),
         xconv.Option("step_size", float, 0.25, "Adam step size"),
         xconv.Option("size", int, None, "pattern size in pixels (default: the model's input size)"),
         xconv.Option("robust", bool, True, "random shift, scale and rotation each step (off: plain ascent)"),
@@ -122,10 +122,10 @@ class FilterPatterns(xconv.Explainer):
                      choices=("channel", "neuron")),
         xconv.Option("sign", str, "positive", "negative: the input that drives the filter down",
                      choices=("positive", "negative")),
-        xconv.Option("diversity", int, 1, "different patterns per filter (Olah et al.'s diversity term)"),
+        xconv.Option("diversity", int, 1, "different patterns per filter (Olah et al.'s diversity term)", minimum=1),
         xconv.Option("diversity_weight", float, 2.0, "strength of the diversity term, relative to the activation"),
         xconv.Option("seed", int, 0, "random seed of the starting noise and the transforms"),
-        xconv.Option("chunk", int, 64, "patterns optimized together in one batch"),
+        xconv.Option("chunk", int, 64, "patterns optimized together in one batch", minimum=1),
         xconv.Option("jit_compile", bool, False, "compile the step with XLA"),
         xconv.Option("noise", float, 0.01, "spread of the starting noise"),
         xconv.Option("parameterization", str, "fourier", "image parameterization", choices=("fourier", "pixels")),

@@ -104,7 +104,7 @@ class GridRenderer(xconv.Renderer):
     accepts = ("activations", "patterns")
     options = (
         xconv.Option("channel", int, None, "activations: show only this channel, large"),
-        xconv.Option("columns", int, None, "tiles per row (default: 16 channels, 8 patterns)"),
+        xconv.Option("columns", int, None, "tiles per row (default: 16 channels, 8 patterns)", minimum=1),
         xconv.Option("colormap", str, "viridis", "OpenCV colormap for activations", choices=xconv.COLORMAPS),
     )
 

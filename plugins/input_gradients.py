@@ -35,7 +35,7 @@ class SmoothGrad(InputGradientExplainer):
     name = "smoothgrad"
     description = "SmoothGrad (Smilkov et al. 2017): saliency averaged over noisy copies of the image"
     options = (
-        xconv.Option("samples", int, 25, "noisy copies per image"),
+        xconv.Option("samples", int, 25, "noisy copies per image", minimum=1),
         xconv.Option("noise", float, 0.15, "noise standard deviation, as a fraction of the image's input range"),
         xconv.Option("seed", int, 0, "random seed of the noise"),
     )
@@ -64,7 +64,7 @@ class IntegratedGradients(InputGradientExplainer):
     name = "integrated-gradients"
     description = "integrated gradients (Sundararajan et al. 2017) from a black, gray or blurred baseline"
     options = (
-        xconv.Option("steps", int, 64, "points on the path from the baseline (Gauss-Legendre nodes)"),
+        xconv.Option("steps", int, 64, "points on the path from the baseline (Gauss-Legendre nodes)", minimum=1),
         xconv.Option("baseline", str, "black", "the image the path starts from", choices=BASELINES),
     )
 

@@ -19,13 +19,14 @@ from __future__ import annotations
 import numpy as np
 
 import xconv
+from xconv.faithfulness import target_probabilities
 from xconv.perturbation import masked_probabilities
 
 
 class PerturbationExplainer(xconv.Explainer):
     kind = "heatmap"
     takes_layer = False
-    options = (xconv.Option("chunk", int, 64, "masked copies per compiled forward pass"),)
+    options = (xconv.Option("chunk", int, 64, "masked copies per compiled forward pass", minimum=1),)
 
 
 def patch_starts(side: int, patch: int, stride: int) -> list[int]:
@@ -40,8 +41,8 @@ class Occlusion(PerturbationExplainer):
     name = "occlusion"
     description = "occlusion (Zeiler & Fergus 2014): probability drop under a sliding gray patch"
     options = (
-        xconv.Option("patch", int, None, "patch side in pixels (default: 1/8 of the input side)"),
-        xconv.Option("stride", int, None, "patch step in pixels (default: half the patch)"),
+        xconv.Option("patch", int, None, "patch side in pixels (default: 1/8 of the input side)", minimum=1),
+        xconv.Option("stride", int, None, "patch step in pixels (default: half the patch)", minimum=1),
     )
 
     def explain(self, images, targets=None):
@@ -57,10 +58,13 @@ class Occlusion(PerturbationExplainer):
         inputs = self.model.preprocess(images)
         gray = self.model.preprocess(np.full((1, height, width, 3), 128, np.uint8))[0]
         chosen, probabilities = self.targets_and_probabilities(inputs, targets)
+        # The drop is measured on the network the occluded copies go through: a model's test-time flipping
+        # (the bundled one's) would otherwise add a constant offset p_flipped(x) - p(x) to every drop.
+        unoccluded = target_probabilities(self.model, inputs, chosen)
         drops = np.zeros(images.shape[:3], np.float64)
         for index, (image, target) in enumerate(zip(inputs, chosen)):
             occluded, _ = masked_probabilities(self.model, image, gray, self.patch_masks(boxes, patch), target)
-            for (y, x), drop in zip(boxes, probabilities[index, target] - occluded):
+            for (y, x), drop in zip(boxes, unoccluded[index] - occluded):
                 drops[index, y:y + patch, x:x + patch] += drop
         drops = np.divide(drops, covered, out=np.zeros_like(drops), where=covered > 0)
         explanation = xconv.heatmap_explanation(self, xconv.unit_maps(np.maximum(drops, 0)), chosen, probabilities, images)
@@ -84,8 +88,8 @@ class RISE(PerturbationExplainer):
     name = "rise"
     description = "RISE (Petsiuk et al. 2018): probability-weighted mean of random masks"
     options = (
-        xconv.Option("masks", int, 2000, "random masks per image"),
-        xconv.Option("grid", int, 7, "mask cells per side before upsampling"),
+        xconv.Option("masks", int, 2000, "random masks per image", minimum=1),
+        xconv.Option("grid", int, 7, "mask cells per side before upsampling", minimum=1),
         xconv.Option("keep", float, 0.5, "probability that a cell is kept"),
         xconv.Option("seed", int, 0, "random seed of the masks"),
     )

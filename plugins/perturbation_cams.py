@@ -27,7 +27,7 @@ class PerturbationCAM(xconv.CAMExplainer):
     """Shared: the features and predictions in compiled batches, then per-image channel weights."""
 
     needs_gradients = False
-    options = (xconv.Option("chunk", int, 64, "perturbed copies per compiled pass"),)
+    options = (xconv.Option("chunk", int, 64, "perturbed copies per compiled pass", minimum=1),)
 
     def features(self, inputs):
         feature_model = self.model.feature_model([self.layer])
@@ -53,7 +53,7 @@ class ScoreCAM(PerturbationCAM):
     name = "scorecam"
     description = "Score-CAM (Wang et al. 2020): each channel's weight is the class probability it alone reveals"
     options = (xconv.Option("top", int, None, "keep only the N channels of largest activation variance "
-                                              "(Faster Score-CAM); default: all"),)
+                                              "(Faster Score-CAM); default: all", minimum=1),)
 
     def weights(self, inputs, features, chosen):
         channels = features.shape[-1]

@@ -72,9 +72,11 @@ class Randomization(xconv.Metric):
     higher_is_better = False
     curve_labels = ("weighted layers randomized, from the output down", "rank correlation with the original")
     options = (
-        xconv.Option("layers", int, 5, "weighted layers randomized, one more per step, from the output down"),
+        xconv.Option("layers", int, 5, "weighted layers randomized, one more per step, from the output down",
+                     minimum=1),
         xconv.Option("seed", int, 0, "random seed of the new weights"),
-        xconv.Option("draws", int, 1, "independent draws of the new weights (seeds seed, seed+1, ...), averaged"),
+        xconv.Option("draws", int, 1, "independent draws of the new weights (seeds seed, seed+1, ...), averaged",
+                     minimum=1),
     )
 
     def __init__(self, model, **options):

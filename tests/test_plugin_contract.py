@@ -423,7 +423,8 @@ def test_disabling_on_the_command_line_keeps_the_plugin_from_running(make_plugin
 
 
 @pytest.mark.parametrize("value,error", [
-    (None, "needs a int value"), (2.7, "must be int"), (True, "must be int"), ("many", "must be int"),
+    (None, "needs a int >= 1 value"), (2.7, "must be int"), (True, "must be int"), ("many", "must be int"),
+    (0, "must be at least 1, got 0"),
 ])
 def test_ill_typed_python_values_are_refused(model_file, photo, value, error):
     model = xconv.load_model(model_file)

@@ -27,7 +27,7 @@ class CAMExplainer(Explainer):
 
     kind = "heatmap"
     needs_gradients = True
-    options = (SCORE_OPTION, Option("batch_size", int, 16, "images per compiled forward and backward pass"))
+    options = (SCORE_OPTION, Option("batch_size", int, 16, "images per compiled forward and backward pass", minimum=1))
 
     def __init__(self, model, layer=None, **options):
         super().__init__(model, layer=model.layer_path(layer), **options)

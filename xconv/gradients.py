@@ -27,7 +27,8 @@ class InputGradientExplainer(Explainer):
     takes_layer = False
     #: Whether the gradients pass through guided-backpropagation gates (:mod:`xconv.guided`).
     guided = False
-    options = (SCORE_OPTION, Option("batch_size", int, 16, "image copies per compiled forward and backward pass"))
+    options = (SCORE_OPTION,
+               Option("batch_size", int, 16, "image copies per compiled forward and backward pass", minimum=1))
 
     def __init__(self, model, layer=None, **options):
         super().__init__(model, layer=layer, **options)

@@ -30,12 +30,23 @@ class GuidedGate(keras.layers.Layer):
 
 
 def is_relu_output(layer) -> bool:
-    """An Activation('relu'), a plain ReLU layer, or a layer with ``activation='relu'`` (Conv2D, Dense, ...)."""
+    """A rectifier's output: ReLU, also capped (ReLU6) or thresholded, as a layer, an Activation or a layer's
+    ``activation``. A leaky one is not: its negative side passes gradient, so the guided rule does not apply.
+    The gate after a capped ReLU gives (0 < z < cap) * (g > 0) * g, the rule with the cap's own gate."""
     if isinstance(layer, keras.layers.ReLU):
-        return layer.max_value is None and not float(layer.negative_slope) and not float(layer.threshold)
-    return getattr(getattr(layer, "activation", None), "__name__", "") == "relu"
+        return not float(layer.negative_slope)
+    return getattr(getattr(layer, "activation", None), "__name__", "") in ("relu", "relu6")
 
 
-def guide_relu_gradients(layer, output):
-    """The ``transform`` for :func:`xconv.layers.build_feature_model`: gate the gradient after each ReLU."""
-    return GuidedGate(name=f"{layer.name}_guided")(output) if is_relu_output(layer) else output
+class GuidedGates:
+    """The ``transform`` for :func:`xconv.layers.build_feature_model`: a gate on the gradient after each
+    ReLU; counts them, since a model without ReLUs would quietly give the plain gradient."""
+
+    def __init__(self):
+        self.gates = 0
+
+    def __call__(self, layer, output):
+        if not is_relu_output(layer):
+            return output
+        self.gates += 1
+        return GuidedGate(name=f"{layer.name}_guided")(output)

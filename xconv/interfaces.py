@@ -100,9 +100,15 @@ class Model:
                 return fold(self.feature_model(layer_paths, head, spatial_size, guided=guided))
             transform = None
             if guided:
-                from xconv.guided import guide_relu_gradients as transform
-            return build_feature_model(self.keras_model, list(paths), head=head, spatial_size=spatial_size,
-                                       transform=transform)
+                from xconv.guided import GuidedGates
+
+                transform = GuidedGates()
+            built = build_feature_model(self.keras_model, list(paths), head=head, spatial_size=spatial_size,
+                                        transform=transform)
+            if guided and not transform.gates:
+                raise XconvError(f"guided backpropagation needs ReLU activations, and model {self.display_name!r} has "
+                                 "none: its guided gradient would be the plain one (use saliency)")
+            return built
 
         return self.cached(key, build)
 

@@ -32,8 +32,9 @@ _already_resolved = contextvars.ContextVar("xconv_options_already_resolved", def
 class Option:
     """One option: ``type`` is int, float, bool, str, or a converter ``value -> value`` raising ValueError.
 
-    ``choices`` limits the (converted) value to a fixed set; ``default`` is used when the option is not given
-    (it is not converted, so ``None`` can mean "decide later").
+    ``choices`` limits the (converted) value to a fixed set, ``minimum`` bounds it from below (a count of steps
+    or copies: 0 would be an empty loop or a division by zero deep inside); ``default`` is used when the
+    option is not given (it is not converted, so ``None`` can mean "decide later").
     """
 
     name: str
@@ -41,12 +42,14 @@ class Option:
     default: Any = None
     help: str = ""
     choices: tuple = ()
+    minimum: int | float | None = None
 
     @property
     def type_name(self) -> str:
         if self.choices:
             return "|".join(map(str, self.choices)) if len(self.choices) <= 4 else "choice"
-        return getattr(self.type, "type_name", None) or getattr(self.type, "__name__", "value")
+        name = getattr(self.type, "type_name", None) or getattr(self.type, "__name__", "value")
+        return name if self.minimum is None else f"{name} >= {self.minimum}"
 
     def convert(self, value, owner: str):
         """The value as this option's type; text (from the CLI) is parsed, Python values are checked."""
@@ -62,6 +65,8 @@ class Option:
         if self.choices and converted not in self.choices:
             raise XconvError(f"option {self.name} of {owner} must be one of {', '.join(map(str, self.choices))}; "
                              f"got {value!r}")
+        if self.minimum is not None and converted < self.minimum:
+            raise XconvError(f"option {self.name} of {owner} must be at least {self.minimum}, got {value!r}")
         return converted
 
     def _convert(self, value):
