@@ -415,3 +415,12 @@ def test_cli_compares_methods_side_by_side(model_file, tmp_path):
     ]:
         result = run("explain", photo, "--model", model_file, "--out", tmp_path / "c", *args)
         assert result.exit_code == 1 and needle in result.output, (args, result.output)
+
+
+@pytest.mark.parametrize("method", [name for name in IMAGE_METHODS
+                                    if issubclass(get_registry().get("explainer", name), xconv.CAMExplainer)])
+def test_cam_methods_refuse_a_layer_without_spatial_output(tiny, images, method):
+    """A dense or pooled layer is one line naming the problem, not a TensorFlow shape error from the graph."""
+    for layer in ("gap", "predictions"):
+        with pytest.raises(xconv.XconvError, match=f"{layer!r} has none"):
+            xconv.explain(tiny, images, method, layer=layer)

@@ -34,7 +34,7 @@ def server(catsdogs):
     from xconv.web.service import ExplainService
 
     live = LiveServer(create_app(ExplainService(catsdogs), max_upload_bytes=2 * 1024 * 1024,
-                                 max_pixels=30_000_000)).start()
+                                 local_only=True)).start()  # as `xconv serve` runs on loopback
     yield live
     live.stop()
 
@@ -48,6 +48,8 @@ def photos(tmp_path_factory):
     Image.fromarray(cat[:, ::-1][40:, 60:]).save(folder / "crop.png")
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
     (folder / "text.png").write_text("hello")
+    (folder / "too large.jpg").write_bytes(b"not a photo, whatever its name says")
+    Image.fromarray(np.tile(cat[:1], (1, 2, 1))).save(folder / "strip.png")  # 1 x 902: 0.497 rows when shrunk
     return folder
 
 
@@ -98,6 +100,8 @@ def test_explain_returns_an_overlay_per_class_and_the_activation_grid(server, ph
     ("chelsea.jpg", {"method": "nope"}, 400, "unknown method 'nope'"),
     ("chelsea.jpg", {"layer": "nope"}, 400, "unknown layer 'nope'"),
     ("chelsea.jpg", {"activations": "predictions"}, 400, "has no spatial output"),
+    ("chelsea.jpg", {"layer": "predictions"}, 400, "has no spatial output to explain"),
+    ("too large.jpg", {}, 400, "too large.jpg: not an image file"),  # the status is not read from the name
     ("chelsea.jpg", {"classes": "some"}, 400, "classes must be"),
 ])
 def test_bad_requests_get_one_line_and_a_4xx(server, photos, name, fields, status, message):
@@ -111,7 +115,7 @@ def test_limits_refuse_big_uploads_bombs_and_paths(server, photos, tmp_path):
     big.write_bytes(b"\x89PNG" + os.urandom(3 * 1024 * 1024))
     assert post(f"{server.url}/api/explain", big).status_code == 413
     bomb = tmp_path / "bomb.png"
-    Image.new("L", (8000, 5000)).save(bomb)  # small file, 40 megapixels
+    Image.new("L", (8000, 5001)).save(bomb)  # a small file, just over the default 40 megapixels
     response = post(f"{server.url}/api/explain", bomb)
     assert response.status_code == 413 and "too large to decode safely" in response.json()["error"]
     for name in ("../../etc/passwd", "/etc/passwd", "chelsea/../x"):
@@ -119,6 +123,27 @@ def test_limits_refuse_big_uploads_bombs_and_paths(server, photos, tmp_path):
         assert response.status_code == 404 and "unknown sample" in response.json()["error"]
     assert httpx.get(f"{server.url}/static/../../pyproject.toml").status_code == 404
     assert httpx.get(f"{server.url}/api/samples/chelsea").headers["content-type"] == "image/png"
+
+
+def test_a_one_pixel_strip_is_explained(server, photos):
+    answer = post(f"{server.url}/api/explain", photos / "strip.png", classes="predicted")
+    assert answer.status_code == 200, answer.text
+    assert decode_data_url(answer.json()["heatmaps"][0]["png"]).shape[:2] == (1, 448)
+
+
+def test_loopback_server_refuses_other_hosts_and_cross_site_uploads(server, photos):
+    """DNS rebinding (a page at evil.example whose name now points at 127.0.0.1) and cross-site forms."""
+    port = server.port
+    assert httpx.get(f"{server.url}/api/models", headers={"Host": f"evil.example:{port}"}).status_code == 403
+    assert httpx.get(f"{server.url}/api/models", headers={"Host": f"localhost:{port}"}).status_code == 200
+    with open(photos / "chelsea.jpg", "rb") as handle:
+        data = handle.read()
+    foreign = httpx.post(f"{server.url}/api/predict", files={"file": ("c.jpg", data)},
+                         headers={"Origin": "http://evil.example"})
+    assert foreign.status_code == 403 and "another site" in foreign.json()["error"]
+    own = httpx.post(f"{server.url}/api/predict", files={"file": ("c.jpg", data)},
+                     headers={"Origin": f"http://127.0.0.1:{port}"})
+    assert own.status_code == 200
 
 
 def test_filter_patterns_are_computed_once_per_layer(server):
@@ -282,6 +307,7 @@ def test_report_is_self_contained_and_renders_in_chromium(catsdogs, photos, tmp_
     assert report.photos == 2 and [e.path for e in report.errors] == [str(photos / "broken.jpg")]
     assert not re.search(r'(src|href)="(?!data:)', text)  # every picture inline, nothing fetched
     assert report.path.stat().st_size < 1.5e6  # two photos; ten stay a few MB
+    assert str(photos) not in text  # bad files by name: the report is handed to others
     label, score = cli_prediction(catsdogs, photos / "chelsea.jpg")
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as playwright:
@@ -319,4 +345,8 @@ def test_report_refuses_no_methods_or_no_photos_before_any_work(catsdogs, photos
         build_report(catsdogs, [photos / "chelsea.jpg"], tmp_path / "r.html", methods=[])
     with pytest.raises(xconv.XconvError, match="no input images"):
         build_report(catsdogs, [], tmp_path / "r.html")
+    with pytest.raises(xconv.XconvError, match="unknown layer 'block9_pool'"):
+        build_report(catsdogs, [photos / "chelsea.jpg"], tmp_path / "r.html", filter_layer="block9_pool")
+    with pytest.raises(xconv.XconvError, match="not a conv or pooling layer"):
+        build_report(catsdogs, [photos / "chelsea.jpg"], tmp_path / "r.html", filter_layer="predictions")
     assert not (tmp_path / "r.html").exists()

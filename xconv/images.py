@@ -34,6 +34,10 @@ class ImageError(XconvError):
         return type(self), (self.path, self.reason)
 
 
+class ImageTooLargeError(ImageError):
+    """An image over the size or pixel limit (a web upload answers it with 413, not 400)."""
+
+
 def expand_inputs(inputs: list[str | os.PathLike]) -> list[Path]:
     """Expand folders to the images inside them and their sub-folders (``data/validation/cats/...``), sorted
     by relative path so runs are repeatable; hidden files and folders are skipped; files stay as given."""
@@ -80,7 +84,7 @@ def decode_image(source, name, max_pixels: int = MAX_PIXELS) -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source) as image:
                 if image.width * image.height > max_pixels:
-                    raise ImageError(name, f"image too large to decode safely ({image.width}x{image.height})")
+                    raise ImageTooLargeError(name, f"image too large to decode safely ({image.width}x{image.height})")
                 image.seek(0)  # first frame of an animated GIF/WebP/TIFF
                 image.load()
                 image = ImageOps.exif_transpose(image)
@@ -88,7 +92,7 @@ def decode_image(source, name, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(name, "image too large to decode safely (decompression bomb)") from None
+        raise ImageTooLargeError(name, "image too large to decode safely (decompression bomb)") from None
     except UnidentifiedImageError:
         raise ImageError(name, "not an image file (unrecognized format)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:

@@ -43,6 +43,10 @@ def build_report(model, images, out, methods=("gradcam",), activation_layers: in
     service = ExplainService(model)
     layers = service.layers[:activation_layers]
     keys = [service.check(ExplainKey(method)) for method in methods]
+    # Checked before any photo is explained: a typo must not cost the whole run.
+    filter_layer = model.layer_path(filter_layer) if filter_layer else service.layers[len(service.layers) // 3]
+    if filter_layer not in service.layers:
+        raise XconvError(f"--filters-layer {filter_layer!r} is not a conv or pooling layer; filter patterns need one")
     report = Report(Path(out))
     sections = []
     for start in range(0, len(images), batch_size):
@@ -62,7 +66,7 @@ def build_report(model, images, out, methods=("gradcam",), activation_layers: in
             sections.append(photo_section(name, upload, [results[index] for results in per_method],
                                           {layer: grid[index] for layer, grid in grids.items()}))
         report.photos += len(uploads)
-    filters = service.filters(filter_layer or service.layers[len(service.layers) // 3])
+    filters = service.filters(filter_layer)
     body = summary(model, report, methods) + "".join(sections) + filter_section(filters) + error_section(report)
     report.path.parent.mkdir(parents=True, exist_ok=True)
     report.path.write_text(page(f"xconv report: {model.display_name}", body), encoding="utf-8")
@@ -103,5 +107,7 @@ def filter_section(filters: dict) -> str:
 def error_section(report: Report) -> str:
     if not report.errors:
         return ""
-    items = "".join(f"<li>{html.escape(str(error))}</li>" for error in report.errors)
+    # The file's name, not its path as typed: the report is meant to be handed to someone else.
+    items = "".join(f"<li>{html.escape(Path(error.path).name)}: {html.escape(error.reason)}</li>"
+                    for error in report.errors)
     return f'<section class="xconv-card xconv-error"><h2>Not explained</h2><ul>{items}</ul></section>'

@@ -20,8 +20,8 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from xconv.errors import XconvError, first_line
-from xconv.images import ImageError, decode_bytes
+from xconv.errors import UnknownNameError, XconvError, first_line
+from xconv.images import ImageTooLargeError, decode_bytes
 from xconv.web.batching import MicroBatcher
 from xconv.web.service import SAMPLES, ExplainKey, ExplainService, sample_photo
 
@@ -47,10 +47,34 @@ def with_data_urls(value):
     return value
 
 
+#: Host names a loopback-only server answers to.
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def request_host(value: str) -> str:
+    """The host name of a Host header or of an Origin's authority, without port or IPv6 brackets."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1:value.find("]")] if "]" in value else value
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+def cross_site(request: Request) -> bool:
+    """A browser request sent by a page of another origin (its Origin names another host and port)."""
+    origin = request.headers.get("origin")
+    if not origin or origin == "null":
+        return bool(origin)
+    return origin.split("://", 1)[-1].lower() != request.headers.get("host", "").lower()
+
+
 def create_app(service: ExplainService, token: str | None = None, max_batch: int = 16,
-               max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_UPLOAD_PIXELS):
+               max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_UPLOAD_PIXELS,
+               local_only: bool = False):
     """The FastAPI app over one loaded model. ``token``: required on every request when set (header
-    ``Authorization: Bearer``, ``X-Xconv-Token``, ``?token=`` which also sets a cookie for the page)."""
+    ``Authorization: Bearer``, ``X-Xconv-Token``, ``?token=`` which also sets a cookie for the page).
+    ``local_only`` (a loopback server without a token): requests must name a loopback host, so a web page
+    elsewhere cannot reach the server through DNS rebinding. Uploads from another origin's pages are
+    refused either way (a form posted across sites needs no permission from the browser)."""
     batcher = MicroBatcher(lambda key, uploads: run_batch(service, key, uploads), max_batch=max_batch)
 
     @asynccontextmanager
@@ -74,7 +98,9 @@ def create_app(service: ExplainService, token: str | None = None, max_batch: int
 
     @app.exception_handler(XconvError)
     async def user_error(request, error: XconvError):
-        status = 413 if "too large" in str(error) else 404 if "unknown sample" in str(error) else 400
+        # By type, not by text: an ImageError's message starts with the client's own file name.
+        unknown_sample = isinstance(error, UnknownNameError) and error.kind == "sample"
+        status = 413 if isinstance(error, ImageTooLargeError) else 404 if unknown_sample else 400
         return JSONResponse({"error": first_line(error)}, status_code=status)
 
     @app.exception_handler(RequestValidationError)
@@ -84,12 +110,17 @@ def create_app(service: ExplainService, token: str | None = None, max_batch: int
 
     @app.exception_handler(Exception)
     async def internal_error(request, error: Exception):
-        # A bug, not a user mistake: one line to the client and the server log, no traceback.
+        # A bug, not a user mistake: one line in the server's log; the client learns no library paths.
         print(f"xconv serve: internal error on {request.url.path}: {first_line(error)}", file=sys.stderr)
-        return JSONResponse({"error": f"internal error: {first_line(error)}"}, status_code=500)
+        return JSONResponse({"error": "internal error (the server's log has the details)"}, status_code=500)
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
+        if local_only and request_host(request.headers.get("host", "")) not in LOOPBACK_HOSTS:
+            return JSONResponse({"error": "this xconv server answers only requests for localhost or 127.0.0.1"},
+                                status_code=403)
+        if request.method == "POST" and cross_site(request):
+            return JSONResponse({"error": "uploads from another site's page are refused"}, status_code=403)
         if token is not None:
             offered = (request.headers.get("x-xconv-token") or request.query_params.get("token")
                        or request.cookies.get(TOKEN_COOKIE) or "")
@@ -124,7 +155,7 @@ def create_app(service: ExplainService, token: str | None = None, max_batch: int
         finally:
             await file.close()
         if len(data) > max_upload_bytes:
-            raise ImageError(name, f"upload too large (over {max_upload_bytes // (1024 * 1024)} MB)")
+            raise ImageTooLargeError(name, f"upload too large (over {max_upload_bytes // (1024 * 1024)} MB)")
         photo = await asyncio.to_thread(decode_bytes, data, name, max_pixels)
         return await asyncio.to_thread(service.upload, photo, name)
 

@@ -32,7 +32,8 @@ def serve(model, host: str = "127.0.0.1", port: int = 8000, token: str | None = 
     from xconv.web.service import ExplainService
 
     token = access_token(host, token, no_token)
-    app = create_app(ExplainService(model), token=token, max_batch=max_batch)
+    app = create_app(ExplainService(model), token=token, max_batch=max_batch,
+                     local_only=token is None and is_loopback(host))
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
     echo(f"xconv serving {model.display_name} at {url}  (API docs: {url.split('?')[0]}docs; Ctrl-C stops)")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 import xconv
-from xconv.errors import XconvError
+from xconv.errors import UnknownNameError, XconvError
 from xconv.images import resize
 
 #: Photos shipped with the package (scikit-image's CC0 samples), offered on the page by name only.
@@ -33,7 +33,7 @@ def sample_photo(name: str) -> np.ndarray:
     from skimage import data
 
     if name not in SAMPLES:
-        raise XconvError(f"unknown sample {name!r}; choose one of {', '.join(SAMPLES)}")
+        raise UnknownNameError("sample", name, SAMPLES)
     return np.asarray(getattr(data, SAMPLES[name])(), np.uint8)
 
 
@@ -98,7 +98,9 @@ class ExplainService:
 
     def upload(self, photo: np.ndarray, name: str = "upload") -> Upload:
         scale = DISPLAY_SIZE / max(photo.shape[:2])
-        display = photo if scale >= 1 else resize(photo, (round(photo.shape[0] * scale), round(photo.shape[1] * scale)))
+        # At least a pixel a side: a 1 x 900 strip would round to 0 rows, which OpenCV refuses.
+        display = photo if scale >= 1 else resize(photo, (max(1, round(photo.shape[0] * scale)),
+                                                          max(1, round(photo.shape[1] * scale))))
         return Upload(resize(photo, self.model.input_size), display, name)
 
     def check(self, key: ExplainKey) -> ExplainKey:
@@ -107,6 +109,8 @@ class ExplainService:
         if key.method not in names:
             raise XconvError(f"unknown method {key.method!r}; choose one of {', '.join(names)}")
         layer = self.model.layer_path(key.layer) if key.layer and names[key.method]["takes_layer"] else None
+        if layer is not None and not xconv.layers.find_layer(self.model.keras_model, layer).is_spatial:
+            raise XconvError(f"layer {key.layer!r} has no spatial output to explain; choose a conv or pooling layer")
         activation_layer = self.model.layer_path(key.activation_layer) if key.activation_layer else None
         if activation_layer is not None and activation_layer not in self.layers:
             raise XconvError(f"layer {key.activation_layer!r} has no spatial output to show")
