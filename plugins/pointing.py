@@ -1,7 +1,7 @@
 """Pointing game (Zhang et al. 2016): does the map's maximum fall on the object?
 
-A hit when the map's highest point (after bilinear upsampling to the photo's original size) lies inside
-a box of the target class, grown by ``tolerance`` pixels on every side (15 px as in the paper). Boxes
+A hit when the map's highest point (after bilinear upsampling to the photo's original size) lies within
+``tolerance`` pixels (Euclidean distance; 15 px as in the paper) of a box of the target class. Boxes
 come from ``-O boxes=FILE`` (``xconv score --boxes FILE``), a JSON list or a CSV with one record per image
 and class: ``image`` (the file name, or its path), ``class`` (name or index), ``x0, y0, x1, y1`` in the
 original image's pixels. An image with no box for its target gets NaN (left out of the mean).
@@ -37,12 +37,19 @@ def read_boxes(path) -> list[dict]:
                                f"({xconv.first_line(error)})") from None
 
 
+def distance_to_box(x: float, y: float, box) -> float:
+    """Euclidean distance from a point to a box (0 inside): Zhang et al.'s tolerance is a radius, so a point
+    15 px off a corner diagonally (21 px away) is a miss."""
+    x0, y0, x1, y1 = box
+    return float(np.hypot(max(x0 - x, 0.0, x - x1), max(y0 - y, 0.0, y - y1)))
+
+
 class Pointing(xconv.Metric):
     name = "pointing"
     description = "1 when the map's maximum falls in a box of the target class (Zhang et al. 2016)"
     options = (
         xconv.Option("boxes", str, None, "JSON or CSV file of boxes (image, class, x0, y0, x1, y1)"),
-        xconv.Option("tolerance", float, 15.0, "pixels added around each box, at the original resolution"),
+        xconv.Option("tolerance", float, 15.0, "largest distance in pixels from the box, at the original resolution"),
     )
 
     def __init__(self, model, **options):
@@ -70,9 +77,7 @@ class Pointing(xconv.Metric):
                 continue
             full = maps_at_input_size(heatmap[None], originals[index].shape[:2])[0]
             y, x = np.unravel_index(np.argmax(full), full.shape)
-            tolerance = self.tolerance
-            values[index] = float(any(x0 - tolerance <= x <= x1 + tolerance and y0 - tolerance <= y <= y1 + tolerance
-                                      for x0, y0, x1, y1 in boxes))
+            values[index] = float(any(distance_to_box(x, y, box) <= self.tolerance for box in boxes))
         return xconv.MetricResult(values)
 
 

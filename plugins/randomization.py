@@ -4,7 +4,10 @@ The model's weighted layers are re-initialized cumulatively from the top down (t
 by their own initializers with fixed seeds, on a copy: the user's model is never touched and a run
 repeats exactly. After each step the method's maps are recomputed for the
 same images and targets and compared with the original maps: Spearman rank correlation (the value
-reported, after the last step, in ``curves`` after every step) and SSIM (``randomization-ssim``). A
+reported, after the last step, in ``curves`` after every step) and SSIM (``randomization-ssim``, after
+every step in ``extra_curves``). Where a map is constant (a randomized model's Grad-CAM can be zero
+everywhere) the rank correlation is undefined: NaN, left out of the mean, while SSIM still counts it, so the
+two rows may cover different numbers of images (the table's ``images``). A
 faithful method's maps must change, so lower is better; a method whose maps stay the same while the
 model turns random is describing the image, not the model. One draw of the new weights can land far
 from another (Grad-CAM on the bundled model: 0.30 with one seed, 0.09 with the next two), so ``draws``
@@ -38,7 +41,8 @@ def rank_correlation(first: np.ndarray, second: np.ndarray) -> float:
 def structural_similarity(first: np.ndarray, second: np.ndarray) -> float:
     from skimage.metrics import structural_similarity as ssim
 
-    return float(ssim(first, second, data_range=1.0, win_size=min(7, *first.shape) // 2 * 2 + 1 or 3))
+    side = min(7, *first.shape)
+    return float(ssim(first, second, data_range=1.0, win_size=side if side % 2 else side - 1))  # odd, as skimage wants
 
 
 def seeded_clone(keras_model, seed: int):
@@ -124,13 +128,14 @@ class Randomization(xconv.Metric):
             correlations.append([])
             similarities.append([])
             for _, model in self.randomized_models(draw):
-                again = xconv.explain(model, images, explanation.method, target=list(map(int, targets)), layer=layer)
+                again = xconv.explain(model, images, explanation.method, target=list(map(int, targets)), layer=layer,
+                                      **explanation.options)  # the same settings: only the model changed
                 changed = maps_at_input_size(again.heatmaps, size)
                 correlations[-1].append([rank_correlation(a, b) for a, b in zip(original, changed)])
                 similarities[-1].append([structural_similarity(a, b) for a, b in zip(original, changed)])
         curves, ssim = (mean_over_draws(np.array(values)).T for values in (correlations, similarities))
         return xconv.MetricResult(curves[:, -1], curves, np.arange(1, curves.shape[1] + 1),
-                                  extra={"randomization-ssim": ssim[:, -1]})
+                                  extra={"randomization-ssim": ssim[:, -1]}, extra_curves={"randomization-ssim": ssim})
 
 
 def mean_over_draws(values: np.ndarray) -> np.ndarray:

@@ -231,8 +231,11 @@ def test_average_drop_and_increase_in_confidence(region_model):
     assert (drop < 0.01).all()  # the map keeps the whole region: no confidence lost
     lost = metric(region_model, "average-drop").score(images, targets, explanation_of(region_map(True), images))
     assert (lost.values > 0.99).all()  # the map blacks the region out
-    increase = metric(region_model, "increase-in-confidence").score(images, targets, explanation_of(region_map(), images))
-    assert set(increase.values.tolist()) <= {0.0, 1.0}
+    increase = metric(region_model, "increase-in-confidence")
+    blacked_out = explanation_of(region_map(True), images)
+    # Blacking the region out makes the model sure it is "off": more confident in "off", less in "on".
+    assert increase.score(images, np.array([0, 0]), blacked_out).values.tolist() == [1.0, 1.0]
+    assert increase.score(images, targets, blacked_out).values.tolist() == [0.0, 0.0]
 
 
 def test_pointing_against_hand_made_boxes(tmp_path, region_model):
@@ -250,6 +253,10 @@ def test_pointing_against_hand_made_boxes(tmp_path, region_model):
     assert values[0] == 1 and values[1] == 0 and np.isnan(values[2])  # c.png has a box for 'off' only
     generous = metric(region_model, "pointing", boxes=str(tmp_path / "boxes.json"), tolerance=40)
     assert generous.score(white(3), np.array([1, 1, 1]), explanation).values[1] == 1
+    from xconv_plugins.pointing import distance_to_box
+
+    # The tolerance is a distance: 10 px right and 10 px below a corner is 14.1 px away, not 10.
+    assert distance_to_box(18, 18, (0, 0, 8, 8)) == pytest.approx(200 ** 0.5) and distance_to_box(4, 4, (0, 0, 8, 8)) == 0
     (tmp_path / "boxes.csv").write_text("image,class,x0,y0,x1,y1\na.png,on,0,0,8,8\n")
     csv_values = metric(region_model, "pointing", boxes=str(tmp_path / "boxes.csv")).score(
         white(1), np.array([1]), explanation_of(maps[:1], white(1)))
@@ -287,6 +294,20 @@ def test_cascading_randomization_changes_a_copy_only():
     result = randomization.score(images, np.asarray(explanation.targets), explanation)
     assert result.curves.shape == (2, 2) and np.all(np.abs(result.values) <= 1)
     assert result.extra["randomization-ssim"].shape == (2,)
+    ssim_steps = result.extra_curves["randomization-ssim"]  # SSIM after every step, the last one the value
+    assert ssim_steps.shape == (2, 2) and np.array_equal(ssim_steps[:, -1], result.extra["randomization-ssim"])
+
+
+def test_randomization_explains_again_with_the_method_options(monkeypatch):
+    """Only the model may change between the original maps and the randomized ones, not the settings."""
+    model = tiny_convnet(classes=3)
+    images = random_images(2, (32, 32), seed=3)
+    explanation = xconv.explain(model, images, "smoothgrad", samples=3, noise=0.05)
+    seen = []
+    real = xconv.explain
+    monkeypatch.setattr(xconv, "explain", lambda *args, **kwargs: seen.append(kwargs) or real(*args, **kwargs))
+    metric(model, "randomization", layers=1).score(images, np.asarray(explanation.targets), explanation)
+    assert seen and all(kwargs["samples"] == 3 and kwargs["noise"] == 0.05 for kwargs in seen)
 
 
 def test_randomization_draws_average_independent_seeds():
@@ -351,6 +372,23 @@ def test_score_reports_references_and_writes_files(tmp_path):
     rows = (tmp_path / "out" / "score.csv").read_text().splitlines()
     assert rows[0] == "image,target,method,metric,value" and len(rows) == 1 + 3 * 4 * 3
     assert (tmp_path / "out" / "score.png").stat().st_size > 10_000
+    saved = json.loads((tmp_path / "out" / "score.json").read_text())
+    curve = next(c for c in saved["curves"] if c["method"] == "gradcam" and c["metric"] == "deletion")
+    assert curve["x"] == [0.0, 0.25, 0.5, 0.75, 1.0] and len(curve["mean"]) == 5
+
+    def score(*args):
+        return CliRunner().invoke(build_app(), ["score", *map(str, args), "--model", str(model_path), "--out",
+                                                str(tmp_path / "out2"), "-O", "metric.steps=2"])
+
+    one = score(tmp_path / "0.png", "--json")  # one image: no interval, written as null, never as NaN
+    assert one.exit_code == 0 and "NaN" not in one.output and '"ci95": null' in one.output
+    (tmp_path / "boxes.csv").write_text("image,class,x0,y0,x1,y1\nelsewhere.png,cat,0,0,10,10\n")
+    boxed = score(tmp_path / "0.png", "--metric", "deletion", "--boxes", tmp_path / "boxes.csv")
+    assert boxed.exit_code == 0 and "warning: pointing gave no value for any image" in boxed.output
+    nothing = score(tmp_path / "bad.png")
+    assert nothing.exit_code == 1 and "none of the 1 inputs could be scored" in nothing.output
+    assert "Traceback" not in nothing.output and "internal error" not in nothing.output
+    assert "needs at least one metric" in score(tmp_path / "0.png", "--metric", ",").output
 
 
 def test_python_score_lists_files_it_could_not_decode(tmp_path):
@@ -381,8 +419,24 @@ def test_python_score_returns_rows_and_fills_the_table():
     assert values["deletion", "center"] != values["insertion", "center"]
     with pytest.raises(xconv.XconvError, match="only heatmap methods"):
         xconv.score(model, random_images(1, (32, 32)), ["activations"], ["deletion"])
+    by_text = xconv.score(model, random_images(1, (32, 32)), "gradcam", "deletion", metric_options={"deletion": {"steps": 2}})
+    assert len(by_text) == 3  # "gradcam" is one method, not seven letters
+    with pytest.raises(xconv.XconvError, match="at least one method and one metric"):
+        xconv.score(model, random_images(1, (32, 32)), [], ["deletion"])
     with pytest.raises(xconv.XconvError, match="has no option 'stepz'"):
         xconv.score(model, random_images(1, (32, 32)), ["gradcam"], ["deletion"], metric_options={"deletion": {"stepz": 2}})
+
+
+def test_summary_uses_students_t_and_best_respects_the_direction():
+    table = ScoreTable()
+    for method, values in (("a", [1.0, 2.0, 3.0]), ("b", [2.0, 3.0, 4.0]), ("random", [0.0, 0.0, 0.0])):
+        for value in values:
+            for name in ("loss", "gain"):
+                table.rows.append({"image": "i", "target": "t", "method": method, "metric": name, "value": value})
+    table.higher_is_better.update(loss=False, gain=True)
+    row = next(r for r in table.summary() if r["method"] == "a" and r["metric"] == "loss")
+    assert row["mean"] == 2.0 and row["ci95"] == pytest.approx(4.302653 / 3 ** 0.5, rel=1e-5)  # t(0.975, 2 dof)
+    assert table.best() == {"loss": "a", "gain": "b"}  # the random row, lowest of all, is a reference
 
 
 def test_mean_curve_skips_an_image_whose_step_is_undefined():

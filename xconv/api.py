@@ -118,6 +118,7 @@ def explain(model: Model, images, method: str = "gradcam", target=None, layer=No
     explanation.originals = originals if originals is not None else decoded
     explanation.sources = [str(s) for s in sources] if sources is not None else paths
     explanation.index_offset = index_offset
+    explanation.options = dict(resolved)
     return explanation
 
 
@@ -160,8 +161,8 @@ def compare(model: Model, images, methods: list[str], target=None, layer=None, *
 
 def score(model: Model, images, methods=("gradcam",), metrics=("deletion", "insertion"), target=None, *,
           method_options=None, metric_options=None, batch_size: int = 16, table=None, track=None):
-    """Score every method with every metric on ``images`` (paths, decoded in chunks of ``batch_size``, or a
-    uint8 array at input size), plus the ``random`` and ``center`` reference rows. Returns the per-image
+    """Score every method with every metric (names, or one comma-separated string) on ``images`` (paths,
+    decoded in chunks of ``batch_size``, or a uint8 array at input size), plus the ``random`` and ``center`` reference rows. Returns the per-image
     rows (image, target, method, metric, value): a pandas DataFrame when pandas is installed, else a list
     of dicts. ``table``: a :class:`xconv.scoring.ScoreTable` to fill (summaries, curves, files; files that
     could not be decoded are in ``table.skipped``). ``track(batches, total)`` wraps the iterator of decoded
@@ -169,7 +170,11 @@ def score(model: Model, images, methods=("gradcam",), metrics=("deletion", "inse
     from xconv.scoring import ScoreTable, score_batch
 
     registry = get_registry()
-    methods, metrics = list(methods), list(metrics)
+    methods, metrics = (names.split(",") if isinstance(names, str) else list(names) for names in (methods, metrics))
+    methods, metrics = ([name.strip() for name in names if name.strip()] for names in (methods, metrics))
+    if not methods or not metrics:
+        raise XconvError("score needs at least one method and one metric, e.g. methods=['gradcam'], "
+                         "metrics=['deletion', 'insertion']")
     for name in methods:
         cls = registry.get("explainer", name)
         if cls.kind != "heatmap" or not cls.needs_images:

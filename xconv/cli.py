@@ -501,12 +501,18 @@ def score(
     unsafe: bool = UNSAFE_OPTION,
 ):
     """Rank explanation methods by faithfulness metrics on your photos, against random and center maps."""
-    from xconv.scoring import REFERENCES, ScoreTable, write_files
+    from xconv.scoring import REFERENCES, ScoreTable, json_text, write_files
 
     registry = get_registry()
     methods = method_names(method)
-    metrics = (registry.names("metric") if metric.strip().lower() == "all"
-               else list(dict.fromkeys(n.strip() for n in metric.split(",") if n.strip())))
+    if metric.strip().lower() == "all":  # pointing only with boxes to point at
+        metrics = [name for name in registry.names("metric") if name != "pointing" or boxes]
+    else:
+        metrics = list(dict.fromkeys(n.strip() for n in metric.split(",") if n.strip()))
+    if boxes and "pointing" not in metrics:
+        metrics.append("pointing")  # --boxes asks for the pointing game
+    if not metrics:
+        raise XconvError("--metric needs at least one metric, e.g. deletion,insertion (see `xconv list`)")
     method_classes = {name: registry.get("explainer", name) for name in methods}
     metric_classes = {name: registry.get("metric", name) for name in metrics}
     assignments = parse_assignments(option) + ([("pointing", "boxes", str(boxes))] if boxes else [])
@@ -522,10 +528,16 @@ def score(
                 method_options={n: routed[n] for n in methods}, metric_options={n: routed[n] for n in metrics},
                 batch_size=batch_size, table=table, track=lambda batches, total: progress(batches, "scoring", total=total))
     failures = report_bad_inputs(table.skipped, False)
+    if not table.rows:
+        typer.echo(f"xconv: none of the {len(paths)} inputs could be scored", err=True)
+        raise typer.Exit(1)
+    for name in table.unmeasured(methods):
+        hint = f" (no image's name in {boxes} had a box for its target)" if name == "pointing" and boxes else ""
+        typer.echo(f"warning: {name} gave no value for any image{hint}", err=True)
     written = write_files(table, out)
     summary, best = table.summary(), table.best()
     if as_json:
-        typer.echo(json.dumps({"summary": summary, "best": best, "outputs": [str(p) for p in written]}, indent=1))
+        typer.echo(json_text({"summary": summary, "best": best, "outputs": [str(p) for p in written]}))
     else:
         show_score_table(summary, best, methods + list(REFERENCES), list(table.higher_is_better), table.higher_is_better)
         for path in written:

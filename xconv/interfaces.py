@@ -246,6 +246,8 @@ class Explanation:
     ``arrays`` holds the method's results by kind (``heatmaps`` (N, h, w), ``activations`` {layer: array},
     ``patterns`` and ``scores``; see the plugin guide for each kind's fields). ``images`` are the
     model-size inputs, ``originals`` the decoded photos at their own size, ``sources`` their file names.
+    ``options``: the method's options it was made with, so it can be made again the same way (on a
+    randomized copy of the model, say).
     """
 
     method: str
@@ -261,6 +263,7 @@ class Explanation:
     predictions: list[tuple[str, float]] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     index_offset: int | list = 0
+    options: dict[str, Any] = field(default_factory=dict)
 
     def __getattr__(self, name):
         # e.heatmaps, e.activations, e.patterns, e.scores read straight from ``arrays``.
@@ -405,13 +408,15 @@ class Renderer:
 class MetricResult:
     """One number per image (NaN where the metric does not apply, e.g. no box for the target), and, for
     metrics that have them, each image's curve sampled at ``curve_x`` (``curves``: (N, len(curve_x))).
-    ``extra`` holds further per-image values by name (randomization's SSIM beside its rank correlation)."""
+    ``extra`` holds further per-image values by name (randomization's SSIM beside its rank correlation),
+    ``extra_curves`` their curves at the same ``curve_x`` (SSIM after every randomization step)."""
 
     values: np.ndarray
     curves: np.ndarray | None = None
     curve_x: np.ndarray | None = None
     #: Further per-image values the same computation gave, by name (they become rows of their own).
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+    extra_curves: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         curves = "" if self.curves is None else f", curves={list(np.shape(self.curves))}"

@@ -33,7 +33,10 @@ class ScoreTable:
     skipped: list = field(default_factory=list)  # ImageError for each input that could not be decoded
 
     def summary(self) -> list[dict]:
-        """Mean and 95 % confidence half-width (1.96 standard errors) per method and metric, NaNs skipped."""
+        """Mean and 95 % confidence half-width per method and metric, NaNs skipped: Student's t quantile
+        times the standard error (1.96 on many images; wider on a handful, where 1.96 would claim too much)."""
+        from scipy.stats import t
+
         groups: dict[tuple[str, str], list[float]] = {}
         for row in self.rows:
             groups.setdefault((row["method"], row["metric"]), []).append(row["value"])
@@ -41,9 +44,15 @@ class ScoreTable:
         for (method, metric), values in groups.items():
             values = np.array([v for v in values if not math.isnan(v)])
             mean = float(values.mean()) if len(values) else math.nan
-            half = float(1.96 * values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan
+            half = (float(t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
+                    if len(values) > 1 else math.nan)
             summary.append({"method": method, "metric": metric, "mean": mean, "ci95": half, "images": len(values)})
         return summary
+
+    def unmeasured(self, methods) -> list[str]:
+        """Metrics with no value for any image of any of ``methods`` (pointing whose boxes name no image)."""
+        measured = {row["metric"] for row in self.rows if row["method"] in methods and not math.isnan(row["value"])}
+        return [metric for metric in dict.fromkeys(row["metric"] for row in self.rows) if metric not in measured]
 
     def best(self) -> dict[str, str]:
         """The best method per metric (reference rows excluded)."""
@@ -98,6 +107,13 @@ def complement(explanation: Explanation) -> Explanation:
     return dataclasses.replace(explanation, arrays={**explanation.arrays, "heatmaps": 1 - explanation.heatmaps})
 
 
+def metric_guard(name: str):
+    """A metric plugin's own failure reported as a PluginError naming it, like an explainer's."""
+    from xconv.registry import get_registry
+
+    return get_registry().entry("metric", name).guarded("score")
+
+
 def score_batch(model: Model, batch: np.ndarray, methods: list[str], metrics: dict, table: ScoreTable, target=None,
                 originals=None, sources=None, method_options=None, seed: int = 0) -> None:
     """Explain one decoded batch with every method, then score every explanation with every metric."""
@@ -117,7 +133,8 @@ def score_batch(model: Model, batch: np.ndarray, methods: list[str], metrics: di
         for method, explanation in explanations.items():
             if method == "random" and metric.plays_backwards:  # whether or not that metric is scored too
                 explanation = complement(explanation)
-            result = metric.score(batch, targets, explanation)
+            with metric_guard(metric_name):
+                result = metric.score(batch, targets, explanation)
             for row_metric, values in {metric_name: result.values, **result.extra}.items():
                 values = np.asarray(values, np.float64)
                 if values.shape != (len(batch),):
@@ -127,9 +144,13 @@ def score_batch(model: Model, batch: np.ndarray, methods: list[str], metrics: di
                     table.rows.append({"image": name, "target": target_name, "method": method, "metric": row_metric,
                                        "value": float(value)})
             if result.curves is not None:
-                table.curves.setdefault((method, metric_name), []).append(np.asarray(result.curves))
-                table.curve_x[metric_name] = np.asarray(result.curve_x)
-                table.curve_labels[metric_name] = tuple(getattr(metric, "curve_labels", ("", "")))
+                x_label, y_label = getattr(metric, "curve_labels", ("", ""))
+                curves = {metric_name: (result.curves, y_label), **{name: (extra, name) for name, extra
+                                                                    in result.extra_curves.items()}}
+                for curve_name, (values, label) in curves.items():
+                    table.curves.setdefault((method, curve_name), []).append(np.asarray(values))
+                    table.curve_x[curve_name] = np.asarray(result.curve_x)
+                    table.curve_labels[curve_name] = (x_label, label)
 
 
 
@@ -137,7 +158,6 @@ def write_files(table: ScoreTable, out_dir) -> list:
     """score.csv (one row per image, method and metric), score.json (the rows and the summary) and
     score.png (mean deletion/insertion curves per method, and a bar chart per metric)."""
     import csv
-    import json
     from pathlib import Path
 
     out = Path(out_dir)
@@ -146,9 +166,28 @@ def write_files(table: ScoreTable, out_dir) -> list:
         writer = csv.DictWriter(handle, fieldnames=["image", "target", "method", "metric", "value"])
         writer.writeheader()
         writer.writerows(table.rows)
-    (out / "score.json").write_text(json.dumps({"summary": table.summary(), "best": table.best(),
-                                                "rows": table.rows}, indent=1))
+    curves = [{"method": method, "metric": metric, "x": table.curve_x[metric].tolist(),
+               "mean": table.mean_curve(method, metric).tolist()} for method, metric in table.curves]
+    (out / "score.json").write_text(json_text({"summary": table.summary(), "best": table.best(),
+                                               "curves": curves, "rows": table.rows}))
     return [out / "score.csv", out / "score.json", plot(table, out / "score.png")]
+
+
+def json_text(value) -> str:
+    """JSON with NaN written as null: a metric that does not apply to an image (or a one-image interval) is
+    NaN, and a bare NaN is not JSON (jq and JavaScript's JSON.parse refuse it)."""
+    import json
+
+    def clean(item):
+        if isinstance(item, float) and math.isnan(item):
+            return None
+        if isinstance(item, dict):
+            return {key: clean(inner) for key, inner in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [clean(inner) for inner in item]
+        return item
+
+    return json.dumps(clean(value), indent=1, allow_nan=False)
 
 
 def plot(table: ScoreTable, png):

@@ -178,6 +178,9 @@ def check_metric(metric_cls, model: Model | None = None, **options):
     _check_refuses_unknown_option(lambda: metric_cls(model, no_such_option=1), metric_cls)
     images = random_images(3, model.input_size, seed=6)
     explanation = sample_explanation(("heatmap",))
+    # Named as a real method (Grad-CAM on the model's default layer): a metric that explains again, as
+    # randomization does, then runs in full instead of skipping a method it cannot find.
+    explanation.method, explanation.layer = "gradcam", model.default_layer
     explanation.images, explanation.targets = images, [0, 1, 0]
     explanation.originals, explanation.sources = list(images), ["a.png", "b.png", "c.png"]
     explanation.arrays["heatmaps"] = np.random.default_rng(1).random((3, 4, 4)).astype(np.float32)
@@ -188,6 +191,8 @@ def check_metric(metric_cls, model: Model | None = None, **options):
     assert values.shape == (3,) and not np.isinf(values).any(), f"values must be one number per image: {values}"
     if result.curves is not None:
         assert np.shape(result.curves)[0] == 3 and np.shape(result.curves)[1] == len(result.curve_x)
+    for name, extra in {**result.extra, **result.extra_curves}.items():
+        assert np.shape(extra)[0] == 3, f"extra {name!r} must have one row per image, has {np.shape(extra)}"
     alone = metric_cls(model, **options).score(images[1:2], targets[1:2], _first_of(explanation, 1))
     np.testing.assert_allclose(np.asarray(alone.values, np.float64), values[1:2], atol=1e-5, equal_nan=True,
                                err_msg="a metric's value for an image must not depend on the rest of the batch")
