@@ -382,6 +382,30 @@ def test_every_method_works_on_nested_transfer_models(method):
             assert explained.layer == "backbone/conv3"
 
 
+@pytest.fixture(scope="module")
+def pooled_base_and_flat():
+    """keras.applications' pooling="avg" shape: the base pools its own output, so the CAM layer lies inside
+    it and is not its output; and the same network with the same weights, flat."""
+    base = tiny_keras_convnet((32, 32), classes=3, seed=4)
+    pooled = keras.Model(base.inputs, keras.layers.GlobalAveragePooling2D(name="pool")(base.get_layer("conv3").output),
+                         name="backbone")
+    head = keras.layers.Dense(2, activation="softmax", name="head")
+    inputs = keras.Input((32, 32, 3))
+    nested = TinyModel(keras.Model(inputs, head(pooled(inputs))), ["cat", "dog"])
+    flat = TinyModel(keras.Model(base.inputs, head(pooled.get_layer("pool").output)), ["cat", "dog"])
+    return nested, flat
+
+
+@pytest.mark.parametrize("method", IMAGE_METHODS)
+def test_a_base_that_pools_its_output_gives_the_flat_models_maps(pooled_base_and_flat, method):
+    nested, flat = pooled_base_and_flat
+    images = random_images(2, (32, 32), seed=5)
+    inside = xconv.explain(nested, images, method, target="dog", **QUICK.get(method, {}))
+    alone = xconv.explain(flat, images, method, target="dog", **QUICK.get(method, {}))
+    assert inside.layer in (None, "backbone/conv3")
+    np.testing.assert_allclose(inside.heatmaps, alone.heatmaps, atol=1e-5)
+
+
 def test_cli_compares_methods_side_by_side(model_file, tmp_path):
     from PIL import Image
     from typer.testing import CliRunner

@@ -172,37 +172,47 @@ def build_feature_model(model, layer_paths: list[str], head: bool = True, spatia
 def build_head_model(model, layer_path: str):
     """A keras.Model: the output of layer ``layer_path`` -> [logits, probabilities], the network above it.
 
-    Methods that perturb a layer's features (Ablation-CAM) run only this part for each perturbed copy. The
-    cut is made at the top level of the graph: a layer inside a nested model is cut where that nested
-    model's output is the layer's own output (``inception_v3/mixed10`` in a transfer model). A layer that
-    tensors from below it skip around (a residual block's inner layer) has no head of its own: that is an
-    error naming the layer.
+    Methods that perturb a layer's features (Ablation-CAM) run only this part for each perturbed copy. A
+    layer inside nested models is cut in each graph on the way out: the rest of the nested model above it
+    (nothing when the layer is the nested model's output, as ``inception_v3/mixed10`` in a transfer model;
+    its pooling when a keras.applications base was built with ``pooling="avg"``), then the graph around
+    it. A layer that tensors from below it skip around (a residual block's inner layer) has no head of
+    its own: that is an error naming the layer.
     """
     import keras
 
-    cut = top_level_cut(model, layer_path)
-    for tensor in outputs_in_parents(cut):  # a layer shared by several models has one per model
-        try:
-            above = keras.Model(tensor, model.outputs[0], name=f"{model.name}_above")
-        except ValueError:
-            continue
-        return build_feature_model(above, [], head=True)
-    raise XconvError(f"layer {layer_path!r} does not decide the prediction alone: the network also uses tensors "
-                     f"from below it (a skip connection); choose a later layer, e.g. the last conv block")
-
-
-def top_level_cut(model, layer_path: str):
-    """The top-level layer whose output is layer ``layer_path``'s output (the layer itself, or the nested
-    models around it when the layer is their output)."""
     parts = layer_path.split("/")
     inner = find_layer(model, layer_path).layer
+    pieces = []  # the part above the layer in each graph, innermost first
     for depth in range(len(parts) - 1, 0, -1):
         container = find_layer(model, "/".join(parts[:depth])).layer
-        if len(container.outputs) != 1 or all(container.outputs[0] is not t for t in outputs_in_parents(inner)):
-            raise XconvError(f"layer {layer_path!r} is inside {container.name!r} but is not its output; "
-                             f"perturbing its features needs the layer that {container.name!r} outputs")
+        if len(container.outputs) != 1:
+            raise XconvError(f"layer {layer_path!r} is inside {container.name!r}, which has several outputs; "
+                             "choose a layer of the outer model")
+        if any(container.outputs[0] is tensor for tensor in outputs_in_parents(inner)):
+            inner = container  # the layer is the nested model's output: nothing of it lies above
+            continue
+        pieces.append(_graph_above(container, inner, container.outputs[0], layer_path))
         inner = container
-    return inner
+    pieces.append(_graph_above(model, inner, model.outputs[0], layer_path))
+    features = keras.Input(batch_shape=tuple(find_layer(model, layer_path).output_shape), name="xconv_features")
+    output = features
+    for piece in pieces:
+        output = piece(output)
+    return build_feature_model(keras.Model(features, output, name=f"{model.name}_above"), [], head=True)
+
+
+def _graph_above(graph, layer, output, layer_path: str):
+    """The part of ``graph`` from ``layer``'s output to ``output``."""
+    import keras
+
+    for tensor in outputs_in_parents(layer):  # a layer shared by several models has one output per model
+        try:
+            return keras.Model(tensor, output, name=f"{graph.name}_above_{layer.name}")
+        except ValueError:
+            continue
+    raise XconvError(f"layer {layer_path!r} does not decide the prediction alone: the network also uses tensors "
+                     f"from below it (a skip connection); choose a later layer, e.g. the last conv block")
 
 
 def outputs_in_parents(layer) -> list:
