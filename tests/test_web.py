@@ -249,6 +249,38 @@ def test_fifty_concurrent_uploads_are_batched_and_answered_correctly(server, cat
     assert rss_mb() - before < 200, (before, rss_mb())
 
 
+def test_full_size_decodes_are_bounded(server, photos, monkeypatch):
+    """However many uploads arrive at once, at most DECODES_AT_ONCE are decoded at full size together."""
+    import threading
+
+    import xconv.web.app as web_app
+
+    active, most, lock = [0], [0], threading.Lock()
+    real = web_app.decode_bytes
+
+    def slow_decode(*args):
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        time.sleep(0.2)
+        try:
+            return real(*args)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(web_app, "decode_bytes", slow_decode)
+    data = (photos / "chelsea.jpg").read_bytes()
+
+    async def burst():
+        async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+            return await asyncio.gather(*(client.post("/api/predict", files={"file": ("c.jpg", data)})
+                                          for _ in range(12)))
+
+    assert all(response.status_code == 200 for response in asyncio.run(burst()))
+    assert 1 < most[0] <= web_app.DECODES_AT_ONCE
+
+
 def save_docs_screenshot(png, jpeg, width: int = 900) -> None:
     import cv2
 

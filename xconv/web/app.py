@@ -31,6 +31,9 @@ MAX_UPLOAD_PIXELS = 40_000_000
 
 TOKEN_COOKIE = "xconv_token"
 
+#: Uploads decoded at full size at the same time (the others wait; see ``create_app``).
+DECODES_AT_ONCE = 4
+
 
 def data_url(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
@@ -76,6 +79,9 @@ def create_app(service: ExplainService, token: str | None = None, max_batch: int
     elsewhere cannot reach the server through DNS rebinding. Uploads from another origin's pages are
     refused either way (a form posted across sites needs no permission from the browser)."""
     batcher = MicroBatcher(lambda key, uploads: run_batch(service, key, uploads), max_batch=max_batch)
+    # Full-size decodes at once: a 40-megapixel RGBA upload passes through several full-size copies (about
+    # 1 GB), so many at a time could exhaust memory; the rest wait their turn.
+    decoding = asyncio.Semaphore(DECODES_AT_ONCE)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -148,7 +154,7 @@ def create_app(service: ExplainService, token: str | None = None, max_batch: int
             raise XconvError("send a photo as 'file', or name a sample")
         if file is None:
             photo = await asyncio.to_thread(sample_photo, sample)
-            return service.upload(photo, sample)
+            return await asyncio.to_thread(service.upload, photo, sample)  # resizing is work: off the loop
         name = (file.filename or "upload").replace("/", "_")[-80:]
         try:
             data = await file.read(max_upload_bytes + 1)
@@ -156,8 +162,9 @@ def create_app(service: ExplainService, token: str | None = None, max_batch: int
             await file.close()
         if len(data) > max_upload_bytes:
             raise ImageTooLargeError(name, f"upload too large (over {max_upload_bytes // (1024 * 1024)} MB)")
-        photo = await asyncio.to_thread(decode_bytes, data, name, max_pixels)
-        return await asyncio.to_thread(service.upload, photo, name)
+        async with decoding:
+            photo = await asyncio.to_thread(decode_bytes, data, name, max_pixels)
+            return await asyncio.to_thread(service.upload, photo, name)
 
     @app.get("/", include_in_schema=False)
     async def page():
