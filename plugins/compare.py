@@ -37,7 +37,7 @@ class CompareRenderer(xconv.Renderer):
         xconv.Option("height", int, 224, "height of each tile in pixels", minimum=1),
         xconv.Option("columns", int, 5, "tiles per row", minimum=1),
         xconv.Option("colormap", str, "jet", "OpenCV colormap for the heatmaps", choices=xconv.COLORMAPS),
-        xconv.Option("alpha", float, 0.45, "weight of the colored heatmap in each blend (0-1)"),
+        xconv.Option("alpha", float, 0.45, "weight of the colored heatmap in each blend", minimum=0.0, maximum=1.0),
     )
 
     def render(self, explanation, out_dir):

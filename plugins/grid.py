@@ -143,7 +143,7 @@ class GridRenderer(xconv.Renderer):
             title += f", {copies} diverse patterns each"
         if robustness is not None:
             title += f"; faded: keeps < {FRAGILE:.0%} of its activation when moved"
-        row_labels = [str(filters[row * columns]) for row in range(rows)] if copies > 1 or len(unique) < len(filters) else None
+        row_labels = [str(filters[row * columns]) for row in range(rows)]  # each row's own first filter
         picture = add_labels(grid, title, patterns.shape[1:3], columns, margin, rows, first_index=filters[0],
                              row_labels=row_labels)
         return save_image(out_dir / f"{safe_name(explanation.model_name)}_{safe_name(explanation.layer)}_filters.png",

@@ -34,7 +34,7 @@ class OverlayRenderer(xconv.Renderer):
     accepts = ("heatmap",)
     options = (
         xconv.Option("colormap", str, "jet", "OpenCV colormap for the heatmap", choices=xconv.COLORMAPS),
-        xconv.Option("alpha", float, 0.4, "weight of the colored heatmap in the blend (0-1)"),
+        xconv.Option("alpha", float, 0.4, "weight of the colored heatmap in the blend", minimum=0.0, maximum=1.0),
         xconv.Option("grid", bool, False, "draw the explained layer's cells (each is one heatmap value)"),
     )
 

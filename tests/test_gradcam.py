@@ -147,6 +147,13 @@ def test_wrong_layer_and_class_are_clear_errors(tiny):
         xconv.explain(tiny, random_images(1, (16, 16)))
 
 
+def test_classes_named_with_digits_resolve_by_name_first():
+    """Folders "1" and "2" train classes "1" and "2": "1" must mean that class, not index 1."""
+    model = TinyModel(tiny_keras_convnet((32, 32), classes=3, seed=1), ["1", "2", "10"])
+    assert [model.class_index(name) for name in ("1", "2", "10")] == [0, 1, 2]
+    assert model.class_index(1) == 1 and model.class_index("0") == 0  # not a name: an index
+
+
 def test_inceptionv3_random_weights_matches_independent_implementation():
     model = xconv.load_model("inceptionv3", weights=None)
     assert model.default_layer == "mixed10" and len(model.class_names) == 1000

@@ -60,6 +60,44 @@ def test_train_writes_checkpoint_history_curves_and_skips_corrupt(dataset, tmp_p
     assert len(history_rows(tmp_path / "tiny.history.csv")) == 3
 
 
+def test_resume_continues_from_the_kept_epoch_and_never_replaces_a_better_checkpoint(dataset, tmp_path):
+    """keep=best: the file holds the best epoch, so a resumed run starts from that epoch (the optimizer's step
+    count says which) and may replace the file only with a better epoch than any already logged."""
+    out = tmp_path / "best.keras"
+    args = ("--data", dataset, "--image-size", "32", "--batch-size", "8", "--out", out)
+    assert train(*args, "--epochs", "3").exit_code == 0
+    import keras
+
+    steps = 3  # 20 training photos (the corrupt one skipped) in batches of 8
+    kept_epoch = int(keras.saving.load_model(out, compile=True).optimizer.iterations.numpy()) // steps
+    history = tmp_path / "best.history.csv"
+    rows = history_rows(history)
+    rows[0]["val_accuracy"] = "2.0"  # an epoch no later one can beat
+    with history.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    before = keras.saving.load_model(out, compile=False).get_weights()
+    resumed = train(*args, "--epochs", "5", "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert f"after {kept_epoch} epochs" in resumed.output
+    after = keras.saving.load_model(out, compile=False).get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))  # no epoch beat the best logged one
+    assert len(history_rows(history)) == 5 and [r["epoch"] for r in history_rows(history)] == ["0", "1", "2", "3", "4"]
+
+
+def test_a_continuing_optimizer_schedules_only_the_epochs_it_runs():
+    """Fine-tuning compiles a new optimizer after the first run: its cosine must end with its own epochs."""
+    from xconv.testing import tiny_keras_convnet
+    from xconv.training import compile_for_training
+
+    model = tiny_keras_convnet((32, 32), classes=2)
+    compile_for_training(model, TrainConfig(epochs=90, warmup_epochs=0), steps_per_epoch=10, epochs=30)
+    schedule = model.optimizer.learning_rate if callable(model.optimizer.learning_rate) else None
+    schedule = schedule or model.optimizer._learning_rate
+    assert schedule.decay_steps == 300
+
+
 def test_resume_without_checkpoint_is_an_error(dataset, tmp_path):
     result = train("--data", dataset, "--out", tmp_path / "none.keras", "--resume")
     assert result.exit_code != 0 and "no checkpoint" in result.output
@@ -116,6 +154,13 @@ def test_evaluate_reports_metrics_and_confusion_png(dataset, tmp_path):
     assert len(report["most_confident_errors"]) == 8 - np.trace(matrix)
     low, high = report["accuracy_ci95"]
     assert 0 <= low <= report["accuracy"] <= high <= 1 and high - low > 0.3  # 8 photos: a wide interval
+    text = runner.invoke(build_app(), ["evaluate", "--data", str(dataset), "--model", str(out),
+                                       "--out", str(tmp_path / "report")])
+    assert text.exit_code == 0 and "is the validation split" in text.output  # it chose the checkpoint there
+    corrupt = runner.invoke(build_app(), ["evaluate", "--data", str(dataset / "train"), "--model", str(out),
+                                          "--out", str(tmp_path / "report")])
+    assert corrupt.exit_code == 1 and "skipped" in corrupt.output and "corrupt.jpg" in corrupt.output
+    assert "the other 20 were evaluated" in corrupt.output and "validation split" not in corrupt.output
 
 
 def test_accuracy_interval_is_wilsons():

@@ -198,3 +198,26 @@ def test_overlay_levels_are_the_rounded_bilinear_map_at_the_photo_size():
     levels = np.uint8(np.round(cv2.resize(clean, (171, 123), interpolation=cv2.INTER_LINEAR) * 255))
     expected = cv2.addWeighted(photo, 0.6, xconv.apply_colormap(levels, "jet"), 0.4, 0.0)  # blend: test above
     np.testing.assert_array_equal(xconv.overlay_heatmap(photo, heatmap, "jet", 0.4), expected)
+
+
+def test_pattern_rows_are_labelled_with_their_own_first_filter(tiny, tmp_path, monkeypatch):
+    """Filters 0,5,10,...: the second row of 8 starts at filter 40, not at "8"."""
+    import xconv_plugins.grid as grid
+
+    labels = []
+    real = grid.add_labels
+    monkeypatch.setattr(grid, "add_labels", lambda *args, **kwargs: labels.append(kwargs["row_labels"]) or
+                        real(*args, **kwargs))
+    explained = xconv.explain(tiny, None, method="filters", layer="conv2", filters="0,1,2,3,4,5,6,7,9,11",
+                              steps=2, size=32)
+    xconv.render(explained, "grid", tmp_path, columns=4)
+    assert labels == [["0", "4", "9"]]
+
+
+def test_blend_weights_outside_0_1_are_refused(tiny):
+    explained = xconv.explain(tiny, random_images(1, (32, 32)))
+    for renderer in ("overlay", "compare"):
+        with pytest.raises(xconv.XconvError, match="alpha .* must be at most 1.0"):
+            xconv.render(explained if renderer == "overlay" else xconv.compare(tiny, random_images(1, (32, 32)),
+                                                                                ["gradcam", "layercam"]),
+                         renderer, "unused", alpha=1.5)

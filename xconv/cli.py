@@ -704,7 +704,7 @@ def evaluate(
     unsafe: bool = UNSAFE_OPTION,
 ):
     """Accuracy, per-class precision and recall, confusion matrix and the most confidently wrong images."""
-    from xconv.evaluation import evaluate as run_evaluation, plot_confusion
+    from xconv.evaluation import evaluate as run_evaluation, plot_confusion, validation_note
     from xconv.quiet import quiet_tensorflow
 
     quiet_tensorflow()
@@ -717,6 +717,8 @@ def evaluate(
     report = {**result.as_dict(), "model": loaded.display_name, "confusion_png": str(png)}
     if as_json:
         typer.echo(json.dumps(report, indent=1))
+        if result.skipped:
+            raise typer.Exit(1)
         return
     low, high = result.accuracy_interval()
     typer.echo(f"{loaded.display_name}: accuracy {result.accuracy:.4f} (95 % interval {low:.3f}-{high:.3f}) "
@@ -732,9 +734,16 @@ def evaluate(
         typer.echo("most confidently wrong:")
         for item in result.wrong:
             typer.echo(f"  {item['path']}: {item['true']} predicted as {item['predicted']} ({item['confidence']:.3f})")
-    for line in result.skipped:
-        typer.echo(f"skipped {line}")
     typer.echo(f"wrote {png}")
+    note = validation_note(result)
+    if note:
+        typer.echo(note, err=True)
+    for line in result.skipped:
+        typer.echo(f"xconv: skipped {line}", err=True)
+    if result.skipped:
+        typer.echo(f"xconv: {len(result.skipped)} files could not be read; the other {result.images} were evaluated",
+                   err=True)
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -19,6 +19,7 @@ class Evaluation:
     wrong: list[dict]
     skipped: list[str]
     images: int
+    folder: str = ""  # the folder of class folders that was evaluated
 
     @property
     def accuracy(self) -> float:
@@ -73,8 +74,22 @@ def evaluate(model: Model, data: str | os.PathLike, batch_size: int = 32, flip_a
     labels_of_folder = {name: model.class_index(name) for name in folders}
     split = read_image_folder(folder, model.input_size, folders)
     truth = np.array([labels_of_folder[folders[label]] for label in split.labels])
-    return evaluate_images(model, split.images, truth, split.paths, batch_size, flip_average, show_wrong,
-                           [str(e) for e in split.skipped])
+    result = evaluate_images(model, split.images, truth, split.paths, batch_size, flip_average, show_wrong,
+                             [str(e) for e in split.skipped])
+    result.folder = str(folder)
+    return result
+
+
+def validation_note(evaluation: Evaluation) -> str | None:
+    """A warning when the photos evaluated are the validation split of a training layout: `xconv train`
+    chose its checkpoint on them (--keep best, the default) and may have trained on part of them
+    (--merge-validation), so the accuracy is optimistic there; a test/ folder gives an unbiased one."""
+    folder = Path(evaluation.folder)
+    if folder.name != "validation" or not (folder.parent / "train").is_dir():
+        return None
+    return (f"note: {folder} is the validation split; if this model was trained on this layout it chose its "
+            "checkpoint there (and --merge-validation trains on part of it), so this accuracy is optimistic: "
+            "evaluate on photos the run never saw (DIR/test/<class>/ is used when present)")
 
 
 def evaluate_images(model: Model, images: np.ndarray, truth: np.ndarray, paths, batch_size: int = 32,

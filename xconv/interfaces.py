@@ -217,7 +217,10 @@ class Model:
         return [[(self.class_names[i], float(row[i])) for i in idx] for row, idx in zip(probabilities, order)]
 
     def class_index(self, target: int | str) -> int:
-        """Resolve a class index or name: exact, case-insensitive, singular/plural, then a unique prefix."""
+        """Resolve a class index or name: exact, case-insensitive, singular/plural, then a unique prefix. Text of
+        digits is an index unless it is a class's own name (folders named "1", "2" train classes "1", "2")."""
+        if isinstance(target, str) and target in self.class_names:
+            return self.class_names.index(target)
         if isinstance(target, (int, np.integer)) or (isinstance(target, str) and target.isdigit()):
             index = int(target)
             if not 0 <= index < len(self.class_names):

@@ -32,8 +32,8 @@ _already_resolved = contextvars.ContextVar("xconv_options_already_resolved", def
 class Option:
     """One option: ``type`` is int, float, bool, str, or a converter ``value -> value`` raising ValueError.
 
-    ``choices`` limits the (converted) value to a fixed set, ``minimum`` bounds it from below (a count of steps
-    or copies: 0 would be an empty loop or a division by zero deep inside); ``default`` is used when the
+    ``choices`` limits the (converted) value to a fixed set, ``minimum`` and ``maximum`` bound it (a count of
+    steps or copies: 0 would be an empty loop or a division by zero deep inside; a blend weight: 0-1); ``default`` is used when the
     option is not given (it is not converted, so ``None`` can mean "decide later").
     """
 
@@ -43,12 +43,15 @@ class Option:
     help: str = ""
     choices: tuple = ()
     minimum: int | float | None = None
+    maximum: int | float | None = None
 
     @property
     def type_name(self) -> str:
         if self.choices:
             return "|".join(map(str, self.choices)) if len(self.choices) <= 4 else "choice"
         name = getattr(self.type, "type_name", None) or getattr(self.type, "__name__", "value")
+        if self.minimum is not None and self.maximum is not None:
+            return f"{name} {self.minimum}-{self.maximum}"
         return name if self.minimum is None else f"{name} >= {self.minimum}"
 
     def convert(self, value, owner: str):
@@ -67,6 +70,8 @@ class Option:
                              f"got {value!r}")
         if self.minimum is not None and converted < self.minimum:
             raise XconvError(f"option {self.name} of {owner} must be at least {self.minimum}, got {value!r}")
+        if self.maximum is not None and converted > self.maximum:
+            raise XconvError(f"option {self.name} of {owner} must be at most {self.maximum}, got {value!r}")
         return converted
 
     def _convert(self, value):

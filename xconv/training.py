@@ -188,12 +188,15 @@ def make_dataset(folder: ImageFolder, batch_size: int, training: bool, augment: 
     return data.prefetch(tf.data.AUTOTUNE)
 
 
-def compile_for_training(model, config: TrainConfig, steps_per_epoch: int, learning_rate: float | None = None):
-    """AdamW with linear warm-up then cosine decay, label-smoothed cross-entropy on softmax outputs."""
+def compile_for_training(model, config: TrainConfig, steps_per_epoch: int, learning_rate: float | None = None,
+                         epochs: int | None = None):
+    """AdamW with linear warm-up then cosine decay over the ``epochs`` this optimizer will run (default: all
+    of ``config.epochs``; fewer for fine-tuning, which starts a new optimizer after the first run),
+    label-smoothed cross-entropy on softmax outputs."""
     import keras
 
     rate = learning_rate if learning_rate is not None else config.learning_rate
-    total = max(1, config.epochs * steps_per_epoch)
+    total = max(1, (config.epochs if epochs is None else epochs) * steps_per_epoch)
     warmup = min(total - 1, config.warmup_epochs * steps_per_epoch)
     schedule = keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=rate / 10 if warmup else rate,
@@ -215,6 +218,14 @@ def completed_epochs(history_csv: Path) -> int:
         return 0
     with history_csv.open() as handle:
         return sum(1 for _ in csv.DictReader(handle))
+
+
+def truncate_history(history_csv: Path, epochs: int) -> None:
+    """Keep the first ``epochs`` rows of the history: a resumed run logs the later epochs again."""
+    if not history_csv.exists():
+        return
+    lines = history_csv.read_text().splitlines(keepends=True)
+    history_csv.write_text("".join(lines[:1 + epochs]))
 
 
 def artifact_paths(out: Path) -> dict[str, Path]:
@@ -249,12 +260,16 @@ def fit(model, train: ImageFolder, validation: ImageFolder, out: str | os.PathLi
     if fresh_optimizer:
         with distribution.strategy.scope():
             compile_for_training(model, config, steps,
-                                 distribution.learning_rate(config.learning_rate, config.scale_learning_rate))
+                                 distribution.learning_rate(config.learning_rate, config.scale_learning_rate),
+                                 epochs=max(1, config.epochs - initial_epoch))
     timer = EpochTimer()
     keep_best = config.keep == "best"
-    # One checkpoint callback for every phase, so "best" compares across them.
+    # One checkpoint callback for every phase, so "best" compares across them; a run that continues one
+    # (--resume, fine-tuning) must beat the best epoch already on disk before it may replace that file.
+    earlier = [row["val_accuracy"] for row in read_history(paths["history"])[:initial_epoch] if "val_accuracy" in row]
     checkpoint = keras.callbacks.ModelCheckpoint(str(paths["checkpoint"]), monitor="val_accuracy", mode="max",
-                                                 save_best_only=keep_best)
+                                                 save_best_only=keep_best,
+                                                 initial_value_threshold=max(earlier) if keep_best and earlier else None)
     interrupted = False
     phases = [phase for phase in config.phases() if phase[2] > initial_epoch]
     finishing = [callback for callback in extra_callbacks if hasattr(callback, "finish")]
@@ -501,8 +516,14 @@ def train(data: str | os.PathLike, model_cls, out: str | os.PathLike, config: Tr
                 raise XconvError(f"--resume: no checkpoint at {out} to continue from")
             keras_model = load_keras_file(out, safe_mode=True, compile=True)
             initial_epoch = completed_epochs(paths["history"])
-            echo(f"resuming from {out} after {initial_epoch} epochs")
             has_optimizer = getattr(keras_model, "compiled", False)
+            if has_optimizer and config.keep == "best":
+                # The file holds the best epoch, not the last: continue from that epoch (its optimizer step
+                # count says which), so the schedule and the epoch count agree; later epochs' weights are gone.
+                steps = int(np.ceil(len(train_split.labels) / distribution.global_batch(config.batch_size)))
+                initial_epoch = min(initial_epoch, int(keras_model.optimizer.iterations.numpy()) // steps)
+                truncate_history(paths["history"], initial_epoch)
+            echo(f"resuming from {out} after {initial_epoch} epochs")
             if not has_optimizer:
                 # A finished progressive run is re-saved at its training size without optimizer state.
                 echo("the checkpoint has no optimizer state (a finished run): continuing with a fresh optimizer")
