@@ -313,3 +313,46 @@ def test_report_folder_checked_first_and_any_file_error_is_one_line_naming_the_f
 def test_the_output_folder_is_not_created_by_a_run_that_fails_first(photos, tmp_path):
     result = invoke("explain", photos / "photo0.png", "--model", tmp_path / "typo.keras", "--out", tmp_path / "new")
     assert result.exit_code == 1 and not (tmp_path / "new").exists()
+
+
+def test_model_files_of_any_size_or_not_rgb_and_weights_for_them_are_one_line(photos, tmp_path):
+    import keras
+
+    from xconv.testing import tiny_keras_convnet
+
+    free = tmp_path / "free.keras"
+    tiny_keras_convnet((None, None), classes=2).save(free)
+    assert_one_line_error(invoke("predict", photos / "photo0.png", "--model", free), "-O image_size=N")
+    sized = invoke("predict", photos / "photo0.png", "--model", free, "-O", "image_size=32")
+    assert sized.exit_code == 0, sized.output
+    gray = tmp_path / "gray.keras"
+    inputs = keras.Input((28, 28, 1))
+    keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(inputs))).save(gray)
+    assert_one_line_error(invoke("predict", photos / "photo0.png", "--model", gray), "takes (28, 28, 1)")
+    assert_one_line_error(invoke("predict", photos / "photo0.png", "--model", free, "-w", "none"),
+                          "--weights applies to registered models")
+
+
+def test_an_unreadable_input_is_listed_and_the_others_are_processed(model_file, photos, tmp_path):
+    too_long = tmp_path / ("a" * 300 + ".jpg")
+    result = invoke("predict", too_long, photos / "photo0.png", "--model", model_file)
+    assert result.exit_code == 1 and "photo0.png" in result.output and "File name too long" in result.output
+    assert "internal error" not in result.output and "Traceback" not in result.output
+
+
+def test_python_api_takes_one_path_and_refuses_empty_lists_and_bad_top(model_file, photos):
+    import xconv
+
+    model = xconv.load_model(model_file)
+    assert xconv.explain(model, photos / "photo0.png").heatmaps.shape[0] == 1
+    with pytest.raises(xconv.XconvError, match="no images given"):
+        xconv.predict(model, [])
+    with pytest.raises(xconv.XconvError, match="top must be at least 1"):
+        xconv.predict(model, photos / "photo0.png", top=0)
+
+
+def test_filter_patterns_check_the_output_folder_before_the_work(model_file, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = invoke("explain", "--method", "filters", "--model", model_file, "--out", blocker)
+    assert_one_line_error(result, "a-file is not a folder")

@@ -117,3 +117,32 @@ def test_numbered_files_do_not_depend_on_how_many_inputs_a_chunk_holds():
     assert one.stem(0) == "000_a"
     alone = Explanation(method="m", kind="heatmap", model_name="x", arrays={}, sources=["a.jpg"])
     assert alone.stem(0) == "a"
+
+
+def test_resume_redoes_an_input_whose_file_another_input_wrote_since(tmp_path):
+    """Two runs into one folder, a/photo.jpg then b/photo.jpg, both write photo.png: a's record is stale."""
+    manifest = Manifest(tmp_path)
+    shared = tmp_path / "photo.png"
+    shared.write_text("b's picture")
+    manifest.append([{"input": "a/photo.jpg", "status": "ok", "outputs": [str(shared)], "job": "j"}])
+    manifest.append([{"input": "b/photo.jpg", "status": "ok", "outputs": [str(shared)], "job": "j"}])
+    (manifest.path.parent / "other.txt").write_text("")
+    with manifest.path.open("a") as handle:
+        handle.write("{}\n[1, 2]\n")  # lines of some other tool: ignored, not a crash
+    assert manifest.completed("j") == {"b/photo.jpg"}
+    manifest.append([{"input": "a/photo.jpg", "status": "ok", "outputs": [str(shared)], "job": "j"}])
+    assert manifest.completed("j") == {"a/photo.jpg"}  # a wrote it last: now b's record is the stale one
+
+
+def test_the_job_key_changes_when_the_model_file_is_retrained_in_place(tmp_path):
+    import os
+
+    from xconv.batch_job import JobSpec
+
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"first")
+    before = JobSpec(model=str(model), methods=["gradcam"]).key()
+    model.write_bytes(b"second, longer")
+    os.utime(model, ns=(1, 10**18))
+    assert JobSpec(model=str(model), methods=["gradcam"]).key() != before
+    assert JobSpec(model="catsdogs", methods=["gradcam"]).key() == JobSpec(model="catsdogs", methods=["gradcam"]).key()

@@ -36,8 +36,10 @@ def load_model(name_or_path: str | os.PathLike = "catsdogs", weights="default", 
     if text.endswith(MODEL_FILE_SUFFIXES) or os.sep in text or Path(text).is_file():
         from xconv.modelfile import KerasFileModel, load_model_file
 
-        resolve_options(KerasFileModel, options)
-        return load_model_file(text, safe_mode=safe_mode, preprocess=preprocess)
+        if weights != "default":
+            raise XconvError(f"--weights applies to registered models; {text} carries its own weights")
+        resolved = resolve_options(KerasFileModel, options)
+        return load_model_file(text, safe_mode=safe_mode, preprocess=preprocess, image_size=resolved["image_size"])
     entry = get_registry().entry("model", text)
     if preprocess is not None:
         raise XconvError(f"model {text!r} preprocesses its own input; --preprocess applies to model files")
@@ -68,6 +70,8 @@ def as_batch(model: Model, images) -> tuple[np.ndarray, list[np.ndarray] | None,
         return images, None, None
     if isinstance(images, (str, os.PathLike)):
         images = [images]
+    if len(images) == 0:
+        raise XconvError("no images given")
     originals = [load_image(path) for path in images]
     batch = np.stack([resize(image, model.input_size) for image in originals])
     return batch, originals, [str(path) for path in images]
@@ -86,6 +90,8 @@ def resolve_targets(model: Model, target, count: int) -> list[int] | None:
 
 def predict(model: Model, images, top: int = 1) -> list[list[tuple[str, float]]]:
     """Top-``top`` (label, probability) for each image."""
+    if int(top) < 1:
+        raise XconvError(f"top must be at least 1, got {top}")
     batch, _, _ = as_batch(model, images)
     return model.decode(model.predict(batch), top=top)
 
@@ -99,7 +105,8 @@ def explain(model: Model, images, method: str = "gradcam", target=None, layer=No
     explained in chunks, so files of later chunks never overwrite earlier ones."""
     entry = get_registry().entry("explainer", method)
     explainer_cls = entry.cls
-    if explainer_cls.needs_images and (images is None or len(images) == 0):
+    single = isinstance(images, (str, os.PathLike))  # one path, as as_batch takes it
+    if explainer_cls.needs_images and (images is None or (not single and len(images) == 0)):
         raise XconvError(f"method {method!r} needs at least one image")
     if not explainer_cls.needs_images and images is not None:
         raise XconvError(f"method {method!r} makes its own inputs; it takes no images")

@@ -37,11 +37,23 @@ class JobSpec:
         from dataclasses import asdict
 
         settings = {name: value for name, value in asdict(self).items() if name != "out"}
+        # A model or weights file retrained in place changes the pictures: its size and time count too.
+        settings["files"] = [file_stamp(value) for value in (self.model, self.weights)]
         return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
     def load_model(self):
         return xconv.load_model(self.model, weights=self.weights, safe_mode=self.safe_mode,
                                 preprocess=self.preprocess, **self.routed.get("model", {}))
+
+
+def file_stamp(value) -> list | None:
+    """(size, modification time) of ``value`` when it names an existing file, else None."""
+    import os
+
+    if not isinstance(value, (str, os.PathLike)) or not os.path.isfile(value):
+        return None
+    stat = os.stat(value)
+    return [stat.st_size, stat.st_mtime_ns]
 
 
 class ExplainJob:

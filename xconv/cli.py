@@ -68,7 +68,7 @@ def check_output_folder(out: Path) -> None:
 
 #: OSErrors about where the user asked xconv to read or write; others (a missing file of xconv's own) are bugs.
 USER_FILE_ERRORS = {errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
-                    errno.EEXIST}
+                    errno.EEXIST, errno.ENAMETOOLONG, errno.ELOOP}
 
 
 def file_error_line(error: OSError) -> str:
@@ -388,6 +388,7 @@ def explain(
     if not classes[methods[0]].needs_images:
         if images:
             raise XconvError(f"method {methods[0]!r} makes its own inputs; give no images")
+        check_output_folder(out)
         job = ExplainJob(spec)
         [explanation] = job.explanations(None, None)
         describe_synthesized(explanation, job.draw(explanation), as_json)

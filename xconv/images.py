@@ -44,7 +44,7 @@ def expand_inputs(inputs: list[str | os.PathLike]) -> list[Path]:
     paths: list[Path] = []
     for item in inputs:
         path = Path(item)
-        if path.is_dir():
+        if is_folder(path):
             found = (p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
             visible = (p for p in found if not any(part.startswith(".") for part in p.relative_to(path).parts))
             paths.extend(sorted(visible, key=lambda p: p.relative_to(path).parts))
@@ -53,15 +53,27 @@ def expand_inputs(inputs: list[str | os.PathLike]) -> list[Path]:
     return paths
 
 
+def is_folder(path: Path) -> bool:
+    """``path.is_dir()``, False where it cannot be asked (no permission, a name too long): the path is then
+    treated as a file, and reading it reports the problem for that input alone."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
 def load_image(path: str | os.PathLike) -> np.ndarray:
     """Decode any common image file to uint8 RGB (H, W, 3), EXIF orientation applied."""
     path = Path(path)
-    if path.is_dir():
-        raise ImageError(path, "is a directory, not an image file")
-    if not path.exists():
-        raise ImageError(path, "no such file")
-    if path.stat().st_size == 0:
-        raise ImageError(path, "empty file")
+    try:
+        if path.is_dir():
+            raise ImageError(path, "is a directory, not an image file")
+        if not path.exists():
+            raise ImageError(path, "no such file")
+        if path.stat().st_size == 0:
+            raise ImageError(path, "empty file")
+    except OSError as error:  # permission denied on a folder above it, a name too long, ...
+        raise ImageError(path, error.strerror or str(error)) from None
     return decode_image(path, path)
 
 
@@ -93,6 +105,8 @@ def decode_image(source, name, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageTooLargeError(name, "image too large to decode safely (decompression bomb)") from None
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        raise ImageError(name, f"cannot read it ({exc.strerror})") from None
     except UnidentifiedImageError:
         raise ImageError(name, "not an image file (unrecognized format)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:

@@ -15,8 +15,9 @@ from pathlib import Path
 import warnings
 
 from xconv.errors import XconvError, XconvWarning, first_line
-from xconv.preprocessing import MODES, check_mode, preprocess
 from xconv.interfaces import Model
+from xconv.options import Option
+from xconv.preprocessing import MODES, check_mode, preprocess
 
 METADATA_MEMBER = "xconv.json"
 
@@ -29,6 +30,8 @@ class KerasFileModel(Model):
 
     name = "file"
     description = "a saved Keras classifier (.keras) given by path"
+    options = (Option("image_size", int, None, "square input size, for a model that takes any size (default: "
+                                               "the size xconv train recorded)", minimum=8),)
 
     def __init__(self, keras_model, class_names, preprocess_mode: str = "none", **kwargs):
         super().__init__(keras_model, class_names, **kwargs)
@@ -78,13 +81,24 @@ def load_keras_file(path: str | os.PathLike, safe_mode: bool = True, compile: bo
         raise XconvError(f"{path}: not a loadable Keras model ({first_line(error)})") from None
 
 
-def load_model_file(path: str | os.PathLike, safe_mode: bool = True, preprocess: str | None = None) -> Model:
+def load_model_file(path: str | os.PathLike, safe_mode: bool = True, preprocess: str | None = None,
+                    image_size: int | None = None) -> Model:
     """A saved classifier with its class names and preprocessing: ``preprocess`` if given, else the mode
-    recorded in the file's metadata, else ``none`` (said once when the model has no rescaling layer)."""
+    recorded in the file's metadata, else ``none`` (said once when the model has no rescaling layer).
+    ``image_size``: the square size to feed a model that takes any size, else the one its metadata records."""
     if preprocess is not None:
         check_mode(preprocess)
     keras_model = load_keras_file(path, safe_mode=safe_mode)
     metadata = read_metadata(path)
+    shape = tuple(keras_model.inputs[0].shape)
+    if len(shape) != 4 or shape[-1] != 3:
+        raise XconvError(f"{path}: xconv explains image classifiers taking RGB (height, width, 3); this model "
+                         f"takes {shape[1:]}")
+    if image_size:
+        metadata["image_size"] = [image_size, image_size]
+    elif None in shape[1:3] and not metadata.get("image_size"):
+        raise XconvError(f"{path}: the model takes any input size and records none; say which with "
+                         "-O image_size=N (e.g. 224)")
     classes = int(keras_model.outputs[0].shape[-1])
     class_names = metadata.get("class_names") or [f"class_{i}" for i in range(classes)]
     if len(class_names) != classes:

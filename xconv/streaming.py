@@ -35,7 +35,7 @@ class Manifest:
         self.path = Path(out_dir) / MANIFEST
 
     def records(self) -> dict[str, dict]:
-        """The last record of every input (a resumed run appends newer ones)."""
+        """The last record of every input (a resumed run appends newer ones), in the order of those lines."""
         latest = {}
         if self.path.exists():
             with self.path.open(encoding="utf-8") as handle:
@@ -46,14 +46,23 @@ class Manifest:
                             record = json.loads(line)
                         except json.JSONDecodeError:  # a line cut by a crash mid-write
                             continue
-                        latest[record["input"]] = record
+                        if isinstance(record, dict) and "input" in record:  # not some other tool's line
+                            latest.pop(record["input"], None)  # kept in the order of each input's last line
+                            latest[record["input"]] = record
         return latest
 
     def completed(self, job: str | None = None) -> set[str]:
-        """Inputs recorded as explained (by the same ``job``, when given) whose files all still exist."""
-        return {name for name, record in self.records().items()
+        """Inputs recorded as explained (by the same ``job``, when given) whose files all still exist and
+        were not written again since for another input (two runs on a/photo.jpg and b/photo.jpg into one
+        folder both write photo_gradcam_cat.png: the first one's record no longer describes the file)."""
+        records = self.records()
+        writer = {}
+        for name, record in records.items():  # in the order they were written: the last writer wins
+            for output in record.get("outputs", []):
+                writer[output] = name
+        return {name for name, record in records.items()
                 if record.get("status") == "ok" and (job is None or record.get("job") == job)
-                and all(Path(p).exists() for p in record.get("outputs", []))}
+                and all(Path(p).exists() and writer.get(p) == name for p in record.get("outputs", []))}
 
     def _last_byte(self) -> bytes:
         with self.path.open("rb") as handle:
