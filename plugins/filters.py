@@ -151,7 +151,8 @@ class FilterPatterns(xconv.Explainer):
             positions = self.filters
         self.position = dict(zip(self.filters, positions))
         self.transforms = self.ascent_transforms(int(self.feature_model.outputs[0].shape[1] or 1))
-        self.scale, self.offset = xconv.preprocessing.preprocess_affine(model.preprocess, model.display_name)
+        self.input_order, self.input_scale, self.input_offset = xconv.preprocessing.preprocess_affine(
+            model.preprocess, model.display_name)
 
     def layer_channels(self, spatial) -> int:
         shape = xconv.layers.find_layer(self.model.keras_model, self.layer).output_shape
@@ -186,7 +187,8 @@ class FilterPatterns(xconv.Explainer):
         size, transforms, copies = self.size, self.transforms, self.diversity
         weights = tf.constant(spectrum_scale(size, size)[None, None])
         color = tf.constant(COLOR_CORRELATION_SQRT)
-        scale, offset = tf.constant(self.scale), tf.constant(self.offset)
+        order, scale, offset = (tf.constant(v) for v in (self.input_order, self.input_scale, self.input_offset))
+        swapless = list(self.input_order) == [0, 1, 2]
         feature_model = self.feature_model
         direction = 1.0 if self.sign == "positive" else -1.0
         neuron = self.objective == "neuron"
@@ -205,7 +207,8 @@ class FilterPatterns(xconv.Explainer):
 
         def activations_and_objectives(pixels):
             """Feature maps (N, h, w, C) and every channel's objective on each image (N, C)."""
-            activations = feature_model(pixels * scale + offset, training=False)
+            ordered = pixels if swapless else tf.gather(pixels, order, axis=-1)  # caffe's BGR
+            activations = feature_model(ordered * scale + offset, training=False)
             height, width = activations.shape[1], activations.shape[2]
             if neuron:
                 values = activations[:, height // 2, width // 2]

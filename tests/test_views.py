@@ -221,3 +221,28 @@ def test_blend_weights_outside_0_1_are_refused(tiny):
             xconv.render(explained if renderer == "overlay" else xconv.compare(tiny, random_images(1, (32, 32)),
                                                                                 ["gradcam", "layercam"]),
                          renderer, "unused", alpha=1.5)
+
+
+@pytest.mark.parametrize("mode", ["none", "unit", "tf", "torch", "caffe"])
+def test_preprocessing_is_read_as_a_channel_order_and_an_affine_map(mode):
+    """Gradient ascent optimizes pixels: every keras.applications mode, caffe's BGR swap included, must be
+    reproduced exactly by the order, scale and offset it is probed as."""
+    from xconv.preprocessing import preprocess, preprocess_affine
+
+    order, scale, offset = preprocess_affine(lambda x: preprocess(x, mode))
+    pixels = random_images(2, (5, 7), seed=3)
+    np.testing.assert_allclose(pixels[..., order].astype(np.float32) * scale + offset, preprocess(pixels, mode),
+                               rtol=1e-5, atol=1e-4)
+    assert (list(order) == [2, 1, 0]) == (mode == "caffe")
+
+
+def test_filter_patterns_on_a_caffe_model_raise_their_filters(tiny):
+    """A VGG-style model fed BGR minus the mean: the ascent must optimize RGB pixels through that swap."""
+    from xconv.modelfile import KerasFileModel
+
+    caffe = KerasFileModel(tiny.keras_model, tiny.class_names, preprocess_mode="caffe")
+    explained = xconv.explain(caffe, None, method="filters", layer="conv2", filters="0-3", steps=20, size=32,
+                              robust=False)
+    start = xconv.explain(caffe, None, method="filters", layer="conv2", filters="0-3", steps=1, size=32,
+                          robust=False)
+    assert (explained.scores > start.scores).all()

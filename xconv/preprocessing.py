@@ -44,14 +44,20 @@ def preprocess(batch: np.ndarray, mode: str) -> np.ndarray:
     return out[..., ::-1] if mode == "caffe" else out
 
 
-def preprocess_affine(preprocess_fn, name: str = "the model") -> tuple[np.ndarray, np.ndarray]:
-    """(scale, offset) per channel with preprocess_fn(x) == scale * x + offset, for optimizing in pixel space.
+def preprocess_affine(preprocess_fn, name: str = "the model") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(order, scale, offset) with preprocess_fn(x)[..., c] == scale[c] * x[..., order[c]] + offset[c]: an
+    affine map per channel after a channel permutation (caffe's RGB -> BGR), for optimizing in pixel space.
 
-    Probed on three pixels rather than read from a mode, so any plugin's ``preprocess`` works if it is affine.
+    Probed on a few pixels rather than read from a mode, so any plugin's ``preprocess`` works if it is affine.
     """
-    probe = np.array([[[[0, 0, 0]], [[255, 255, 255]], [[128, 64, 32]]]], np.uint8)
+    probe = np.array([[[[0, 0, 0]], [[255, 255, 255]], [[128, 64, 32]], [[16, 200, 96]]]], np.uint8)
     out = np.asarray(preprocess_fn(probe), np.float64)[0, :, 0]
     scale, offset = (out[1] - out[0]) / 255.0, out[0]
-    if not np.allclose(scale * np.array([128, 64, 32]) + offset, out[2], atol=1e-4):
+    if np.any(scale == 0):
+        raise XconvError(f"{name}: preprocess ignores a channel; gradient ascent in pixel space needs every one")
+    # Which input channel each output channel reads: the one whose probe values it reproduces.
+    seen = (out[2:] - offset) / scale  # (2 probes, 3 output channels) in input pixel units
+    order = np.array([int(np.argmin(np.abs(probe[0, 2:, 0, :] - seen[:, [c]]).sum(axis=0))) for c in range(3)])
+    if sorted(order) != [0, 1, 2] or not np.allclose(scale * probe[0, 2:, 0][:, order] + offset, out[2:], atol=1e-3):
         raise XconvError(f"{name}: preprocess is not affine per channel; gradient ascent in pixel space needs it")
-    return scale.astype(np.float32), offset.astype(np.float32)
+    return order.astype(np.int32), scale.astype(np.float32), offset.astype(np.float32)
