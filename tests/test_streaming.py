@@ -146,3 +146,22 @@ def test_the_job_key_changes_when_the_model_file_is_retrained_in_place(tmp_path)
     os.utime(model, ns=(1, 10**18))
     assert JobSpec(model=str(model), methods=["gradcam"]).key() != before
     assert JobSpec(model="catsdogs", methods=["gradcam"]).key() == JobSpec(model="catsdogs", methods=["gradcam"]).key()
+
+
+def test_files_a_renderer_did_not_attribute_are_listed_for_its_whole_chunk(tmp_path):
+    """A plugin renderer returning plain paths for a chunk of two: both records list the file, and --resume
+    redoes both when it is gone (before, both said "ok" with no files and were skipped forever)."""
+    from xconv.batch_job import manifest_records
+    from xconv.interfaces import Explanation, Output
+
+    explanation = Explanation(method="m", kind="heatmap", model_name="x", arrays={}, sources=["a", "b"],
+                              predictions=[("cat", 0.9), ("dog", 0.8)])
+    sheet = tmp_path / "sheet.png"
+    sheet.write_text("both")
+    records = manifest_records([explanation], ["a", "b"], [[Output(str(sheet))]], model=None)
+    assert [r["shared_outputs"] for r in records] == [[str(sheet)], [str(sheet)]]
+    manifest = Manifest(tmp_path)
+    manifest.append(records)
+    assert manifest.completed() == {"a", "b"}
+    sheet.unlink()
+    assert manifest.completed() == set()

@@ -104,6 +104,9 @@ def manifest_records(explanations, good, drawn, model) -> list[dict]:
     """One manifest record per explained input: prediction, top probabilities, targets, layer, files."""
     first = explanations[0]
     records = []
+    # A renderer that does not say which input a file shows (a plugin returning plain paths) drew it for
+    # the whole chunk: every input of the chunk lists it, so --resume checks that it exists.
+    shared = [str(item) for written in drawn for item in written if item.index is None and len(good) > 1]
     for index, path in enumerate(good):
         outputs = [str(item) for written in drawn for item in written
                    if item.index == index or (item.index is None and len(good) == 1)]
@@ -117,6 +120,8 @@ def manifest_records(explanations, good, drawn, model) -> list[dict]:
         record["targets"] = [e.target_names[index] for e in explanations if e.target_names]
         record["layer"] = first.layer
         record["outputs"] = outputs
+        if shared:
+            record["shared_outputs"] = shared
         records.append(record)
     return records
 

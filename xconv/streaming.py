@@ -62,7 +62,8 @@ class Manifest:
                 writer[output] = name
         return {name for name, record in records.items()
                 if record.get("status") == "ok" and (job is None or record.get("job") == job)
-                and all(Path(p).exists() and writer.get(p) == name for p in record.get("outputs", []))}
+                and all(Path(p).exists() and writer.get(p) == name for p in record.get("outputs", []))
+                and all(Path(p).exists() for p in record.get("shared_outputs", []))}
 
     def _last_byte(self) -> bytes:
         with self.path.open("rb") as handle:
