@@ -16,6 +16,7 @@ class EigenCAM(xconv.CAMExplainer):
     name = "eigencam"
     description = "Eigen-CAM (Muhammad & Yeasin 2020): first principal component of the features, class-agnostic"
     needs_gradients = False
+    dropped_options = ("score",)  # class-agnostic: no class score
 
     def cam(self, features, gradients):
         import tensorflow as tf

@@ -51,6 +51,7 @@ class PerturbationCAM(xconv.CAMExplainer):
 
 class ScoreCAM(PerturbationCAM):
     name = "scorecam"
+    dropped_options = ("score",)  # weighted by probabilities; no class score, no gradient
     description = "Score-CAM (Wang et al. 2020): each channel's weight is the class probability it alone reveals"
     options = (xconv.Option("top", int, None, "keep only the N channels of largest activation variance "
                                               "(Faster Score-CAM); default: all", minimum=1),)

@@ -480,3 +480,17 @@ def test_a_third_party_metric_registers_and_scores(make_plugin_dist, model_file,
     report = json.loads(result.output[result.output.index("{"):])
     gradcam = next(row for row in report["summary"] if row["method"] == "gradcam")
     assert gradcam["mean"] == pytest.approx(3.0)  # Grad-CAM maps peak at 1
+
+
+def test_methods_without_a_class_score_do_not_offer_its_option(model_file, photo):
+    """Score-CAM weighs channels by probabilities and Eigen-CAM is class-agnostic: -O score would do nothing."""
+    from xconv.options import declared_options
+    from xconv.registry import get_registry
+
+    registry = get_registry()
+    for name in ("scorecam", "eigencam"):
+        assert "score" not in declared_options(registry.get("explainer", name))
+    assert "score" in declared_options(registry.get("explainer", "ablationcam"))  # a sibling still has it
+    model = xconv.load_model(model_file)
+    with pytest.raises(xconv.XconvError, match="no option 'score'"):
+        xconv.explain(model, [photo], "scorecam", score="logit")

@@ -34,7 +34,7 @@ class CAMExplainer(Explainer):
         from xconv.layers import find_layer
 
         super().__init__(model, layer=model.layer_path(layer), **options)
-        self.score = resolve_score(self.score, len(model.class_names))
+        self.score = resolve_score(self.__dict__.get("score", "auto"), len(model.class_names))  # may be dropped
         if not find_layer(model.keras_model, self.layer).is_spatial:
             raise XconvError(f"{self.name} needs a layer with a spatial output (N, h, w, channels); "
                              f"{self.layer!r} has none: choose a conv, pooling or activation layer of the conv part")

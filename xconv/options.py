@@ -102,11 +102,15 @@ class Option:
 
 
 def declared_options(cls) -> dict[str, Option]:
-    """Every option of a plugin class, parents' first, a subclass's redeclaration winning."""
+    """Every option of a plugin class, parents' first, a subclass's redeclaration winning, less the names a
+    class lists in ``dropped_options`` (an inherited option it has no use for: Score-CAM takes no gradient,
+    so the class score's convention means nothing to it)."""
     merged: dict[str, Option] = {}
     for klass in reversed(cls.__mro__):
         for option in klass.__dict__.get("options", ()) or ():
             merged[option.name] = option
+        for name in klass.__dict__.get("dropped_options", ()) or ():
+            merged.pop(name, None)
     return merged
 
 
