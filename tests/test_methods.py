@@ -339,12 +339,14 @@ def test_guided_backprop_gates_negative_gradients_in_a_copy_only(tiny, images):
     assert not np.allclose(guided.attributions, plain.attributions)
     np.testing.assert_allclose(guided.attributions, guided_gradient_by_hand(tiny.keras_model, inputs, 0),
                                rtol=1e-4, atol=1e-9)
-    # On a network without ReLUs the guided gradient would be the plain one: an error says so.
+    # On a network without ReLUs the guided gradient is the plain one: a warning says so.
     from test_gradcam import hand_model
 
     linear, image = hand_model()
-    with pytest.raises(xconv.XconvError, match="needs ReLU activations"):
-        xconv.explain(linear, image, "guided-backprop", target="a")
+    with pytest.warns(xconv.XconvWarning, match="has none"):
+        guided_linear = xconv.explain(linear, image, "guided-backprop", target="a")
+    np.testing.assert_allclose(guided_linear.attributions,
+                               xconv.explain(linear, image, "saliency", target="a").attributions, atol=1e-7)
     combined = xconv.explain(tiny, images, "guided-gradcam", target=0, score="logit", layer="conv3")
     cam = tf.image.resize(combined.gradcam[..., None], (32, 32), method="bilinear").numpy()
     np.testing.assert_allclose(combined.attributions, guided.attributions * cam, rtol=1e-4, atol=1e-9)

@@ -385,6 +385,8 @@ def test_score_reports_references_and_writes_files(tmp_path):
     (tmp_path / "boxes.csv").write_text("image,class,x0,y0,x1,y1\nelsewhere.png,cat,0,0,10,10\n")
     boxed = score(tmp_path / "0.png", "--metric", "deletion", "--boxes", tmp_path / "boxes.csv")
     assert boxed.exit_code == 0 and "warning: pointing gave no value for any image" in boxed.output
+    every = score(tmp_path / "0.png", "--metric", "all", "-O", f"pointing.boxes={tmp_path / 'boxes.csv'}")
+    assert every.exit_code == 0 and "pointing" in every.output, every.output  # boxes by -O count too
     nothing = score(tmp_path / "bad.png")
     assert nothing.exit_code == 1 and "none of the 1 inputs could be scored" in nothing.output
     assert "Traceback" not in nothing.output and "internal error" not in nothing.output

@@ -135,7 +135,8 @@ def test_loopback_server_refuses_other_hosts_and_cross_site_uploads(server, phot
     """DNS rebinding (a page at evil.example whose name now points at 127.0.0.1) and cross-site forms."""
     port = server.port
     assert httpx.get(f"{server.url}/api/models", headers={"Host": f"evil.example:{port}"}).status_code == 403
-    assert httpx.get(f"{server.url}/api/models", headers={"Host": f"localhost:{port}"}).status_code == 200
+    for host in ("localhost", "127.0.0.1", "127.0.0.2", "[::1]"):  # what browsers send on loopback
+        assert httpx.get(f"{server.url}/api/models", headers={"Host": f"{host}:{port}"}).status_code == 200
     with open(photos / "chelsea.jpg", "rb") as handle:
         data = handle.read()
     foreign = httpx.post(f"{server.url}/api/predict", files={"file": ("c.jpg", data)},

@@ -68,8 +68,7 @@ def as_batch(model: Model, images) -> tuple[np.ndarray, list[np.ndarray] | None,
         if any(want is not None and want != got for want, got in zip(model.input_size, images.shape[1:3])):
             raise XconvError(f"images must be {model.input_size} to fit {model.display_name}; got {images.shape[1:3]}")
         return images, None, None
-    if isinstance(images, (str, os.PathLike)):
-        images = [images]
+    images = [images] if isinstance(images, (str, os.PathLike)) else list(images)  # also a generator of paths
     if len(images) == 0:
         raise XconvError("no images given")
     originals = [load_image(path) for path in images]

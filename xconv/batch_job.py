@@ -37,7 +37,7 @@ class JobSpec:
         from dataclasses import asdict
 
         settings = {name: value for name, value in asdict(self).items() if name != "out"}
-        # A model or weights file retrained in place changes the pictures: its size and time count too.
+        # A model or weights file retrained in place changes the pictures: its contents count too.
         settings["files"] = [file_stamp(value) for value in (self.model, self.weights)]
         return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -46,14 +46,19 @@ class JobSpec:
                                 preprocess=self.preprocess, **self.routed.get("model", {}))
 
 
-def file_stamp(value) -> list | None:
-    """(size, modification time) of ``value`` when it names an existing file, else None."""
+def file_stamp(value) -> str | None:
+    """A digest of the contents of ``value`` when it names an existing file, else None: the same on every
+    machine that holds a copy (Ray workers compute the key too), different once the file is retrained."""
+    import hashlib
     import os
 
     if not isinstance(value, (str, os.PathLike)) or not os.path.isfile(value):
         return None
-    stat = os.stat(value)
-    return [stat.st_size, stat.st_mtime_ns]
+    digest = hashlib.sha1()
+    with open(value, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class ExplainJob:

@@ -506,12 +506,14 @@ def score(
 
     registry = get_registry()
     methods = method_names(method)
+    given_boxes = boxes or any(name == "boxes" and scope in (None, "pointing", "metric")
+                               for scope, name, _ in parse_assignments(option))
     if metric.strip().lower() == "all":  # pointing only with boxes to point at
-        metrics = [name for name in registry.names("metric") if name != "pointing" or boxes]
+        metrics = [name for name in registry.names("metric") if name != "pointing" or given_boxes]
     else:
         metrics = list(dict.fromkeys(n.strip() for n in metric.split(",") if n.strip()))
-    if boxes and "pointing" not in metrics:
-        metrics.append("pointing")  # --boxes asks for the pointing game
+    if given_boxes and "pointing" not in metrics:
+        metrics.append("pointing")  # boxes ask for the pointing game
     if not metrics:
         raise XconvError("--metric needs at least one metric, e.g. deletion,insertion (see `xconv list`)")
     method_classes = {name: registry.get("explainer", name) for name in methods}

@@ -106,8 +106,13 @@ class Model:
             built = build_feature_model(self.keras_model, list(paths), head=head, spatial_size=spatial_size,
                                         transform=transform)
             if guided and not transform.gates:
-                raise XconvError(f"guided backpropagation needs ReLU activations, and model {self.display_name!r} has "
-                                 "none: its guided gradient would be the plain one (use saliency)")
+                # A warning, not an error: --method all still runs every other method on such a model.
+                import warnings
+
+                from xconv.errors import XconvWarning
+
+                warnings.warn(f"guided backpropagation gates ReLUs, and model {self.display_name!r} has none: "
+                              "its guided gradient is the plain gradient (saliency's)", XconvWarning, stacklevel=2)
             return built
 
         return self.cached(key, build)

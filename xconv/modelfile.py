@@ -94,6 +94,9 @@ def load_model_file(path: str | os.PathLike, safe_mode: bool = True, preprocess:
     if len(shape) != 4 or shape[-1] != 3:
         raise XconvError(f"{path}: xconv explains image classifiers taking RGB (height, width, 3); this model "
                          f"takes {shape[1:]}")
+    if image_size and None not in shape[1:3]:
+        raise XconvError(f"{path}: the model takes {shape[1]}x{shape[2]} only; -O image_size is for a model "
+                         "that takes any size")
     if image_size:
         metadata["image_size"] = [image_size, image_size]
     elif None in shape[1:3] and not metadata.get("image_size"):

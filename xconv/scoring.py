@@ -143,10 +143,10 @@ def score_batch(model: Model, batch: np.ndarray, methods: list[str], metrics: di
                 for name, target_name, value in zip(names, first.target_names, values):
                     table.rows.append({"image": name, "target": target_name, "method": method, "metric": row_metric,
                                        "value": float(value)})
-            if result.curves is not None:
+            if result.curve_x is not None:
                 x_label, y_label = getattr(metric, "curve_labels", ("", ""))
-                curves = {metric_name: (result.curves, y_label), **{name: (extra, name) for name, extra
-                                                                    in result.extra_curves.items()}}
+                curves = {**({} if result.curves is None else {metric_name: (result.curves, y_label)}),
+                          **{name: (extra, name) for name, extra in result.extra_curves.items()}}
                 for curve_name, (values, label) in curves.items():
                     table.curves.setdefault((method, curve_name), []).append(np.asarray(values))
                     table.curve_x[curve_name] = np.asarray(result.curve_x)
@@ -174,12 +174,12 @@ def write_files(table: ScoreTable, out_dir) -> list:
 
 
 def json_text(value) -> str:
-    """JSON with NaN written as null: a metric that does not apply to an image (or a one-image interval) is
+    """JSON with NaN (and infinities) written as null: a metric that does not apply to an image (or a one-image interval) is
     NaN, and a bare NaN is not JSON (jq and JavaScript's JSON.parse refuse it)."""
     import json
 
     def clean(item):
-        if isinstance(item, float) and math.isnan(item):
+        if isinstance(item, float) and not math.isfinite(item):
             return None
         if isinstance(item, dict):
             return {key: clean(inner) for key, inner in item.items()}

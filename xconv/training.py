@@ -220,6 +220,12 @@ def completed_epochs(history_csv: Path) -> int:
         return sum(1 for _ in csv.DictReader(handle))
 
 
+def best_epoch(history_csv: Path) -> int:
+    """Epochs up to and including the first one with the best val_accuracy (0 without a history)."""
+    scores = [row.get("val_accuracy", float("-inf")) for row in read_history(history_csv)]
+    return int(np.argmax(scores)) + 1 if scores else 0
+
+
 def truncate_history(history_csv: Path, epochs: int) -> None:
     """Keep the first ``epochs`` rows of the history: a resumed run logs the later epochs again."""
     if not history_csv.exists():
@@ -518,10 +524,10 @@ def train(data: str | os.PathLike, model_cls, out: str | os.PathLike, config: Tr
             initial_epoch = completed_epochs(paths["history"])
             has_optimizer = getattr(keras_model, "compiled", False)
             if has_optimizer and config.keep == "best":
-                # The file holds the best epoch, not the last: continue from that epoch (its optimizer step
-                # count says which), so the schedule and the epoch count agree; later epochs' weights are gone.
-                steps = int(np.ceil(len(train_split.labels) / distribution.global_batch(config.batch_size)))
-                initial_epoch = min(initial_epoch, int(keras_model.optimizer.iterations.numpy()) // steps)
+                # The file holds the best epoch, not the last (the first epoch that reached the best
+                # val_accuracy: later ties do not replace it): continue from there, so the epoch count and the
+                # weights agree; later epochs' weights are gone, so are their rows.
+                initial_epoch = best_epoch(paths["history"]) or initial_epoch
                 truncate_history(paths["history"], initial_epoch)
             echo(f"resuming from {out} after {initial_epoch} epochs")
             if not has_optimizer:

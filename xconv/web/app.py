@@ -23,6 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from xconv.errors import UnknownNameError, XconvError, first_line
 from xconv.images import ImageTooLargeError, decode_bytes
 from xconv.web.batching import MicroBatcher
+from xconv.web.server import is_loopback
 from xconv.web.service import SAMPLES, ExplainKey, ExplainService, sample_photo
 
 #: Default upload limits: bytes per file, and decoded pixels (a 24-megapixel photo passes).
@@ -50,8 +51,6 @@ def with_data_urls(value):
     return value
 
 
-#: Host names a loopback-only server answers to.
-LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 def request_host(value: str) -> str:
@@ -76,8 +75,8 @@ def create_app(service: ExplainService, token: str | None = None, max_batch: int
     """The FastAPI app over one loaded model. ``token``: required on every request when set (header
     ``Authorization: Bearer``, ``X-Xconv-Token``, ``?token=`` which also sets a cookie for the page).
     ``local_only`` (a loopback server without a token): requests must name a loopback host, so a web page
-    elsewhere cannot reach the server through DNS rebinding. Uploads from another origin's pages are
-    refused either way (a form posted across sites needs no permission from the browser)."""
+    elsewhere cannot reach the server through DNS rebinding. Without a token, uploads from another origin's
+    pages are refused too (a form posted across sites needs no permission from the browser)."""
     batcher = MicroBatcher(lambda key, uploads: run_batch(service, key, uploads), max_batch=max_batch)
     # Full-size decodes at once: a 40-megapixel RGBA upload passes through several full-size copies (about
     # 1 GB), so many at a time could exhaust memory; the rest wait their turn.
@@ -122,10 +121,11 @@ def create_app(service: ExplainService, token: str | None = None, max_batch: int
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
-        if local_only and request_host(request.headers.get("host", "")) not in LOOPBACK_HOSTS:
-            return JSONResponse({"error": "this xconv server answers only requests for localhost or 127.0.0.1"},
-                                status_code=403)
-        if request.method == "POST" and cross_site(request):
+        if local_only and not is_loopback(request_host(request.headers.get("host", ""))):
+            return JSONResponse({"error": "this xconv server answers only requests for localhost or a loopback "
+                                          "address (behind a proxy, run xconv serve with --token)"}, status_code=403)
+        if token is None and request.method == "POST" and cross_site(request):
+            # With a token, the SameSite cookie already keeps other sites' forms out (and a proxy may rewrite Host).
             return JSONResponse({"error": "uploads from another site's page are refused"}, status_code=403)
         if token is not None:
             offered = (request.headers.get("x-xconv-token") or request.query_params.get("token")
