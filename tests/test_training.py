@@ -389,3 +389,22 @@ def test_an_any_size_checkpoint_predicts_at_its_recorded_training_size(dataset, 
     assert model.input_size == (32, 32)
     label, score = xconv.predict(model, [dataset / "validation" / "cats" / "cats0.jpg"])[0][0]
     assert label in ("cats", "dogs") and 0 <= score <= 1
+
+
+def test_a_save_interrupted_midway_keeps_the_last_good_checkpoint(tmp_path):
+    """Ctrl-C during an epoch-end save: the previous checkpoint stays whole, no partial file is left."""
+    from xconv.training import BestCheckpoint
+
+    class HalfSaving:
+        def save(self, path):
+            Path(path).write_bytes(b"half a model")
+            raise KeyboardInterrupt
+
+    good = tmp_path / "model.keras"
+    good.write_bytes(b"the last good checkpoint")
+    checkpoint = BestCheckpoint(good, keep_best=True, best=0.5)
+    checkpoint.set_model(HalfSaving())
+    checkpoint.on_epoch_end(0, {"val_accuracy": 0.4})  # not better: no save at all
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.on_epoch_end(1, {"val_accuracy": 0.6})
+    assert good.read_bytes() == b"the last good checkpoint" and sorted(p.name for p in tmp_path.iterdir()) == ["model.keras"]

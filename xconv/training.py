@@ -273,9 +273,7 @@ def fit(model, train: ImageFolder, validation: ImageFolder, out: str | os.PathLi
     # One checkpoint callback for every phase, so "best" compares across them; a run that continues one
     # (--resume, fine-tuning) must beat the best epoch already on disk before it may replace that file.
     earlier = [row["val_accuracy"] for row in read_history(paths["history"])[:initial_epoch] if "val_accuracy" in row]
-    checkpoint = keras.callbacks.ModelCheckpoint(str(paths["checkpoint"]), monitor="val_accuracy", mode="max",
-                                                 save_best_only=keep_best,
-                                                 initial_value_threshold=max(earlier) if keep_best and earlier else None)
+    checkpoint = BestCheckpoint(paths["checkpoint"], keep_best, max(earlier) if earlier else None)
     interrupted = False
     phases = [phase for phase in config.phases() if phase[2] > initial_epoch]
     finishing = [callback for callback in extra_callbacks if hasattr(callback, "finish")]
@@ -369,6 +367,29 @@ class LearningCurves(_callback_base()):
         # CSVLogger writes its row in the same hook; it runs first because it is listed first.
         if self.history_csv.exists():
             plot_learning_curves(self.history_csv, self.png)
+
+
+class BestCheckpoint(_callback_base()):
+    """The model saved after each epoch that beats ``best`` val_accuracy (after every epoch when not
+    ``keep_best``), through a temporary file renamed over the checkpoint: Keras's ModelCheckpoint writes
+    the checkpoint itself, so a Ctrl-C during a save left a truncated file where the last good one was."""
+
+    def __init__(self, path: Path, keep_best: bool, best: float | None = None):
+        super().__init__()
+        self.path, self.keep_best, self.best = Path(path), keep_best, best
+
+    def on_epoch_end(self, epoch, logs=None):
+        score = (logs or {}).get("val_accuracy")
+        if self.keep_best:
+            if score is None or (self.best is not None and not score > self.best):
+                return
+            self.best = float(score)
+        temporary = self.path.with_name(self.path.stem + ".saving.keras")
+        try:
+            self.model.save(temporary)
+            os.replace(temporary, self.path)
+        finally:
+            temporary.unlink(missing_ok=True)
 
 
 class EpochTimer(_callback_base()):
