@@ -51,8 +51,6 @@ def with_data_urls(value):
     return value
 
 
-
-
 def request_host(value: str) -> str:
     """The host name of a Host header or of an Origin's authority, without port or IPv6 brackets."""
     value = value.strip().lower()
