@@ -75,6 +75,7 @@ class Randomization(xconv.Metric):
     description = "rank correlation with the maps of a top-down randomized copy (Adebayo et al. 2018); lower is better"
     higher_is_better = False
     curve_labels = ("weighted layers randomized, from the output down", "rank correlation with the original")
+    extra_curve_labels = {"randomization-ssim": "SSIM with the original"}
     options = (
         xconv.Option("layers", int, 5, "weighted layers randomized, one more per step, from the output down",
                      minimum=1),

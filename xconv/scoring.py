@@ -146,7 +146,8 @@ def score_batch(model: Model, batch: np.ndarray, methods: list[str], metrics: di
             if result.curve_x is not None:
                 x_label, y_label = getattr(metric, "curve_labels", ("", ""))
                 curves = {**({} if result.curves is None else {metric_name: (result.curves, y_label)}),
-                          **{name: (extra, name) for name, extra in result.extra_curves.items()}}
+                          **{name: (extra, getattr(metric, "extra_curve_labels", {}).get(name, name))
+                             for name, extra in result.extra_curves.items()}}
                 for curve_name, (values, label) in curves.items():
                     table.curves.setdefault((method, curve_name), []).append(np.asarray(values))
                     table.curve_x[curve_name] = np.asarray(result.curve_x)
