@@ -384,7 +384,13 @@ class BestCheckpoint(_callback_base()):
             if score is None or (self.best is not None and not score > self.best):
                 return
             self.best = float(score)
-        temporary = self.path.with_name(self.path.stem + ".saving.keras")
+        import tempfile
+
+        # A name of its own in the same folder (the rename stays on one file system; workers of a
+        # multi-worker run saving at once do not write into each other's file).
+        handle, name = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".keras", dir=self.path.parent)
+        os.close(handle)
+        temporary = Path(name)
         try:
             self.model.save(temporary)
             os.replace(temporary, self.path)
