@@ -65,7 +65,7 @@ def test_resume_continues_from_the_kept_epoch_and_never_replaces_a_better_checkp
     row) and may replace the file only with a better epoch than any already logged."""
     out = tmp_path / "best.keras"
     args = ("--data", dataset, "--image-size", "32", "--batch-size", "8", "--out", out)
-    assert train(*args, "--epochs", "3").exit_code == 0
+    assert train(*args, "--epochs", "2").exit_code == 0
     import keras
 
     kept_epoch = 1
@@ -77,12 +77,12 @@ def test_resume_continues_from_the_kept_epoch_and_never_replaces_a_better_checkp
         writer.writeheader()
         writer.writerows(rows)
     before = keras.saving.load_model(out, compile=False).get_weights()
-    resumed = train(*args, "--epochs", "5", "--resume")
+    resumed = train(*args, "--epochs", "3", "--resume")
     assert resumed.exit_code == 0, resumed.output
     assert f"after {kept_epoch} epochs" in resumed.output
     after = keras.saving.load_model(out, compile=False).get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(before, after))  # no epoch beat the best logged one
-    assert len(history_rows(history)) == 5 and [r["epoch"] for r in history_rows(history)] == ["0", "1", "2", "3", "4"]
+    assert [r["epoch"] for r in history_rows(history)] == ["0", "1", "2"]  # epoch 1's row gone, then 1 and 2 again
 
 
 def test_a_continuing_optimizer_schedules_only_the_epochs_it_runs():
