@@ -197,3 +197,16 @@ def test_user_errors_survive_pickling_to_other_processes():
         error.args = (f"{error.args[0]}\nretry advice a Ray worker appends",)  # as Ray Data does to a failed task
         again = pickle.loads(pickle.dumps(error))
         assert type(again) is type(error) and str(again) == message and vars(again) == vars(error)
+
+
+def test_shrinking_to_fit_keeps_a_pixel_a_side():
+    """A 1 x 902 strip shrunk to 320 px would round to 0 rows (OpenCV refuses): the web page's display copy
+    and every inlined picture of a report or notebook go through this one helper."""
+    from xconv.html import jpeg_data_url
+    from xconv.images import shrink_to_fit
+
+    strip = np.zeros((1, 902, 3), np.uint8)
+    assert shrink_to_fit(strip, 320).shape == (1, 320, 3)
+    photo = np.zeros((300, 451, 3), np.uint8)
+    assert shrink_to_fit(photo, 448).shape == (298, 448, 3) and shrink_to_fit(photo, 500) is photo
+    assert jpeg_data_url(strip, 320).startswith("data:image/jpeg;base64,")

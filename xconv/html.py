@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from xconv.images import shrink_to_fit
+
 #: Layout of pictures, also inlined with each explanation shown in a notebook.
 GALLERY_STYLE = """
 .xconv-gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(180px,1fr));gap:10px}
@@ -38,10 +40,8 @@ def jpeg_data_url(picture, max_side: int | None = 320, quality: int = 85) -> str
         picture = Path(picture).read_bytes()
     if isinstance(picture, bytes):
         picture = cv2.cvtColor(cv2.imdecode(np.frombuffer(picture, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-    height, width = picture.shape[:2]
-    if max_side and max(height, width) > max_side:
-        scale = max_side / max(height, width)
-        picture = cv2.resize(picture, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+    if max_side:
+        picture = shrink_to_fit(picture, max_side)
     ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(np.ascontiguousarray(picture), cv2.COLOR_RGB2BGR),
                                [cv2.IMWRITE_JPEG_QUALITY, quality])
     return "data:image/jpeg;base64," + base64.b64encode(encoded.tobytes()).decode("ascii")

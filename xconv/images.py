@@ -153,6 +153,16 @@ def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=interpolation)
 
 
+def shrink_to_fit(image: np.ndarray, max_side: int) -> np.ndarray:
+    """``image`` scaled down so that its longest side is at most ``max_side``, as it is when it already fits.
+    Every side keeps at least a pixel: a 1 x 902 strip would round to 0 rows, which OpenCV refuses."""
+    height, width = image.shape[:2]
+    scale = max_side / max(height, width)
+    if scale >= 1:
+        return image
+    return resize(image, (max(1, round(height * scale)), max(1, round(width * scale))))
+
+
 def load_batch(paths, size: tuple[int, int]) -> tuple[np.ndarray, list[np.ndarray], list[Path], list[ImageError]]:
     """Decode many files at model size; return (batch, originals, good paths, errors) so a bad file loses nothing."""
     originals, good, errors = [], [], []

@@ -16,7 +16,7 @@ import numpy as np
 
 import xconv
 from xconv.errors import UnknownNameError, XconvError
-from xconv.images import resize
+from xconv.images import resize, shrink_to_fit
 
 #: Photos shipped with the package (scikit-image's CC0 samples), offered on the page by name only.
 SAMPLES = {"chelsea": "chelsea", "coffee": "coffee", "astronaut": "astronaut"}
@@ -97,11 +97,7 @@ class ExplainService:
                 "default_layer": self.model.default_layer}
 
     def upload(self, photo: np.ndarray, name: str = "upload") -> Upload:
-        scale = DISPLAY_SIZE / max(photo.shape[:2])
-        # At least a pixel a side: a 1 x 900 strip would round to 0 rows, which OpenCV refuses.
-        display = photo if scale >= 1 else resize(photo, (max(1, round(photo.shape[0] * scale)),
-                                                          max(1, round(photo.shape[1] * scale))))
-        return Upload(resize(photo, self.model.input_size), display, name)
+        return Upload(resize(photo, self.model.input_size), shrink_to_fit(photo, DISPLAY_SIZE), name)
 
     def check(self, key: ExplainKey) -> ExplainKey:
         """The key with names resolved, or one readable XconvError (unknown method or layer)."""
