@@ -49,8 +49,8 @@ class Occlusion(PerturbationExplainer):
         height, width = self.model.input_size
         patch = self.patch or max(2, min(height, width) // 8)
         stride = self.stride or max(1, patch // 2)
-        if not 0 < patch <= min(height, width) or stride < 1:
-            raise xconv.XconvError(f"occlusion: patch must be 1-{min(height, width)} pixels and stride at least 1")
+        if patch > min(height, width):  # patch and stride are at least 1 by their declarations
+            raise xconv.XconvError(f"occlusion: patch must be 1-{min(height, width)} pixels")
         boxes = [(y, x) for y in patch_starts(height, patch, stride) for x in patch_starts(width, patch, stride)]
         covered = np.zeros((height, width))
         for y, x in boxes:

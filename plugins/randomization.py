@@ -86,8 +86,6 @@ class Randomization(xconv.Metric):
 
     def __init__(self, model, **options):
         super().__init__(model, **options)
-        if self.layers < 1 or self.draws < 1:
-            raise xconv.XconvError("randomization: layers and draws must be at least 1")
         self._randomized: dict[int, list] = {}
 
     def randomized_models(self, draw: int = 0) -> list:
