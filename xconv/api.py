@@ -165,6 +165,12 @@ def compare(model: Model, images, methods: list[str], target=None, layer=None, *
     )
 
 
+def name_list(names) -> list[str]:
+    """Names given as a list or as one comma-separated string ("gradcam,layercam"): stripped, each once."""
+    parts = names.split(",") if isinstance(names, str) else names
+    return list(dict.fromkeys(name.strip() for name in parts if name.strip()))
+
+
 def score(model: Model, images, methods=("gradcam",), metrics=("deletion", "insertion"), target=None, *,
           method_options=None, metric_options=None, batch_size: int = 16, table=None, track=None):
     """Score every method with every metric (names, or one comma-separated string) on ``images`` (paths,
@@ -176,8 +182,7 @@ def score(model: Model, images, methods=("gradcam",), metrics=("deletion", "inse
     from xconv.scoring import ScoreTable, score_batch
 
     registry = get_registry()
-    methods, metrics = (names.split(",") if isinstance(names, str) else list(names) for names in (methods, metrics))
-    methods, metrics = ([name.strip() for name in names if name.strip()] for names in (methods, metrics))
+    methods, metrics = name_list(methods), name_list(metrics)
     if not methods or not metrics:
         raise XconvError("score needs at least one method and one metric, e.g. methods=['gradcam'], "
                          "metrics=['deletion', 'insertion']")

@@ -477,10 +477,10 @@ def method_names(text: str) -> list[str]:
         registry = get_registry()
         return [name for name in registry.names("explainer")
                 if registry.get("explainer", name).kind == "heatmap" and registry.get("explainer", name).needs_images]
-    names = [name.strip() for name in text.split(",") if name.strip()]
+    names = xconv.api.name_list(text)
     if not names:
         raise XconvError("--method needs a method name, a comma-separated list, or 'all'")
-    return list(dict.fromkeys(names))
+    return names
 
 
 @app.command()
@@ -511,7 +511,7 @@ def score(
     if metric.strip().lower() == "all":  # pointing only with boxes to point at
         metrics = [name for name in registry.names("metric") if name != "pointing" or given_boxes]
     else:
-        metrics = list(dict.fromkeys(n.strip() for n in metric.split(",") if n.strip()))
+        metrics = xconv.api.name_list(metric)
     if given_boxes and "pointing" not in metrics:
         metrics.append("pointing")  # boxes ask for the pointing game
     if not metrics:
