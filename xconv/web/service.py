@@ -165,12 +165,10 @@ class ExplainService:
 
     def filters(self, layer: str | None, count: int = 16) -> dict:
         """Filter patterns of ``layer``: computed once per layer, then served from memory."""
-        layer = self.model.layer_path(layer)
+        info = self.pattern_layer(layer)
+        layer = info.path
         with self._filters_lock:
             if layer not in self._filters:
-                info = next((i for i in xconv.layers.feature_layers(self.model.keras_model) if i.path == layer), None)
-                if info is None:
-                    raise XconvError(f"layer {layer!r} is not a conv or pooling layer; filter patterns need one")
                 explanation = xconv.explain(self.model, None, "filters", layer=layer,
                                             filters=f"0-{min(count, int(info.output_shape[-1])) - 1}")
                 with tempfile.TemporaryDirectory(prefix="xconv-serve-") as scratch:
@@ -182,6 +180,15 @@ class ExplainService:
                     "robustness": None if robustness is None else
                     [None if np.isnan(v) else round(float(v), 3) for v in robustness]}
             return self._filters[layer]
+
+    def pattern_layer(self, name: str | None):
+        """The conv or pooling layer ``name`` (a path or a bare name; None: the model's default layer) whose
+        filter patterns can be drawn, as :class:`xconv.layers.LayerInfo`; else one readable XconvError."""
+        path = self.model.layer_path(name)
+        info = next((i for i in xconv.layers.feature_layers(self.model.keras_model) if i.path == path), None)
+        if info is None:
+            raise XconvError(f"layer {name or path!r} is not a conv or pooling layer; filter patterns need one")
+        return info
 
     def _count(self, size: int) -> None:
         self.stats.batches += 1
