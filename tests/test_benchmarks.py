@@ -62,3 +62,11 @@ def test_metrics_benchmark_reports_deletion_and_insertion_against_the_floor():
         [row] = [line.split() for line in lines if line.startswith(name) and line.split()[1] == "xconv"]
         milliseconds, forward_multiple, floor_multiple, auc = (float(cell.rstrip("x")) for cell in row[2:6])
         assert milliseconds > 0 and forward_multiple > floor_multiple > 0 and 0 <= auc <= 1
+
+
+def test_cpu_kernel_benchmark_measures_both_settings():
+    lines = run_benchmark("cpu_kernels.py", "--batch", "2", "--repeats", "1", "--no-inception")
+    assert lines[0].endswith("off False, on True")  # each process really ran with the setting it names
+    for label in ("bundled forward, batch 2", "bundled gradcam, batch 2"):
+        off, on, speed_up = table_row(lines, label)
+        assert off > 0 and on > 0 and math.isclose(speed_up, off / on, rel_tol=0.05)

@@ -8,7 +8,11 @@ exchange, :class:`Option` declarations and :data:`hookimpl`; and the helpers plu
 loading a model does.
 """
 
-from xconv import layers, perturbation, preprocessing
+from xconv.cpu_kernels import prefer_onednn_kernels
+
+prefer_onednn_kernels()  # before anything imports TensorFlow
+
+from xconv import layers, perturbation, preprocessing  # noqa: E402
 from xconv.api import compare, explain, load_images, load_model, predict, render, score
 from xconv.cam import CAMExplainer, heatmap_explanation
 from xconv.colors import COLORMAPS, apply_colormap, overlay_heatmap, tile
