@@ -34,7 +34,8 @@ class Activations(xconv.Explainer):
     def __init__(self, model, layer=None, **options):
         super().__init__(model, layer=layer, **options)
         requested = self.layers if self.layers is not None else ([layer] if isinstance(layer, str) else layer)
-        paths = [model.layer_path(name) for name in requested] if requested else model.feature_layers()
+        paths = ([xconv.layers.spatial_layer(model.keras_model, model.layer_path(name), "activations")
+                  for name in requested] if requested else model.feature_layers())
         if not paths:
             raise xconv.XconvError(f"{model.display_name} has no conv or pooling layers; name layers with --layer")
         order = xconv.layers.layer_order(model.keras_model)

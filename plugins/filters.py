@@ -133,12 +133,13 @@ class FilterPatterns(xconv.Explainer):
 
     def __init__(self, model, layer=None, **options):
         super().__init__(model, layer=model.layer_path(layer), **options)
+        xconv.layers.spatial_layer(model.keras_model, self.layer, "filters")
         filters, steps, size = self.filters, self.steps, self.size
         if steps < 1 or (size is not None and size < 16) or self.diversity < 1:
             raise xconv.XconvError("filters: steps and diversity must be at least 1 and size at least 16 pixels")
         self.size = int(size) if size else model.input_size[0]
         if self.size is None:
-            raise xconv.XconvError(f"{model.display_name} takes any input size: give the pattern size with --size")
+            raise xconv.XconvError(f"{model.display_name} takes any input size: give the pattern size with -O size=N")
         spatial = None if self.size == model.input_size[0] == model.input_size[1] else (self.size, self.size)
         self.filters = parse_filters(filters, self.layer_channels(spatial))
         if self.diversity == 1:

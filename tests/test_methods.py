@@ -358,7 +358,14 @@ def test_batch_equals_one_by_one(tiny, images, method):
     together = xconv.explain(tiny, images, method, target=["y", "z", 0], **options)
     for index in range(len(images)):
         alone = xconv.explain(tiny, images[index:index + 1], method, target=together.targets[index], **options)
-        np.testing.assert_allclose(together.heatmaps[index], alone.heatmaps[0], atol=2e-5, err_msg=method)
+        tolerance = 2e-5
+        if method == "occlusion":
+            # The map is each drop over the largest: float32 round-off in the probabilities (which differs
+            # with the batch's size under oneDNN) grows by 1 / the largest drop, 3,000x on this random net.
+            drops = together.arrays["drops"][index]
+            np.testing.assert_allclose(drops, alone.arrays["drops"][0], atol=1e-6)
+            tolerance = max(tolerance, 1e-6 / np.abs(drops).max())
+        np.testing.assert_allclose(together.heatmaps[index], alone.heatmaps[0], atol=tolerance, err_msg=method)
 
 
 @pytest.mark.parametrize("method", IMAGE_METHODS)
@@ -441,6 +448,15 @@ def test_cli_compares_methods_side_by_side(model_file, tmp_path):
     ]:
         result = run("explain", photo, "--model", model_file, "--out", tmp_path / "c", *args)
         assert result.exit_code == 1 and needle in result.output, (args, result.output)
+
+
+def test_activations_and_filters_refuse_a_layer_without_spatial_output(tiny, images):
+    """Before, a dense layer got through and failed in the grid renderer or the traced ascent step."""
+    for layer in ("gap", "predictions"):
+        with pytest.raises(xconv.XconvError, match=f"activations needs .*{layer!r} has none"):
+            xconv.explain(tiny, images, "activations", layer=layer)
+        with pytest.raises(xconv.XconvError, match=f"filters needs .*{layer!r} has none"):
+            xconv.explain(tiny, None, "filters", layer=layer)
 
 
 @pytest.mark.parametrize("method", [name for name in IMAGE_METHODS

@@ -99,8 +99,8 @@ def test_explain_returns_an_overlay_per_class_and_the_activation_grid(server, ph
     ("text.png", {}, 400, "text.png: not an image file"),
     ("chelsea.jpg", {"method": "nope"}, 400, "unknown method 'nope'"),
     ("chelsea.jpg", {"layer": "nope"}, 400, "unknown layer 'nope'"),
-    ("chelsea.jpg", {"activations": "predictions"}, 400, "has no spatial output"),
-    ("chelsea.jpg", {"layer": "predictions"}, 400, "has no spatial output to explain"),
+    ("chelsea.jpg", {"activations": "predictions"}, 400, "the activation grid needs a layer with a spatial output"),
+    ("chelsea.jpg", {"layer": "predictions"}, 400, "gradcam needs a layer with a spatial output"),
     ("too large.jpg", {}, 400, "too large.jpg: not an image file"),  # the status is not read from the name
     ("chelsea.jpg", {"classes": "some"}, 400, "classes must be"),
 ])

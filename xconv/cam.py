@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from xconv.errors import XconvError
 from xconv.interfaces import Explainer, Explanation
 from xconv.options import Option
 from xconv.scores import SCORE_OPTION, SCORES, class_scores, resolve_score
@@ -31,13 +30,11 @@ class CAMExplainer(Explainer):
     options = (SCORE_OPTION, Option("batch_size", int, 16, "images per compiled forward and backward pass", minimum=1))
 
     def __init__(self, model, layer=None, **options):
-        from xconv.layers import find_layer
+        from xconv.layers import spatial_layer
 
         super().__init__(model, layer=model.layer_path(layer), **options)
         self.score = resolve_score(self.__dict__.get("score", "auto"), len(model.class_names))  # may be dropped
-        if not find_layer(model.keras_model, self.layer).is_spatial:
-            raise XconvError(f"{self.name} needs a layer with a spatial output (N, h, w, channels); "
-                             f"{self.layer!r} has none: choose a conv, pooling or activation layer of the conv part")
+        spatial_layer(model.keras_model, self.layer, self.name)
 
     def channel_weights(self, features, gradients):
         """Weights from features and gradients (N, h, w, c): shape (N, c), or (N, h, w, c) per position."""

@@ -73,6 +73,19 @@ def find_layer(model, name: str) -> LayerInfo:
     raise UnknownNameError("layer", name, [info.path for info in layers if info.is_spatial])
 
 
+def spatial_layer(model, name: str, view: str) -> str:
+    """The path of a layer whose output is a feature map (N, h, w, c), else one readable XconvError.
+
+    Every view that reads feature maps checks this up front, so a dense layer gets this line rather than a
+    shape error from inside a traced step.
+    """
+    info = find_layer(model, name)
+    if not info.is_spatial:
+        raise XconvError(f"{view} needs a layer with a spatial output (N, h, w, channels); {info.path!r} has none: "
+                         "choose a conv, pooling or activation layer of the conv part")
+    return info.path
+
+
 def feature_layers(model) -> list[LayerInfo]:
     """Conv and pooling layers with spatial outputs, in network order (the activations view)."""
     return [info for info in iter_layers(model) if info.is_spatial and info.type in FEATURE_LAYER_TYPES]

@@ -105,11 +105,11 @@ class ExplainService:
         if key.method not in names:
             raise XconvError(f"unknown method {key.method!r}; choose one of {', '.join(names)}")
         layer = self.model.layer_path(key.layer) if key.layer and names[key.method]["takes_layer"] else None
-        if layer is not None and not xconv.layers.find_layer(self.model.keras_model, layer).is_spatial:
-            raise XconvError(f"layer {key.layer!r} has no spatial output to explain; choose a conv or pooling layer")
+        if layer is not None:  # checked here too, for plugin methods that do not check it themselves
+            xconv.layers.spatial_layer(self.model.keras_model, layer, key.method)
         activation_layer = self.model.layer_path(key.activation_layer) if key.activation_layer else None
-        if activation_layer is not None and activation_layer not in self.layers:
-            raise XconvError(f"layer {key.activation_layer!r} has no spatial output to show")
+        if activation_layer is not None:
+            xconv.layers.spatial_layer(self.model.keras_model, activation_layer, "the activation grid")
         return ExplainKey(key.method, layer, activation_layer, key.grid, key.all_classes)
 
     def predict(self, uploads: list[Upload]) -> list[dict]:
