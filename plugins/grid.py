@@ -25,10 +25,14 @@ FRAGILE = 0.5
 def channel_images(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(h, w, c) float -> (c, h, w) uint8 per Chollet's post-processing, and a (c,) mask of dead channels."""
     channels = np.moveaxis(np.asarray(maps, np.float32), -1, 0)
-    mean = channels.mean(axis=(1, 2), keepdims=True)
-    std = channels.std(axis=(1, 2), keepdims=True)
-    dead = std[:, 0, 0] < 1e-7
-    scaled = (channels - mean) / np.where(std < 1e-7, 1.0, std) * 64.0 + 128.0
+    # A 1x1 map (a small input after many poolings) has no spatial pattern: channels are compared instead.
+    axes = (0, 1, 2) if channels.shape[1] * channels.shape[2] == 1 else (1, 2)
+    low, high = channels.min(axis=axes, keepdims=True), channels.max(axis=axes, keepdims=True)
+    # Constant up to float32 round-off (the std of a constant 1.7 is 1e-7, not 0), relative to the value.
+    flat = (high - low) <= 1e-6 * np.maximum(1.0, np.abs(high))
+    mean, std = channels.mean(axis=axes, keepdims=True), channels.std(axis=axes, keepdims=True)
+    scaled = (channels - mean) / np.where(flat, 1.0, std) * 64.0 + 128.0
+    dead = np.broadcast_to(flat, channels.shape)[:, 0, 0]
     scaled[dead] = BACKGROUND
     return np.clip(scaled, 0, 255).astype(np.uint8), dead
 

@@ -6,6 +6,7 @@ Colors come back from ``xconv.apply_colormap`` as RGB, like the photo; blending 
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,22 @@ def draw_cell_grid(image: np.ndarray, cells: tuple[int, int], color=(255, 255, 2
     return out
 
 
+def has_cells(explanation) -> bool:
+    """Whether the maps are coarser than the model's input (one value per layer cell), else warn.
+
+    Pixel-level maps (saliency, occlusion, guided Grad-CAM...) have a value per input pixel: a grid over
+    them would be a line every pixel, so the photo is left without one.
+    """
+    heatmaps = np.asarray(explanation.heatmaps)
+    input_size = (explanation.images.shape[1:3] if explanation.images is not None
+                  else explanation.originals[0].shape[:2])
+    if heatmaps.shape[1] < input_size[0] or heatmaps.shape[2] < input_size[1]:
+        return True
+    warnings.warn(f"grid: {explanation.method}'s maps have a value per input pixel, not per layer cell; "
+                  "no grid drawn", xconv.XconvWarning, stacklevel=2)
+    return False
+
+
 class OverlayRenderer(xconv.Renderer):
     name = "overlay"
     description = "heatmap blended over the original photo (OpenCV colormap); --grid draws the layer's cells"
@@ -40,10 +57,11 @@ class OverlayRenderer(xconv.Renderer):
 
     def render(self, explanation, out_dir):
         photos = explanation.originals or list(explanation.images)
+        grid = self.grid and has_cells(explanation)
         written = []
         for index, (photo, heatmap) in enumerate(zip(photos, explanation.heatmaps)):
             image = xconv.overlay_heatmap(photo, heatmap, self.colormap, self.alpha)
-            if self.grid:
+            if grid:
                 image = draw_cell_grid(image, heatmap.shape)
             target = xconv.safe_name(explanation.target_names[index])
             name = f"{explanation.stem(index)}_{xconv.safe_name(explanation.method)}_{target}.png"

@@ -67,6 +67,16 @@ def test_dead_channel_is_blank_not_nan():
     assert (gray[0] == 255).all() and gray[1].min() < gray[1].max()
 
 
+def test_constant_channel_is_blank_whatever_its_value_and_1x1_maps_compare_channels():
+    """float32 leaves a constant 1.7's std at 1e-7: an absolute threshold painted it as a solid tile."""
+    maps = np.stack([np.full((7, 7), value, np.float32) for value in (1.7, 123.4, 0.0)], axis=-1)
+    gray, dead = channel_images(maps)
+    assert dead.tolist() == [True, True, True] and (gray == 255).all()
+    gray, dead = channel_images(np.array([[[0.0, 2.0, 4.0]]], np.float32))  # (1, 1, 3): one value per channel
+    assert dead.tolist() == [False, False, False]
+    assert gray[0, 0, 0] < gray[1, 0, 0] < gray[2, 0, 0]
+
+
 def test_tiling_places_each_channel_in_rows():
     tiles = np.arange(6, dtype=np.uint8)[:, None, None].repeat(2, 1).repeat(2, 2)
     grid = tile(tiles, columns=4, margin=1, fill=99)
@@ -149,6 +159,16 @@ def test_overlay_grid_draws_the_layer_cells(tiny, tmp_path):
     # The 8x8 layer splits a 32-pixel image every 4 pixels: the interior lines are at rows 4, 8, ..., 28.
     horizontal = [row for row in range(32) if (b[row] == 255).all()]
     assert horizontal == [4, 8, 12, 16, 20, 24, 28]
+
+
+def test_overlay_grid_leaves_pixel_level_maps_alone(tiny, tmp_path):
+    """A map with a value per input pixel has no cells: a grid would draw a white line on every row."""
+    image = random_images(1, (32, 32), seed=8)
+    explained = xconv.explain(tiny, image, "saliency")
+    [plain] = xconv.render(explained, "overlay", tmp_path / "plain")
+    with pytest.warns(xconv.XconvWarning, match="value per input pixel"):
+        [gridded] = xconv.render(explained, "overlay", tmp_path / "grid", grid=True)
+    np.testing.assert_array_equal(np.asarray(Image.open(gridded)), np.asarray(Image.open(plain)))
 
 
 def gated_model():
