@@ -4,8 +4,8 @@
   of the image; each pixel's value is the mean drop of the target's softmax probability over the patches
   that cover it. Patch positions always reach the right and bottom edges. The map is the positive part,
   scaled to [0, 1]; the signed mean drops are in ``arrays["drops"]``.
-* ``rise`` (Petsiuk et al. 2018): ``masks`` random binary ``grid`` x ``grid`` masks (each cell kept with
-  probability ``keep``), upsampled bilinearly to (grid + 1) cells and cropped at a random shift, so their
+* ``rise`` (Petsiuk et al. 2018): ``masks`` random binary ``cells`` x ``cells`` masks (each cell kept with
+  probability ``keep``), upsampled bilinearly to (cells + 1) cells and cropped at a random shift, so their
   edges fall anywhere. The map is the probability-weighted mean of the masks divided by ``keep``, min-max
   scaled to [0, 1] (its constant offset carries no information). Mask i depends only on (seed, i), and all
   images share the masks, so a batch gives what one-by-one does.
@@ -89,7 +89,7 @@ class RISE(PerturbationExplainer):
     description = "RISE (Petsiuk et al. 2018): probability-weighted mean of random masks"
     options = (
         xconv.Option("masks", int, 2000, "random masks per image", minimum=1),
-        xconv.Option("grid", int, 7, "mask cells per side before upsampling", minimum=1),
+        xconv.Option("cells", int, 7, "mask cells per side before upsampling", minimum=1),
         xconv.Option("keep", float, 0.5, "probability that a cell is kept"),
         xconv.Option("seed", int, 0, "random seed of the masks"),
     )
@@ -99,19 +99,19 @@ class RISE(PerturbationExplainer):
         import cv2
 
         height, width = self.model.input_size
-        cell_h, cell_w = -(-height // self.grid), -(-width // self.grid)
+        cell_h, cell_w = -(-height // self.cells), -(-width // self.cells)
         masks = np.empty((count, height, width), np.float32)
         for offset in range(count):
             rng = np.random.default_rng([self.seed, first + offset])
-            cells = (rng.random((self.grid, self.grid)) < self.keep).astype(np.float32)
-            big = cv2.resize(cells, ((self.grid + 1) * cell_w, (self.grid + 1) * cell_h), interpolation=cv2.INTER_LINEAR)
+            kept = (rng.random((self.cells, self.cells)) < self.keep).astype(np.float32)
+            big = cv2.resize(kept, ((self.cells + 1) * cell_w, (self.cells + 1) * cell_h), interpolation=cv2.INTER_LINEAR)
             dy, dx = rng.integers(0, cell_h), rng.integers(0, cell_w)
             masks[offset] = big[dy:dy + height, dx:dx + width]
         return masks
 
     def explain(self, images, targets=None):
-        if self.masks < 1 or self.grid < 1 or not 0 < self.keep <= 1:
-            raise xconv.XconvError("rise: masks and grid must be at least 1, keep in (0, 1]")
+        if self.masks < 1 or self.cells < 1 or not 0 < self.keep <= 1:
+            raise xconv.XconvError("rise: masks and cells must be at least 1, keep in (0, 1]")
         inputs = self.model.preprocess(images)
         black = self.model.preprocess(np.zeros((1, *self.model.input_size, 3), np.uint8))[0]
         chosen, probabilities = self.targets_and_probabilities(inputs, targets)
@@ -125,7 +125,7 @@ class RISE(PerturbationExplainer):
         low = saliency.min(axis=(1, 2), keepdims=True)
         explanation = xconv.heatmap_explanation(self, xconv.unit_maps(saliency - low), chosen, probabilities, images)
         explanation.arrays["saliency"] = saliency.astype(np.float32)
-        explanation.metadata.update(masks=self.masks, grid=self.grid, keep=self.keep)
+        explanation.metadata.update(masks=self.masks, cells=self.cells, keep=self.keep)
         return explanation
 
 

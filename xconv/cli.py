@@ -366,9 +366,12 @@ def explain(
     renderer_name = renderer or get_registry().default_renderer(kind)
     renderer_cls = registry.get("renderer", renderer_name)
     per_method = several and "heatmap" in renderer_cls.accepts and "comparison" not in renderer_cls.accepts
-    aliases = [(None, name, value) for name, value in
-               [("colormap", colormap), ("grid", "true" if grid else None), ("channel", channel), ("filters", filters)]
-               if value is not None]
+    # The drawing flags go to the renderer when it has them, so a method's option of the same name (rise's
+    # cells were once called grid) never receives them; else the usual routing says who has them.
+    drawn = declared_options(renderer_cls)
+    flags = [("colormap", colormap), ("grid", "true" if grid else None), ("channel", channel)]
+    aliases = [("renderer" if name in drawn else None, name, value) for name, value in flags if value is not None]
+    aliases += [(None, "filters", filters)] if filters is not None else []
     method_scopes = classes if several else {"method": classes[methods[0]]}
     routed = routed_options(parse_assignments(option) + aliases,
                             {"model": model_class(model), **method_scopes, "renderer": renderer_cls},
@@ -411,9 +414,11 @@ def explain(
     if engine == "ray":
         from xconv.ray_engine import explain_on_ray
 
-        spec.out = str(out.resolve())  # workers do not share the driver's working directory
-        summary = explain_on_ray([p.resolve() for p in paths], spec, address=address, concurrency=concurrency,
-                                 on_records=show)
+        # Workers do not share the driver's working directory: every path they open is made absolute.
+        spec.out = str(out.resolve())
+        spec.model, spec.weights = (str(Path(value).resolve()) if isinstance(value, str) and Path(value).is_file()
+                                    else value for value in (spec.model, spec.weights))
+        summary = explain_on_ray(paths, spec, address=address, concurrency=concurrency, on_records=show)
     else:
         job = ExplainJob(spec)
         summary = stream_with_progress(paths, out, job.decode, job.compute, job.write, show, resume, f"{method}",
