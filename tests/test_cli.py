@@ -50,6 +50,20 @@ def test_help_does_not_import_tensorflow():
     assert "explain" in result.stdout and "predict" in result.stdout
 
 
+def test_importing_xconv_asks_tensorflow_for_its_onednn_kernels_unless_the_user_chose():
+    """TensorFlow turns them on by itself only on CPUs with AVX-512 VNNI/AMX; on AVX2 CPUs they are 2x faster."""
+    code = ("import os, xconv, tensorflow\n"
+            "from tensorflow.python.util import _pywrap_util_port\n"
+            "print(os.environ['TF_ENABLE_ONEDNN_OPTS'], _pywrap_util_port.IsMklEnabled())")
+    environment = {key: value for key, value in os.environ.items() if key != "TF_ENABLE_ONEDNN_OPTS"}
+    for chosen, expected in ((None, "1 True"), ("0", "0 False")):
+        if chosen is not None:
+            environment["TF_ENABLE_ONEDNN_OPTS"] = chosen
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.split() == expected.split()
+
+
 def test_help_shows_bracketed_install_hints_verbatim():
     """Typer renders help as rich markup, where an unescaped "[ray]" is a style tag and vanishes."""
     result = runner.invoke(app, ["explain", "--help"])
@@ -217,6 +231,41 @@ def test_start_up_is_quiet_and_debug_is_not(model_file, photos):
                           env=env)
     assert loud.returncode == 0 and loud.stdout == quiet.stdout
     assert "oneDNN" in loud.stderr or "absl" in loud.stderr or "cuda" in loud.stderr.lower()
+
+
+def test_drawing_flags_go_to_the_renderer_not_to_a_method_option_of_the_same_name(photos, tmp_path):
+    """--grid once reached rise's grid option too (an int: 'true' refused); rise's is now called cells."""
+    result = invoke("explain", photos / "photo0.png", "--method", "rise", "-O", "masks=8", "-O", "cells=3", "--grid",
+                    "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "no grid drawn" in result.output  # a pixel-level map has no layer cells to outline
+    assert len(list(tmp_path.glob("*_rise_*.png"))) == 1
+
+
+def test_a_model_file_with_code_loads_only_with_unsafe(photos, tmp_path):
+    """A Lambda layer's Python runs at load: refused with safe_mode unless the user says they trust it."""
+    import keras
+
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Lambda(lambda t: t / 255.0)(inputs)
+    outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(
+        keras.layers.Conv2D(2, 3, name="conv")(x)))
+    path = tmp_path / "code.keras"
+    keras.Model(inputs, outputs).save(path)
+    assert_one_line_error(invoke("predict", photos / "photo0.png", "--model", path), "contains code", "--unsafe")
+    trusted = invoke("predict", photos / "photo0.png", "--model", path, "--unsafe")
+    assert trusted.exit_code == 0, trusted.output
+
+
+def test_keras_is_new_enough_for_safe_mode_to_hold():
+    """Before Keras 3.11.3 a crafted .keras or .h5 file could switch safe_mode off (CVE-2025-9905/9906)."""
+    from importlib.metadata import requires, version
+
+    [requirement] = [line for line in requires("xconv") if line.startswith("keras")]
+    def release(text):
+        return tuple(int(part) for part in text.split(".")[:3])
+
+    assert release(requirement.split(">=")[1]) >= (3, 11, 3) and release(version("keras")) >= (3, 11, 3)
 
 
 @pytest.fixture(scope="module")
