@@ -184,6 +184,28 @@ def test_saved_png_reads_back_identical_in_rgb_order(tmp_path, photo):
     np.testing.assert_array_equal(np.asarray(Image.open(path).convert("RGB")), rgb)
 
 
+@pytest.mark.parametrize("photo", [False, True])
+def test_an_interrupted_write_leaves_the_previous_picture_whole(tmp_path, photo, monkeypatch):
+    """A resumed job keeps the pictures its manifest lists: one killed mid-write must not be half a PNG."""
+    from pathlib import Path
+
+    path = xconv.save_image(tmp_path / "picture.png", np.zeros((8, 8, 3), np.uint8), photo=photo)
+    before = path.read_bytes()
+
+    def killed_midway(self, data):
+        with open(self, "wb") as file:
+            file.write(data[:10])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_bytes", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        xconv.save_image(path, np.full((8, 8, 3), 200, np.uint8), photo=photo)
+    monkeypatch.undo()
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["picture.png"]
+    with pytest.raises(xconv.XconvError, match="no writer for .xyz"):
+        xconv.save_image(tmp_path / "picture.xyz", np.zeros((8, 8, 3), np.uint8))
+
+
 def test_user_errors_survive_pickling_to_other_processes():
     """Ray workers and process pools send exceptions back pickled; ours must arrive with their message."""
     import pickle

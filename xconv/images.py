@@ -190,14 +190,20 @@ def save_image(path: str | os.PathLike, rgb: np.ndarray, photo: bool = False) ->
 
     path = Path(path)
     rgb = np.ascontiguousarray(rgb)
+    from xconv.files import write_bytes
     from xconv.png import encodable, encode_rgb_png
 
     if photo and path.suffix.lower() == ".png" and encodable(rgb):
+        data = encode_rgb_png(rgb)
+    else:
         try:
-            path.write_bytes(encode_rgb_png(rgb))
-        except OSError as error:
-            raise XconvError(f"could not write {path}: {error.strerror or error}") from None
-        return path
-    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-        raise XconvError(f"could not write {path}")
-    return path
+            encoded, buffer = cv2.imencode(path.suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        except cv2.error:
+            encoded = False
+        if not encoded:
+            raise XconvError(f"could not write {path}: OpenCV has no writer for {path.suffix or 'a file without suffix'}")
+        data = buffer.tobytes()
+    try:  # whole or not at all: a resumed job keeps the files its manifest lists
+        return write_bytes(path, data)
+    except OSError as error:
+        raise XconvError(f"could not write {path}: {error.strerror or error}") from None

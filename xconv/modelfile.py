@@ -15,6 +15,7 @@ from pathlib import Path
 import warnings
 
 from xconv.errors import XconvError, XconvWarning, first_line
+from xconv.files import replacing
 from xconv.interfaces import Model
 from xconv.options import Option
 from xconv.preprocessing import MODES, check_mode, preprocess
@@ -51,17 +52,26 @@ def read_metadata(path: str | os.PathLike) -> dict:
     return {}
 
 
+def save_keras_file(keras_model, path: str | os.PathLike, metadata: dict | None = None) -> Path:
+    """keras_model.save, with xconv's metadata stamped in, replacing ``path`` only once both are written."""
+    path = Path(path)
+    with replacing(path) as temporary:
+        keras_model.save(temporary)
+        if metadata is not None:
+            write_metadata(temporary, metadata)
+    return path
+
+
 def write_metadata(path: str | os.PathLike, metadata: dict) -> None:
     """Add or replace ``xconv.json`` inside a ``.keras`` archive."""
     path = Path(path)
     with zipfile.ZipFile(path) as archive:
         members = {name: archive.read(name) for name in archive.namelist() if name != METADATA_MEMBER}
-    temporary = path.with_name(path.name + ".tmp")
-    with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-        archive.writestr(METADATA_MEMBER, json.dumps(metadata, indent=1))
-    temporary.replace(path)
+    with replacing(path) as temporary:
+        with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for name, data in members.items():
+                archive.writestr(name, data)
+            archive.writestr(METADATA_MEMBER, json.dumps(metadata, indent=1))
 
 
 def load_keras_file(path: str | os.PathLike, safe_mode: bool = True, compile: bool = False):
@@ -149,6 +159,4 @@ def export_for_inference(checkpoint: str | os.PathLike, destination: str | os.Pa
         finish(keras_model)
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    keras_model.save(destination)
-    write_metadata(destination, metadata)
-    return destination
+    return save_keras_file(keras_model, destination, metadata)  # often over the checkpoint it was loaded from

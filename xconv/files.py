@@ -1,0 +1,36 @@
+"""Files written whole or not at all: a crash, Ctrl-C or a full disk mid-write leaves the previous file.
+
+A resumed job trusts the files its manifest lists, and a model file may be written over the checkpoint it
+was loaded from, so a half-written file must never take the place of a whole one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def replacing(path: str | os.PathLike):
+    """A temporary path beside ``path`` (same suffix: writers choose the format by it) that replaces
+    ``path`` in one rename when the block succeeds, and is removed when it does not.
+
+    The name is the process's own, so workers writing the same file at once do not write into each other's.
+    """
+    path = Path(path)
+    handle, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    with replacing(path) as temporary:
+        temporary.write_bytes(data)
+    return Path(path)
