@@ -24,8 +24,14 @@ def manifest(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
 
 
-def test_ray_engine_writes_what_the_local_engine_writes(local_ray, model_file, tmp_path):
-    photos = tmp_path / "photos"
+def test_ray_engine_writes_what_the_local_engine_writes(local_ray, model_file, tmp_path, monkeypatch):
+    """Paths as a user types them (relative): the workers must not depend on the driver's directory, and
+    the manifest must record the inputs as given, so a local --resume afterwards skips them."""
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    model_file = os.path.relpath(model_file)
+    photos = Path("photos")
     photos.mkdir()
     rng = np.random.default_rng(3)
     for index in range(21):
@@ -34,7 +40,7 @@ def test_ray_engine_writes_what_the_local_engine_writes(local_ray, model_file, t
     runner, app = CliRunner(), build_app()
     outputs = {}
     for engine in ("local", "ray"):
-        out = tmp_path / engine
+        out = Path(engine)
         result = runner.invoke(app, ["explain", str(photos), "--model", str(model_file), "--target", "cat",
                                      "--target", "dog", "--out", str(out), "--engine", engine])
         assert result.exit_code == 1, result.output  # the broken photo fails, the rest are explained
@@ -47,9 +53,13 @@ def test_ray_engine_writes_what_the_local_engine_writes(local_ray, model_file, t
                                       np.asarray(Image.open(outputs["ray"] / name)))
 
     def comparable(records, out):
-        return [{**r, "outputs": [Path(p).relative_to(out).as_posix() for p in r.get("outputs", [])]} for r in records]
+        return [{**r, "outputs": [Path(p).resolve().relative_to(out.resolve()).as_posix()
+                                  for p in r.get("outputs", [])]} for r in records]
 
     assert comparable(manifest(outputs["ray"]), outputs["ray"]) == comparable(manifest(outputs["local"]), outputs["local"])
+    resumed = runner.invoke(app, ["explain", str(photos), "--model", str(model_file), "--target", "cat", "--target",
+                                  "dog", "--out", "ray", "--resume"])
+    assert "21 already done (--resume)" in resumed.output, resumed.output
 
 
 def test_ray_engine_without_ray_says_how_to_install(monkeypatch, model_file, tmp_path):

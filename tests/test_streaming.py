@@ -110,6 +110,20 @@ def test_resume_redoes_inputs_of_another_job_and_repairs_a_cut_line(tmp_path):
     assert same.resumed == 3 and same.explained == 0
 
 
+def test_resume_redoes_an_input_that_moved_since_its_files_carry_its_old_number(tmp_path):
+    """x.jpg explained at position 0, then w.jpg put before it: w.jpg now writes position 0's files, so
+    skipping x.jpg (done, files present) would leave it without its own and report success."""
+    calls = []
+    stream(["x", "y"], tmp_path, *fake_pipeline(tmp_path, []), batch_size=2, job="j")
+    summary = stream(["w", "x", "y"], tmp_path, *fake_pipeline(tmp_path, calls), batch_size=2, resume=True,
+                     job="j")
+    assert summary.resumed == 0 and calls == [["w", "x"], ["y"]]
+    assert {name: record["position"] for name, record in Manifest(tmp_path).records().items()} == {
+        "w": 0, "x": 1, "y": 2}
+    again = stream(["w", "x", "y"], tmp_path, *fake_pipeline(tmp_path, []), batch_size=2, resume=True, job="j")
+    assert again.resumed == 3
+
+
 def test_numbered_files_do_not_depend_on_how_many_inputs_a_chunk_holds():
     from xconv.interfaces import Explanation
 
@@ -129,9 +143,9 @@ def test_resume_redoes_an_input_whose_file_another_input_wrote_since(tmp_path):
     (manifest.path.parent / "other.txt").write_text("")
     with manifest.path.open("a") as handle:
         handle.write("{}\n[1, 2]\n")  # lines of some other tool: ignored, not a crash
-    assert manifest.completed("j") == {"b/photo.jpg"}
+    assert set(manifest.completed("j")) == {"b/photo.jpg"}
     manifest.append([{"input": "a/photo.jpg", "status": "ok", "outputs": [str(shared)], "job": "j"}])
-    assert manifest.completed("j") == {"a/photo.jpg"}  # a wrote it last: now b's record is the stale one
+    assert set(manifest.completed("j")) == {"a/photo.jpg"}  # a wrote it last: now b's record is the stale one
 
 
 def test_the_job_key_changes_when_the_model_file_is_retrained_in_place(tmp_path):
@@ -144,6 +158,8 @@ def test_the_job_key_changes_when_the_model_file_is_retrained_in_place(tmp_path)
     before = JobSpec(model=str(model), methods=["gradcam"]).key()
     os.utime(model, ns=(1, 10**18))
     assert JobSpec(model=str(model), methods=["gradcam"]).key() == before  # a copy elsewhere: the same key
+    relative = os.path.relpath(model)  # as a user types it; Ray's workers get it absolute: the same job
+    assert JobSpec(model=relative, methods=["gradcam"]).key() == before
     model.write_bytes(b"second")
     assert JobSpec(model=str(model), methods=["gradcam"]).key() != before
     assert JobSpec(model="catsdogs", methods=["gradcam"]).key() == JobSpec(model="catsdogs", methods=["gradcam"]).key()
@@ -163,6 +179,6 @@ def test_files_a_renderer_did_not_attribute_are_listed_for_its_whole_chunk(tmp_p
     assert [r["shared_outputs"] for r in records] == [[str(sheet)], [str(sheet)]]
     manifest = Manifest(tmp_path)
     manifest.append(records)
-    assert manifest.completed() == {"a", "b"}
+    assert set(manifest.completed()) == {"a", "b"}
     sheet.unlink()
-    assert manifest.completed() == set()
+    assert manifest.completed() == {}

@@ -37,8 +37,12 @@ class JobSpec:
         from dataclasses import asdict
 
         settings = {name: value for name, value in asdict(self).items() if name != "out"}
-        # A model or weights file retrained in place changes the pictures: its contents count too.
-        settings["files"] = [file_stamp(value) for value in (self.model, self.weights)]
+        for name in ("model", "weights"):
+            # A model or weights file counts by its contents: retrained in place it is another job, and the
+            # same file is the same job however its path is spelled (Ray's workers are given it absolute).
+            stamp = file_stamp(settings[name])
+            if stamp is not None:
+                settings[name] = {"file": stamp}
         return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
     def load_model(self):

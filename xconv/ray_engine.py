@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -58,16 +59,20 @@ class RayExplainer:
             raise self.failure
         positions = [int(p) for p in batch["position"]]
         paths = [str(p) for p in batch["path"]]
+        # "input": the path as the user gave it, recorded so a local --resume matches it; "path" is absolute.
+        inputs = dict(zip(paths, (str(p) for p in batch.get("input", batch["path"]))))
         images, originals, good, errors = self.job.decode(paths)
         records = []
+        order = dict(zip(paths, positions))
         if len(good):
-            by_path = dict(zip(paths, positions))
-            numbers = [by_path[str(path)] for path in good] if self.total > 1 else 0
+            numbers = [order[str(path)] for path in good] if self.total > 1 else 0
             records = self.job.write(self.job.compute(images, originals, good, numbers), good)
         records += [{"input": error.path, "status": "error", "error": error.reason} for error in errors]
-        order = {path: position for path, position in zip(paths, positions)}
         records.sort(key=lambda record: order.get(record["input"], 0))
-        records = [{**record, "job": self.key} for record in records]
+        # The fields in the order the local engine writes them, so the two manifests read the same.
+        records = [{**record, "input": inputs.get(record["input"], record["input"]),
+                    "position": order.get(record["input"], 0) if self.total > 1 else None, "job": self.key}
+                   for record in records]
         return {"record": np.array([json.dumps(record) for record in records], dtype=object)}
 
 
@@ -112,8 +117,9 @@ def explain_on_ray(paths: list, spec: JobSpec, address: str | None = None, batch
     summary = StreamSummary(inputs=len(paths))
     started = time.perf_counter()
     blocks = max(1, -(-len(paths) // batch_size))
-    dataset = ray.data.from_items([{"position": i, "path": str(p)} for i, p in enumerate(paths)],
-                                  override_num_blocks=blocks)
+    # Workers do not share the driver's working directory: they read absolute paths.
+    dataset = ray.data.from_items([{"position": i, "path": str(Path(p).resolve()), "input": str(p)}
+                                   for i, p in enumerate(paths)], override_num_blocks=blocks)
     cpus = int(ray.cluster_resources().get("CPU", 1))
     gpus = int(ray.cluster_resources().get("GPU", 0))
     actors = concurrency or max(1, min(gpus or cpus, blocks))  # no idle actors

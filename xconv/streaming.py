@@ -51,16 +51,17 @@ class Manifest:
                             latest[record["input"]] = record
         return latest
 
-    def completed(self, job: str | None = None) -> set[str]:
+    def completed(self, job: str | None = None) -> dict[str, int | None]:
         """Inputs recorded as explained (by the same ``job``, when given) whose files all still exist and
         were not written again since for another input (two runs on a/photo.jpg and b/photo.jpg into one
-        folder both write photo_gradcam_cat.png: the first one's record no longer describes the file)."""
+        folder both write photo_gradcam_cat.png: the first one's record no longer describes the file),
+        each with the position that numbered its files (None: a lone input, whose files have no number)."""
         records = self.records()
         writer = {}
         for name, record in records.items():  # in the order they were written: the last writer wins
             for output in record.get("outputs", []):
                 writer[output] = name
-        return {name for name, record in records.items()
+        return {name: record.get("position") for name, record in records.items()
                 if record.get("status") == "ok" and (job is None or record.get("job") == job)
                 and all(Path(p).exists() and writer.get(p) == name for p in record.get("outputs", []))
                 and all(Path(p).exists() for p in record.get("shared_outputs", []))}
@@ -155,16 +156,23 @@ def stream(paths: list, out_dir, decode: Callable, compute: Callable, write: Cal
     ``on_records(records)`` sees each chunk's records (errors included) after they are in the manifest;
     ``on_progress(done)`` counts inputs. Ctrl-C stops after the chunk in hand: what was computed is
     still written and recorded, and the summary says ``interrupted``. ``resume`` skips the inputs the
-    manifest records as done, files present; since files are named by position, the rest come out as
-    they would have in one run. ``job``: a fingerprint of the settings, stored in every record, so
-    resume only skips what the same job did.
+    manifest records as done at the same position, files present; since files are named by position,
+    the rest come out as they would have in one run (an input that moved, because inputs were added
+    before it, is done again: its old files carry another number, one a new input may now take).
+    ``job``: a fingerprint of the settings, stored in every record, so resume only skips what the same
+    job did.
     """
     manifest = Manifest(out_dir)
     summary = StreamSummary(inputs=len(paths))
     items = list(enumerate(paths))
+    numbered = len(paths) > 1
+
+    def number(position):
+        return position if numbered else None
+
     if resume:
         done = manifest.completed(job)
-        items = [(position, path) for position, path in items if str(path) not in done]
+        items = [(position, path) for position, path in items if done.get(str(path), -1) != number(position)]
         summary.resumed = len(paths) - len(items)
         if on_progress and summary.resumed:
             on_progress(summary.resumed)
@@ -177,8 +185,8 @@ def stream(paths: list, out_dir, decode: Callable, compute: Callable, write: Cal
         records += [{"input": error.path, "status": "error", "error": error.reason} for error in errors]
         order = {str(path): position for position, path in chunk}
         records.sort(key=lambda record: order.get(record["input"], 0))  # input order, errors in their place
-        if job is not None:
-            records = [{**record, "job": job} for record in records]
+        records = [{**record, "position": number(order.get(record["input"], 0)),
+                    **({"job": job} if job is not None else {})} for record in records]
         manifest.append(records)
         summary.explained += len(good)  # only the writer thread counts these
         summary.files += sum(len(r.get("outputs", [])) for r in records)
