@@ -162,6 +162,27 @@ def test_evaluate_reports_metrics_and_confusion_png(dataset, tmp_path):
     assert "the other 20 were evaluated" in corrupt.output and "validation split" not in corrupt.output
 
 
+def test_evaluate_streams_in_chunks_and_ignores_hidden_folders(dataset, tmp_path, monkeypatch):
+    """Photos are no longer decoded into one array (a large test set ran out of memory); a notebook's
+    .ipynb_checkpoints folder beside the class folders is not a class ("unknown class" before)."""
+    import shutil
+
+    import xconv.evaluation as evaluation
+
+    folder = tmp_path / "test"
+    shutil.copytree(dataset / "train", folder)  # 10 + 10 photos and one corrupt file
+    (folder / ".ipynb_checkpoints").mkdir()
+    from xconv.testing import TinyModel, tiny_keras_convnet
+
+    model = TinyModel(tiny_keras_convnet((32, 32), classes=2, seed=0), ["cats", "dogs"])
+    whole = evaluation.evaluate(model, folder, show_wrong=20)
+    monkeypatch.setattr(evaluation, "CHUNK", 3)
+    chunked = evaluation.evaluate(model, folder, show_wrong=20)
+    assert whole.images == chunked.images == 20 and len(chunked.skipped) == 1 and "corrupt.jpg" in chunked.skipped[0]
+    np.testing.assert_array_equal(whole.confusion, chunked.confusion)
+    assert whole.wrong == chunked.wrong
+
+
 def test_accuracy_interval_is_wilsons():
     from xconv.evaluation import Evaluation
 
@@ -408,3 +429,42 @@ def test_a_save_interrupted_midway_keeps_the_last_good_checkpoint(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         checkpoint.on_epoch_end(1, {"val_accuracy": 0.6})
     assert good.read_bytes() == b"the last good checkpoint" and sorted(p.name for p in tmp_path.iterdir()) == ["model.keras"]
+
+
+def test_a_save_that_fails_midway_leaves_the_previous_model_whole(tmp_path):
+    """Exporting over the checkpoint (and stamping metadata) wrote in place: a crash destroyed the model."""
+    from xconv.modelfile import save_keras_file
+    from xconv.testing import tiny_keras_convnet
+
+    path = tmp_path / "model.keras"
+    save_keras_file(tiny_keras_convnet((32, 32), classes=2, seed=0), path, {"classes": ["a", "b"]})
+    before = path.read_bytes()
+
+    class Crashing:
+        def save(self, target):
+            Path(target).write_bytes(b"PK half a zip")
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        save_keras_file(Crashing(), path, {"classes": ["x", "y"]})
+    assert path.read_bytes() == before and read_metadata(path) == {"classes": ["a", "b"]}
+    assert [p.name for p in tmp_path.iterdir()] == ["model.keras"]  # no temporary left behind
+
+
+def test_a_resumed_runs_gif_keeps_the_epochs_before_it(tmp_path):
+    """The callback only knew its own strips: after --resume at epoch 3 the GIF lost epochs 1 and 2."""
+    from PIL import Image
+
+    from xconv.callbacks import ExplainCallback
+
+    for epoch, value in ((1, 10), (2, 20), (3, 30), (7, 70)):  # 3 and 7: the resumed run's (7 is stale)
+        Image.fromarray(np.full((8, 8, 3), value, np.uint8)).save(tmp_path / f"epoch_{epoch:03d}.png")
+    callback = ExplainCallback(np.zeros((1, 8, 8, 3), np.uint8), tmp_path, ["a", "b"])
+    callback.strips = [tmp_path / "epoch_003.png"]
+    callback.finish()
+    with Image.open(tmp_path / "attention.gif") as gif:
+        frames = []
+        for index in range(gif.n_frames):
+            gif.seek(index)
+            frames.append(int(np.asarray(gif.convert("RGB"))[0, 0, 0]))
+    assert frames == [10, 20, 30]

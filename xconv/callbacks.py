@@ -131,11 +131,18 @@ class ExplainCallback(_callback_base()):
         """The end-of-run work: the GIF and the confusion matrix. ``xconv train`` defers it to after its
         last phase when it calls ``fit`` once per phase (``defer_finish``)."""
         if self.gif and self.strips:
-            write_gif(self.strips, self.out_dir / "attention.gif")
+            write_gif(self.gif_frames(), self.out_dir / "attention.gif")
         if self._writer is not None:
             if self.validation is not None:
                 self._log_confusion()
             self._writer.flush()
+
+    def gif_frames(self) -> list[Path]:
+        """This run's strips, after the earlier epochs' of the run it resumed (``xconv train --resume``
+        starts at a later epoch, in the same folder): the GIF shows the whole training, not its tail."""
+        first = epoch_number(self.strips[0])
+        earlier = [p for p in self.out_dir.glob("epoch_*.png") if (epoch_number(p) or first) < first]
+        return sorted(earlier, key=epoch_number) + self.strips
 
     def _log_confusion(self):
         import tempfile
@@ -166,6 +173,11 @@ def captioned(picture: np.ndarray, text: str, top: bool = False) -> np.ndarray:
     band = np.full((20, picture.shape[1], 3), 255, np.uint8)
     cv2.putText(band, text, (4, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     return np.concatenate([band, picture] if top else [picture, band])
+
+
+def epoch_number(strip: Path) -> int | None:
+    digits = strip.stem.removeprefix("epoch_")
+    return int(digits) if digits.isdigit() else None
 
 
 def write_gif(strips: list[Path], path: Path, seconds_per_frame: float = 0.8) -> Path:

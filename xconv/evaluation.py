@@ -64,18 +64,37 @@ def evaluation_folder(data: str | os.PathLike) -> Path:
     return data
 
 
+#: Photos decoded at a time: memory stays flat however many photos the folder holds.
+CHUNK = 256
+
+
 def evaluate(model: Model, data: str | os.PathLike, batch_size: int = 32, flip_average: bool = False,
              show_wrong: int = 10) -> Evaluation:
-    """Classify every image under ``data/<class>/``; folder names are matched to the model's classes."""
-    from xconv.training import read_image_folder
+    """Classify every image under ``data/<class>/``; folder names are matched to the model's classes.
+
+    Photos stream through in chunks (decoded ahead in threads while the model runs), so only their
+    probabilities are kept, not the photos.
+    """
+    from xconv.images import load_batch
+    from xconv.streaming import decoded_ahead
+    from xconv.training import image_folder_files
 
     folder = evaluation_folder(data)
-    folders = sorted(p.name for p in folder.iterdir() if p.is_dir())
-    labels_of_folder = {name: model.class_index(name) for name in folders}
-    split = read_image_folder(folder, model.input_size, folders)
-    truth = np.array([labels_of_folder[folders[label]] for label in split.labels])
-    result = evaluate_images(model, split.images, truth, split.paths, batch_size, flip_average, show_wrong,
-                             [str(e) for e in split.skipped])
+    files, folders = image_folder_files(folder)
+    label_of_folder = [model.class_index(name) for name in folders]
+    chunks = [files[start:start + CHUNK] for start in range(0, len(files), CHUNK)]
+    probabilities, truth, paths, skipped = [], [], [], []
+    for chunk, (batch, _, good, errors) in decoded_ahead(
+            chunks, lambda chunk: load_batch([path for path, _ in chunk], model.input_size)):
+        label_of_path = {str(path): label_of_folder[label] for path, label in chunk}
+        if len(good):
+            probabilities.append(predict_batches(model, batch, batch_size, flip_average))
+            truth += [label_of_path[str(path)] for path in good]
+            paths += good
+        skipped += [str(error) for error in errors]
+    if not paths:
+        raise XconvError(f"{folder}: no readable images")
+    result = summarize(model, np.concatenate(probabilities), np.array(truth), paths, show_wrong, skipped)
     result.folder = str(folder)
     return result
 
@@ -95,8 +114,13 @@ def validation_note(evaluation: Evaluation) -> str | None:
 def evaluate_images(model: Model, images: np.ndarray, truth: np.ndarray, paths, batch_size: int = 32,
                     flip_average: bool = False, show_wrong: int = 10, skipped=()) -> Evaluation:
     """The evaluation of decoded images (uint8 at the model's input size) with class indices ``truth``."""
-    truth = np.asarray(truth)
     probabilities = predict_batches(model, images, batch_size, flip_average)
+    return summarize(model, probabilities, truth, paths, show_wrong, skipped)
+
+
+def summarize(model: Model, probabilities: np.ndarray, truth, paths, show_wrong: int = 10, skipped=()) -> Evaluation:
+    """Confusion matrix and the most confidently wrong images from (N, classes) probabilities."""
+    truth = np.asarray(truth)
     predicted = probabilities.argmax(axis=1)
     classes = len(model.class_names)
     confusion = np.zeros((classes, classes), np.int64)

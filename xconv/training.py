@@ -74,12 +74,18 @@ class TrainConfig:
         return [(self.small_size, 0, small_end)] + ([(None, small_end, self.epochs)] if small_end < self.epochs else [])
 
 
-def read_image_folder(directory: str | os.PathLike, image_size: tuple[int, int], class_names=None) -> ImageFolder:
-    """Decode ``directory/<class>/*`` at ``image_size``; unreadable files are skipped and listed, not fatal."""
+def class_folders(directory: Path) -> list[str]:
+    """The class folders' names, sorted; hidden folders (.ipynb_checkpoints, say) are not classes."""
+    return sorted(p.name for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def image_folder_files(directory: str | os.PathLike, class_names=None) -> tuple[list[tuple[Path, int]], list[str]]:
+    """``directory/<class>/*`` image files with their class's index in ``class_names`` (default: every class
+    folder, sorted), and the class names; one readable error when the layout is not that."""
     directory = Path(directory)
     if not directory.is_dir():
         raise XconvError(f"{directory}: no such folder (expected <data>/train/<class>/ and <data>/validation/<class>/)")
-    found = sorted(p.name for p in directory.iterdir() if p.is_dir())
+    found = class_folders(directory)
     class_names = list(class_names) if class_names else found
     if len(class_names) < 2:
         raise XconvError(f"{directory}: needs at least two class folders, found {found or 'none'}")
@@ -92,6 +98,13 @@ def read_image_folder(directory: str | os.PathLike, image_size: tuple[int, int],
         for path in sorted((directory / name).iterdir())
         if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
     ]
+    return files, class_names
+
+
+def read_image_folder(directory: str | os.PathLike, image_size: tuple[int, int], class_names=None) -> ImageFolder:
+    """Decode ``directory/<class>/*`` at ``image_size``; unreadable files are skipped and listed, not fatal."""
+    directory = Path(directory)
+    files, class_names = image_folder_files(directory, class_names)
 
     def decode(item):
         path, label = item
@@ -384,18 +397,9 @@ class BestCheckpoint(_callback_base()):
             if score is None or (self.best is not None and not score > self.best):
                 return
             self.best = float(score)
-        import tempfile
+        from xconv.modelfile import save_keras_file
 
-        # A name of its own in the same folder (the rename stays on one file system; workers of a
-        # multi-worker run saving at once do not write into each other's file).
-        handle, name = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".keras", dir=self.path.parent)
-        os.close(handle)
-        temporary = Path(name)
-        try:
-            self.model.save(temporary)
-            os.replace(temporary, self.path)
-        finally:
-            temporary.unlink(missing_ok=True)
+        save_keras_file(self.model, self.path)
 
 
 class EpochTimer(_callback_base()):
