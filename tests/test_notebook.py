@@ -30,4 +30,5 @@ def test_example_notebook_executes_and_shows_pictures():
     shown = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
     assert len(shown) == 3 and all('<img src="data:image/jpeg;base64,' in html for html in shown)
     assert "Explanation(gradcam" in shown[0] and "Explanation(filters" in shown[2]
+    assert shown[0].count("<img") == 2  # Grad-CAM for each class, as the notebook says
     assert np.all([len(html) < 1_500_000 for html in shown])  # small images, not full-size PNGs
