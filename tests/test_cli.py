@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -55,7 +56,8 @@ def test_importing_xconv_asks_tensorflow_for_its_onednn_kernels_unless_the_user_
     import xconv.cpu_kernels as cpu_kernels
     from tensorflow.python.util import _pywrap_util_port
 
-    if os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1":  # this process: import xconv came first, nobody chose
+    assert "TF_ENABLE_ONEDNN_OPTS" in os.environ  # set by import xconv (conftest), or by whoever ran the tests
+    if os.environ["TF_ENABLE_ONEDNN_OPTS"] == "1":  # then TensorFlow loaded after it and took the kernels
         assert _pywrap_util_port.IsMklEnabled()
     monkeypatch.delitem(sys.modules, "tensorflow")  # as before TensorFlow loads
     monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
@@ -270,7 +272,7 @@ def test_keras_is_new_enough_for_safe_mode_to_hold():
 
     [requirement] = [line for line in requires("xconv") if line.startswith("keras")]
     def release(text):
-        return tuple(int(part) for part in text.split(".")[:3])
+        return tuple(int(re.match(r"\d+", part).group()) for part in text.split(".")[:3])
 
     assert release(requirement.split(">=")[1]) >= (3, 11, 3) and release(version("keras")) >= (3, 11, 3)
 

@@ -202,6 +202,10 @@ def test_an_interrupted_write_leaves_the_previous_picture_whole(tmp_path, photo,
         xconv.save_image(path, np.full((8, 8, 3), 200, np.uint8), photo=photo)
     monkeypatch.undo()
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["picture.png"]
+    from xconv.files import UMASK
+
+    fresh = xconv.save_image(tmp_path / "fresh.png", np.zeros((8, 8, 3), np.uint8), photo=photo)
+    assert fresh.stat().st_mode & 0o777 == 0o666 & ~UMASK  # not the temporary file's private 0600
     with pytest.raises(xconv.XconvError, match="no writer for .xyz"):
         xconv.save_image(tmp_path / "picture.xyz", np.zeros((8, 8, 3), np.uint8))
 

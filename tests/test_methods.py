@@ -365,7 +365,7 @@ def test_batch_equals_one_by_one(tiny, images, method):
             # with the batch's size under oneDNN) grows by 1 / the largest drop, 3,000x on this random net.
             drops = together.arrays["drops"][index]
             np.testing.assert_allclose(drops, alone.arrays["drops"][0], atol=1e-6)
-            tolerance = max(tolerance, 1e-6 / np.abs(drops).max())
+            tolerance = max(tolerance, 1e-6 / max(drops.max(), 1e-12))  # the map divides by the largest gain
         np.testing.assert_allclose(together.heatmaps[index], alone.heatmaps[0], atol=tolerance, err_msg=method)
 
 

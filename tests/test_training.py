@@ -474,12 +474,16 @@ def test_a_resumed_runs_gif_keeps_the_epochs_before_it(tmp_path):
 
     for epoch, value in ((1, 10), (2, 20), (3, 30), (7, 70)):  # 3 and 7: the resumed run's (7 is stale)
         Image.fromarray(np.full((8, 8, 3), value, np.uint8)).save(tmp_path / f"epoch_{epoch:03d}.png")
-    callback = ExplainCallback(np.zeros((1, 8, 8, 3), np.uint8), tmp_path, ["a", "b"])
-    callback.strips = [tmp_path / "epoch_003.png"]
-    callback.finish()
-    with Image.open(tmp_path / "attention.gif") as gif:
-        frames = []
-        for index in range(gif.n_frames):
-            gif.seek(index)
-            frames.append(int(np.asarray(gif.convert("RGB"))[0, 0, 0]))
-    assert frames == [10, 20, 30]
+    def frames(resumed_after):
+        callback = ExplainCallback(np.zeros((1, 8, 8, 3), np.uint8), tmp_path, ["a", "b"], resumed_after=resumed_after)
+        callback.strips = [tmp_path / "epoch_003.png"]
+        callback.finish()
+        with Image.open(tmp_path / "attention.gif") as gif:
+            values = []
+            for index in range(gif.n_frames):
+                gif.seek(index)
+                values.append(int(np.asarray(gif.convert("RGB"))[0, 0, 0]))
+        return values
+
+    assert frames(resumed_after=2) == [10, 20, 30]
+    assert frames(resumed_after=0) == [30]  # a fresh run into an old folder: the old strips are not its own

@@ -36,7 +36,7 @@ class ExplainCallback(_callback_base()):
 
     def __init__(self, images, out_dir, class_names, method: str = "gradcam", every: int = 1, target=None,
                  layer=None, tensorboard_dir=None, validation=None, gif: bool = True, image_size=None,
-                 **method_options):
+                 resumed_after: int = 0, **method_options):
         super().__init__()
         self.sources, self.photos = self._read(images)
         self.out_dir = Path(out_dir)
@@ -46,6 +46,7 @@ class ExplainCallback(_callback_base()):
         self.tensorboard_dir = None if tensorboard_dir is None else Path(tensorboard_dir)
         self.validation, self.gif = validation, gif
         self.image_size = None if image_size is None else tuple(image_size)
+        self.resumed_after = resumed_after  # epochs an earlier run did (xconv train --resume): their strips count
         self.strips: list[Path] = []
         self.seconds: list[float] = []
         self._wrapped = self._writer = None
@@ -138,10 +139,9 @@ class ExplainCallback(_callback_base()):
             self._writer.flush()
 
     def gif_frames(self) -> list[Path]:
-        """This run's strips, after the earlier epochs' of the run it resumed (``xconv train --resume``
-        starts at a later epoch, in the same folder): the GIF shows the whole training, not its tail."""
-        first = epoch_number(self.strips[0])
-        earlier = [p for p in self.out_dir.glob("epoch_*.png") if (epoch_number(p) or first) < first]
+        """This run's strips, after those of the epochs the run it resumed did (``resumed_after``, in the
+        same folder): the GIF shows the whole training, not its tail. A fresh run shows only its own."""
+        earlier = [p for p in self.out_dir.glob("epoch_*.png") if 0 < (epoch_number(p) or 0) <= self.resumed_after]
         return sorted(earlier, key=epoch_number) + self.strips
 
     def _log_confusion(self):

@@ -72,8 +72,8 @@ def evaluate(model: Model, data: str | os.PathLike, batch_size: int = 32, flip_a
              show_wrong: int = 10) -> Evaluation:
     """Classify every image under ``data/<class>/``; folder names are matched to the model's classes.
 
-    Photos stream through in chunks (decoded ahead in threads while the model runs), so only their
-    probabilities are kept, not the photos.
+    Photos stream through in chunks (decoded ahead in threads while the model runs, each dropped once
+    resized), so memory holds a few chunks at model size and the probabilities, not the photos.
     """
     from xconv.images import load_batch
     from xconv.streaming import decoded_ahead
@@ -84,8 +84,10 @@ def evaluate(model: Model, data: str | os.PathLike, batch_size: int = 32, flip_a
     label_of_folder = [model.class_index(name) for name in folders]
     chunks = [files[start:start + CHUNK] for start in range(0, len(files), CHUNK)]
     probabilities, truth, paths, skipped = [], [], [], []
-    for chunk, (batch, _, good, errors) in decoded_ahead(
-            chunks, lambda chunk: load_batch([path for path, _ in chunk], model.input_size)):
+    def decode(chunk):
+        return load_batch([path for path, _ in chunk], model.input_size, keep_originals=False)
+
+    for chunk, (batch, _, good, errors) in decoded_ahead(chunks, decode, workers=os.cpu_count() or 2):
         label_of_path = {str(path): label_of_folder[label] for path, label in chunk}
         if len(good):
             probabilities.append(predict_batches(model, batch, batch_size, flip_average))

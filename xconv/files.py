@@ -12,6 +12,15 @@ import tempfile
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # reading it means setting it: done once, at import, before any writer thread
+    os.umask(mask)
+    return mask
+
+
+UMASK = _umask()
+
+
 @contextlib.contextmanager
 def replacing(path: str | os.PathLike):
     """A temporary path beside ``path`` (same suffix: writers choose the format by it) that replaces
@@ -25,6 +34,8 @@ def replacing(path: str | os.PathLike):
     temporary = Path(name)
     try:
         yield temporary
+        # mkstemp makes the file private (0600); the result gets the mode a plain write would give it.
+        os.chmod(temporary, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~UMASK)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)

@@ -36,7 +36,8 @@ def require_ray():
 
 
 class RayExplainer:
-    """``map_batches`` callable: {"position", "path"} columns in, {"record"} (JSON lines) out."""
+    """``map_batches`` callable: {"position", "path"} columns in (and "input", the path as the user gave
+    it, to record; default: "path"), {"record"} (JSON lines) out."""
 
     def __init__(self, spec: JobSpec, total: int):
         import os

@@ -582,7 +582,7 @@ def train(data: str | os.PathLike, model_cls, out: str | os.PathLike, config: Tr
 
         extra.append(ExplainCallback(class_names=train_split.class_names,
                                      validation=(validation_split.images, validation_split.labels),
-                                     image_size=image_size, **explain))
+                                     image_size=image_size, resumed_after=initial_epoch, **explain))
     try:
         summary = fit(keras_model, train_split, validation_split, out, config, initial_epoch, progress,
                       fresh_optimizer=not has_optimizer,
