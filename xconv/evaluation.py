@@ -84,6 +84,7 @@ def evaluate(model: Model, data: str | os.PathLike, batch_size: int = 32, flip_a
     label_of_folder = [model.class_index(name) for name in folders]
     chunks = [files[start:start + CHUNK] for start in range(0, len(files), CHUNK)]
     probabilities, truth, paths, skipped = [], [], [], []
+
     def decode(chunk):
         return load_batch([path for path, _ in chunk], model.input_size, keep_originals=False)
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from xconv.batch_job import ExplainJob, JobSpec
 from xconv.errors import XconvError
-from xconv.streaming import Manifest, StreamSummary
+from xconv.streaming import Manifest, StreamSummary, file_number
 
 
 def require_ray():
@@ -72,7 +72,7 @@ class RayExplainer:
         records.sort(key=lambda record: order.get(record["input"], 0))
         # The fields in the order the local engine writes them, so the two manifests read the same.
         records = [{**record, "input": inputs.get(record["input"], record["input"]),
-                    "position": order.get(record["input"], 0) if self.total > 1 else None, "job": self.key}
+                    "position": file_number(order.get(record["input"], 0), self.total), "job": self.key}
                    for record in records]
         return {"record": np.array([json.dumps(record) for record in records], dtype=object)}
 

@@ -165,14 +165,9 @@ def stream(paths: list, out_dir, decode: Callable, compute: Callable, write: Cal
     manifest = Manifest(out_dir)
     summary = StreamSummary(inputs=len(paths))
     items = list(enumerate(paths))
-    numbered = len(paths) > 1
-
-    def number(position):
-        return position if numbered else None
-
     if resume:
         done = manifest.completed(job)
-        items = [(position, path) for position, path in items if done.get(str(path), -1) != number(position)]
+        items = [(position, path) for position, path in items if done.get(str(path), -1) != file_number(position, len(paths))]
         summary.resumed = len(paths) - len(items)
         if on_progress and summary.resumed:
             on_progress(summary.resumed)
@@ -185,7 +180,7 @@ def stream(paths: list, out_dir, decode: Callable, compute: Callable, write: Cal
         records += [{"input": error.path, "status": "error", "error": error.reason} for error in errors]
         order = {str(path): position for position, path in chunk}
         records.sort(key=lambda record: order.get(record["input"], 0))  # input order, errors in their place
-        records = [{**record, "position": number(order.get(record["input"], 0)),
+        records = [{**record, "position": file_number(order.get(record["input"], 0), len(paths)),
                     **({"job": job} if job is not None else {})} for record in records]
         manifest.append(records)
         summary.explained += len(good)  # only the writer thread counts these
@@ -214,6 +209,12 @@ def stream(paths: list, out_dir, decode: Callable, compute: Callable, write: Cal
         writer.close()
         summary.seconds = time.perf_counter() - started
     return summary
+
+
+def file_number(position: int, total: int) -> int | None:
+    """The number an input's files carry, recorded so --resume knows them: its position, or None for the
+    lone input of a run (its files have no number)."""
+    return position if total > 1 else None
 
 
 def good_positions(chunk: list[tuple[int, object]], good: list) -> list[int]:
