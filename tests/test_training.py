@@ -42,34 +42,50 @@ def train(*args):
     return runner.invoke(build_app(), ["train", *map(str, args)])
 
 
-def test_train_writes_checkpoint_history_curves_and_skips_corrupt(dataset, tmp_path):
-    out = tmp_path / "tiny.keras"
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory):
+    """One 2-epoch run shared by every test that reads or continues a trained model (training is most of
+    their time); a test that continues it works on a copy (``copy_run``)."""
+    out = tmp_path_factory.mktemp("trained") / "tiny.keras"
     result = train("--data", dataset, "--epochs", "2", "--image-size", "32", "--batch-size", "8", "--out", out)
     assert result.exit_code == 0, result.output
-    assert "skipped" in result.output and "corrupt.jpg" in result.output
-    assert out.is_file() and (tmp_path / "tiny.curves.png").is_file()
-    rows = history_rows(tmp_path / "tiny.history.csv")
+    return out, result.output
+
+
+def copy_run(out: Path, folder: Path) -> Path:
+    """The checkpoint, history and curves of a run, copied into ``folder``; returns the copy's checkpoint."""
+    import shutil
+
+    for path in out.parent.glob(out.stem + ".*"):
+        shutil.copy2(path, folder / path.name)
+    return folder / out.name
+
+
+def test_train_writes_checkpoint_history_curves_and_skips_corrupt(dataset, trained, tmp_path):
+    out, output = trained
+    assert "skipped" in output and "corrupt.jpg" in output
+    assert out.is_file() and (out.parent / "tiny.curves.png").is_file()
+    rows = history_rows(out.parent / "tiny.history.csv")
     assert len(rows) == 2 and {"accuracy", "val_accuracy", "loss", "val_loss"} <= set(rows[0])
     assert read_metadata(out)["class_names"] == ["cats", "dogs"]
     model = xconv.load_model(out)
     assert model.class_names == ["cats", "dogs"] and model.input_size == (32, 32)
 
+    out = copy_run(out, tmp_path)
     resumed = train("--data", dataset, "--epochs", "3", "--image-size", "32", "--batch-size", "8", "--out", out, "--resume")
     assert resumed.exit_code == 0, resumed.output
     assert "resuming" in resumed.output
     assert len(history_rows(tmp_path / "tiny.history.csv")) == 3
 
 
-def test_resume_continues_from_the_kept_epoch_and_never_replaces_a_better_checkpoint(dataset, tmp_path):
+def test_resume_continues_from_the_kept_epoch_and_never_replaces_a_better_checkpoint(dataset, trained, tmp_path):
     """keep=best: the file holds the best epoch, so a resumed run starts from that epoch (the history's best
     row) and may replace the file only with a better epoch than any already logged."""
-    out = tmp_path / "best.keras"
-    args = ("--data", dataset, "--image-size", "32", "--batch-size", "8", "--out", out)
-    assert train(*args, "--epochs", "2").exit_code == 0
     import keras
 
+    out = copy_run(trained[0], tmp_path)
     kept_epoch = 1
-    history = tmp_path / "best.history.csv"
+    history = tmp_path / "tiny.history.csv"
     rows = history_rows(history)
     rows[0]["val_accuracy"] = "2.0"  # the first epoch made the best, one no later one can beat
     with history.open("w", newline="") as handle:
@@ -77,7 +93,8 @@ def test_resume_continues_from_the_kept_epoch_and_never_replaces_a_better_checkp
         writer.writeheader()
         writer.writerows(rows)
     before = keras.saving.load_model(out, compile=False).get_weights()
-    resumed = train(*args, "--epochs", "3", "--resume")
+    resumed = train("--data", dataset, "--image-size", "32", "--batch-size", "8", "--out", out, "--epochs", "3",
+                    "--resume")
     assert resumed.exit_code == 0, resumed.output
     assert f"after {kept_epoch} epochs" in resumed.output
     after = keras.saving.load_model(out, compile=False).get_weights()
@@ -114,16 +131,8 @@ def test_augmentation_is_random_in_training_and_identity_at_inference():
     assert not np.allclose(np.asarray(augment(images, training=True)), images)
 
 
-@pytest.fixture(scope="module")
-def trained(dataset, tmp_path_factory):
-    """One 2-epoch model for the tests that only read a trained model (training is most of their time)."""
-    out = tmp_path_factory.mktemp("trained") / "eval.keras"
-    assert train("--data", dataset, "--epochs", "2", "--image-size", "32", "--out", out).exit_code == 0
-    return out
-
-
 def test_trained_model_is_deterministic_at_inference(trained):
-    model = xconv.load_model(trained)
+    model = xconv.load_model(trained[0])
     batch = np.random.default_rng(2).integers(0, 255, (3, 32, 32, 3), dtype=np.uint8)
     np.testing.assert_array_equal(model.predict(batch), model.predict(batch))
 
@@ -145,7 +154,7 @@ def test_transfer_model_base_is_frozen_and_explainable_by_path(dataset, tmp_path
 
 
 def test_evaluate_reports_metrics_and_confusion_png(dataset, trained, tmp_path):
-    out = trained
+    out = trained[0]
     result = runner.invoke(build_app(), ["evaluate", "--data", str(dataset), "--model", str(out), "--json",
                                          "--out", str(tmp_path / "report")])
     assert result.exit_code == 0, result.output
