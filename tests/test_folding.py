@@ -158,3 +158,37 @@ def test_gradcam_runs_folded_and_matches_the_unfolded_model():
     np.testing.assert_allclose(explained.heatmaps, cam, atol=1e-4)
     np.testing.assert_allclose(explained.arrays["probabilities"], np.asarray(probabilities), rtol=1e-4, atol=1e-6)
     assert explained.targets == np.asarray(chosen).tolist()
+
+
+def test_set_layer_weights_refolds_the_compiled_copies_in_place():
+    """The randomization metric changes one copy's weights step by step: the folded graphs and compiled
+    steps built before must compute with the new weights, as a model built afresh with them does."""
+    import xconv
+    from xconv.testing import TinyModel, random_images
+    from xconv_plugins.catsdogs import build_catsdogs
+
+    keras_model = build_catsdogs(2, (64, 64))
+    randomize_norms(keras_model)
+    model = TinyModel(keras_model, ["cat", "dog"])
+    images = random_images(2, (64, 64), seed=5)
+    xconv.explain(model, images, "gradcam")  # builds and compiles the folded copy
+    built = dict(model.__dict__["_cache"])
+    folded = model.feature_model(["block4_out"], fold_batch_norms=True)  # the copy the compiled step calls
+    before = [np.asarray(output) for output in folded(images.astype("float32"))]
+    model.memo("probe")["batch"] = "computed with the old weights"
+
+    rng = np.random.default_rng(7)
+    model.set_layer_weights({path: [w * rng.uniform(0.5, 1.5, w.shape).astype("float32")
+                                    for w in keras_model.get_layer(path).get_weights()]
+                             for path in ("block3_sepconv2", "block3_bn2", "block4_shortcut_bn")})
+    after = [np.asarray(output) for output in folded(images.astype("float32"))]
+    fresh = keras.models.clone_model(keras_model)
+    fresh.set_weights(keras_model.get_weights())
+    expected = TinyModel(fresh, ["cat", "dog"]).feature_model(["block4_out"])(images.astype("float32"))
+    for old, new, wanted in zip(before, after, expected):
+        assert not np.allclose(old, new, rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(new, np.asarray(wanted), rtol=1e-4, atol=1e-4)
+    assert all(model.__dict__["_cache"][key] is value for key, value in built.items())  # nothing rebuilt
+    assert "probe" not in model.__dict__.get("_memos", {})
+    after_step = xconv.explain(model, images, "gradcam")  # the compiled step, on the new weights
+    np.testing.assert_allclose(after_step.arrays["probabilities"], np.asarray(expected[-1]), atol=1e-5)

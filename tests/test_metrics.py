@@ -124,7 +124,7 @@ def test_curves_of_one_batch_share_their_ends(region_model, monkeypatch):
 
 def forget_played_games(model):
     """A batch's curves are remembered: clear them so the next score plays its game again."""
-    model.cached(("deletion_game_setup",), dict).clear()
+    model.memo("deletion_game_setup").clear()
 
 
 def test_insertion_reads_the_reverse_deletion_backwards(region_model, monkeypatch):
@@ -269,26 +269,38 @@ def test_cascading_randomization_changes_a_copy_only():
     model = tiny_convnet(classes=3)
     before = [w.copy() for w in model.keras_model.get_weights()]
     randomization = metric(model, "randomization", layers=2)
-    steps = list(randomization.randomized_models())
+
+    def weights_at_each_step(randomization):
+        """The copy's kernels after each step (one copy, changed in place from step to step)."""
+        seen = []
+        for name, copied in randomization.randomized_steps():
+            assert copied.keras_model is not model.keras_model
+            seen.append((name, {layer: copied.keras_model.get_layer(layer).get_weights()[0]
+                                for layer in ("predictions", "conv3", "conv1")}))
+        return seen
+
+    steps = weights_at_each_step(randomization)
     assert [name for name, _ in steps] == ["predictions", "conv3"]
-    for name, copied in steps:
-        assert copied.keras_model is not model.keras_model
-    last = steps[-1][1].keras_model
-    assert not np.allclose(last.get_layer("predictions").get_weights()[0], model.keras_model.get_layer("predictions").get_weights()[0])
-    assert not np.allclose(last.get_layer("conv3").get_weights()[0], model.keras_model.get_layer("conv3").get_weights()[0])
-    np.testing.assert_array_equal(last.get_layer("conv1").get_weights()[0], model.keras_model.get_layer("conv1").get_weights()[0])
-    first = steps[0][1].keras_model  # cascading: step 1 changed the output layer only, with step 2's draw
-    np.testing.assert_array_equal(first.get_layer("predictions").get_weights()[0], last.get_layer("predictions").get_weights()[0])
-    np.testing.assert_array_equal(first.get_layer("conv3").get_weights()[0], model.keras_model.get_layer("conv3").get_weights()[0])
-    assert randomization.randomized_models() is randomization.randomized_models()  # built once, reused by batches
+    original = {layer: model.keras_model.get_layer(layer).get_weights()[0] for layer in ("predictions", "conv3", "conv1")}
+    first, last = steps[0][1], steps[1][1]
+    assert not np.allclose(last["predictions"], original["predictions"])
+    assert not np.allclose(last["conv3"], original["conv3"])
+    np.testing.assert_array_equal(last["conv1"], original["conv1"])
+    # Cascading: step 1 changed the output layer only, with step 2's draw.
+    np.testing.assert_array_equal(first["predictions"], last["predictions"])
+    np.testing.assert_array_equal(first["conv3"], original["conv3"])
+    again = weights_at_each_step(randomization)  # the next method or batch: the same steps on the same copy
+    for (_, earlier), (_, now) in zip(steps, again):
+        for layer in earlier:
+            np.testing.assert_array_equal(earlier[layer], now[layer])
     # The new weights are the initializers' draws from the metric's seed, not from Keras's global state: the
     # same seed builds the same copies again (runs repeat), another seed other ones.
-    again = metric(model, "randomization", layers=2).randomized_models()[-1][1].keras_model
-    np.testing.assert_array_equal(again.get_layer("conv3").get_weights()[0], last.get_layer("conv3").get_weights()[0])
-    other = metric(model, "randomization", layers=2, seed=1).randomized_models()[-1][1].keras_model
-    assert not np.allclose(other.get_layer("conv3").get_weights()[0], last.get_layer("conv3").get_weights()[0])
-    for original, now in zip(before, model.keras_model.get_weights()):
-        np.testing.assert_array_equal(original, now)
+    np.testing.assert_array_equal(weights_at_each_step(metric(model, "randomization", layers=2))[-1][1]["conv3"],
+                                  last["conv3"])
+    other = weights_at_each_step(metric(model, "randomization", layers=2, seed=1))[-1][1]
+    assert not np.allclose(other["conv3"], last["conv3"])
+    for original_weights, now in zip(before, model.keras_model.get_weights()):
+        np.testing.assert_array_equal(original_weights, now)
     images = random_images(2, (32, 32), seed=3)
     explanation = xconv.explain(model, images, "gradcam")
     result = randomization.score(images, np.asarray(explanation.targets), explanation)

@@ -150,7 +150,7 @@ class BatchGame:
 def remembered_for_last_batch(model, name: str, key, build):
     """``build()``, kept on the model under ``name`` for the last ``key`` only: what every method and metric
     scored on one batch shares, dropped when the next batch arrives, so memory stays flat."""
-    memo = model.cached((name,), dict)
+    memo = model.memo(name)
     if key not in memo:
         memo.clear()
         memo[key] = build()

@@ -14,6 +14,7 @@ re-trace (a nested subclassed or multi-input model is called as it is) never fai
 
 from __future__ import annotations
 
+import weakref
 from collections import defaultdict
 
 import numpy as np
@@ -93,8 +94,37 @@ def unique_name(name: str, taken: set[str]) -> str:
     return candidate
 
 
+#: Folded convolution -> (its convolution, its norm), for refolding after their weights change.
+_SOURCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def folded_conv(conv, norm, input_shape, name: str):
     """A copy of ``conv`` with a bias, whose kernel and bias absorb ``norm``'s inference-mode affine map."""
+    config = conv.get_config()
+    config.update(use_bias=True, name=name)
+    config.pop("bias_constraint", None)
+    layer = type(conv).from_config(config)
+    layer.build(tuple(input_shape))
+    _SOURCES[layer] = (conv, norm)
+    _assign_folded(layer)
+    return layer
+
+
+def refold(model) -> int:
+    """Recompute, in place, every folded convolution in ``model`` from the convolution and norm it merges.
+
+    A folded copy holds merged *copies* of the original weights; after those change, this brings it up to
+    date without a new graph, so compiled functions that call it keep working, on the new weights.
+    Returns how many convolutions were refolded.
+    """
+    folded = [layer for layer in iter_layer_objects(model) if layer in _SOURCES]
+    for layer in folded:
+        _assign_folded(layer)
+    return len(folded)
+
+
+def _assign_folded(layer) -> None:
+    conv, norm = _SOURCES[layer]
     variance = np.asarray(norm.moving_variance, np.float64)
     gamma = np.asarray(norm.gamma, np.float64) if norm.scale else 1.0
     beta = np.asarray(norm.beta, np.float64) if norm.center else 0.0
@@ -109,14 +139,7 @@ def folded_conv(conv, norm, input_shape, name: str):
     else:  # Conv2D kernel (h, w, in, out) and SeparableConv2D pointwise kernel (1, 1, in, out)
         weights[-1] = weights[-1] * factor
     weights.append(bias * factor + shift)
-
-    config = conv.get_config()
-    config.update(use_bias=True, name=name)
-    config.pop("bias_constraint", None)
-    layer = type(conv).from_config(config)
-    layer.build(tuple(input_shape))
     layer.set_weights([w.astype(np.asarray(v).dtype) for w, v in zip(weights, layer.get_weights())])
-    return layer
 
 
 def _foldable_norm(norm, tensor) -> bool:

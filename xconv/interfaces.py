@@ -171,6 +171,30 @@ class Model:
             cache[key] = build()
         return cache[key]
 
+    def set_layer_weights(self, weights: dict) -> None:
+        """Set the weights of the layers at these paths (``{path: [arrays]}``, as ``layer.set_weights``
+        takes them) and keep every graph and compiled function built so far: the batch-norm-folded copies,
+        which hold merged copies of the weights, are refolded in place, and per-batch memos are dropped.
+        A new model with the changed weights would retrace every function instead (the randomization
+        metric changes weights once per step)."""
+        import keras
+
+        from xconv.folding import refold
+        from xconv.layers import find_layer
+
+        for path, values in weights.items():
+            find_layer(self.keras_model, path).layer.set_weights(values)
+        for value in self.__dict__.get("_cache", {}).values():
+            for part in value if isinstance(value, tuple) else (value,):
+                if isinstance(part, keras.Model):
+                    refold(part)
+        self.__dict__.pop("_memos", None)  # results of the old weights
+
+    def memo(self, name: str) -> dict:
+        """A per-model dict, by ``name``, for results computed with the current weights (unlike
+        :meth:`cached` graphs, dropped by :meth:`set_layer_weights`)."""
+        return self.__dict__.setdefault("_memos", {}).setdefault(name, {})
+
     def feature_layers(self) -> list[str]:
         """Paths of every conv and pooling layer with a spatial output, in network order."""
         from xconv.layers import feature_layers
