@@ -15,6 +15,19 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+#: The files that take longest, in that order, run first (pyproject: ``--no-loadscope-reorder``): longest
+#: first keeps either worker from being left alone with a long file at the end. By default pytest-xdist
+#: starts the files with the most tests first, and the one-test site build (minutes on a fresh clone,
+#: which makes every picture) ran last.
+SLOWEST_FILES = ["test_docs_site.py", "test_docs.py", "test_training.py", "test_benchmarks.py", "test_web.py",
+                 "test_ray_engine.py", "test_example_plugin.py", "test_cli.py"]
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: index for index, name in enumerate(SLOWEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the others keep their order
+
+
 def shared_path(*parts) -> Path:
     """A path under ../shared/data, skipping the test with a reason when it is absent."""
     path = SHARED_DATA.joinpath(*parts)

@@ -1,5 +1,5 @@
-"""The docs cannot rot: the site builds in strict mode, every hook is documented and tested, and every
-code example in README.md and docs/ runs.
+"""The docs cannot rot: every hook is documented and tested, and every code example in README.md and
+docs/ runs (tests/test_docs_site.py builds the site).
 
 Examples run in a scratch folder holding ``photo.jpg`` (Chelsea the cat, from scikit-image), a
 ``folder/`` of photos and a tiny generated dataset standing in for ``DIR``. Python blocks run in one
@@ -10,11 +10,8 @@ they are not run again from inside it. A command that appears on several pages r
 """
 
 import inspect
-import os
 import re
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -50,23 +47,6 @@ def workspace(tmp_path_factory):
                 pixels = np.clip(rng.normal(color, 30, (40, 40, 3)), 0, 255).astype(np.uint8)
                 Image.fromarray(pixels).save(folder / f"{index}.png")
     return root
-
-
-def test_docs_build_in_strict_mode(tmp_path):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "NO_MKDOCS_2_WARNING": "1"}
-    result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
-                            cwd=REPO, capture_output=True, text=True, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert (tmp_path / "site" / "gradcam" / "index.html").is_file()
-    assert "xconv explain" in (tmp_path / "site" / "generated" / "cli" / "index.html").read_text()
-    for page in ("gradcam", "cam-methods", "gradient-methods", "perturbation-methods"):
-        html = (tmp_path / "site" / page / "index.html").read_text()
-        assert "<math" in html and "\\(" not in html and "arithmatex" not in html, page  # typeset at build time
-        assert "_compare.png" in html or page == "gradcam"
-    pages = list((tmp_path / "site").rglob("*.html"))
-    assert not [p for p in pages if re.search(r'<script[^>]+src="https?://', p.read_text())], "a page loads a script"
-    for family in ("cams", "gradients", "perturbation"):
-        assert (tmp_path / "site" / "generated" / f"{family}_compare.png").is_file()
 
 
 def hook_names() -> list[str]:
