@@ -19,13 +19,11 @@ GAP = 6
 
 def labelled(tile: np.ndarray, text: str) -> np.ndarray:
     """The tile under a white band with ``text``, shrunk to fit the tile's width."""
-    import cv2
-
     band = np.full((LABEL_HEIGHT, tile.shape[1], 3), 255, np.uint8)
-    scale = 0.5
-    while scale > 0.25 and cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] > tile.shape[1] - 8:
-        scale -= 0.05
-    cv2.putText(band, text, (4, LABEL_HEIGHT - 9), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    pixels = 15
+    while pixels > 8 and xconv.text_width(text, pixels) > tile.shape[1] - 8:
+        pixels -= 1
+    xconv.put_text(band, text, 4, LABEL_HEIGHT - 9, pixels)
     return np.vstack([band, tile])
 
 

@@ -52,23 +52,19 @@ def add_labels(grid: np.ndarray, title: str, tile_size: tuple[int, int], columns
                rows: int, first_index: int = 0, row_labels=None) -> np.ndarray:
     """A title band on top, column indices under it, and each row's first channel index (or its entry of
     ``row_labels``) on the left."""
-    import cv2
-
-    font, scale, thickness = cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1
+    small, large, gray = 12, 15, (80, 80, 80)
     row_labels = [str(first_index + row * columns) for row in range(rows)] if row_labels is None else row_labels
-    left = 8 * max(len(label) for label in row_labels) + 8
+    left = max(xconv.text_width(label, small) for label in row_labels) + 8
     top = 40
-    title_width = cv2.getTextSize(title, font, 0.5, thickness)[0][0] + 8
+    title_width = xconv.text_width(title, large) + 8
     canvas = np.full((grid.shape[0] + top, max(grid.shape[1] + left, title_width), 3), BACKGROUND, np.uint8)
     canvas[top:, left:left + grid.shape[1]] = grid
-    cv2.putText(canvas, title, (4, 16), font, 0.5, (0, 0, 0), thickness, cv2.LINE_AA)
+    xconv.put_text(canvas, title, 4, 16, large)
     step_y, step_x = tile_size[0] + margin, tile_size[1] + margin
     for column in range(columns):
-        cv2.putText(canvas, str(column), (left + column * step_x + 2, top - 6), font, scale, (80, 80, 80), thickness,
-                    cv2.LINE_AA)
+        xconv.put_text(canvas, str(column), left + column * step_x + 2, top - 6, small, gray)
     for row in range(rows):
-        y = top + row * step_y + min(tile_size[0], 14)
-        cv2.putText(canvas, row_labels[row], (2, y), font, scale, (80, 80, 80), thickness, cv2.LINE_AA)
+        xconv.put_text(canvas, row_labels[row], 2, top + row * step_y + min(tile_size[0], 14), small, gray)
     return canvas
 
 
@@ -163,12 +159,12 @@ def mark_robustness(patterns: np.ndarray, robustness: np.ndarray) -> np.ndarray:
     fragile = ~(np.nan_to_num(robustness, nan=0.0) >= FRAGILE)
     marked[fragile] = (0.35 * marked[fragile] + 0.65 * BACKGROUND).astype(np.uint8)
     height = patterns.shape[1]
-    scale = max(0.3, height / 400)
+    pixels = max(9, round(height / 13))
     for picture, value in zip(marked, robustness):
         text = "-" if np.isnan(value) else f"{value:.2f}"
-        (width, text_height), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-        cv2.rectangle(picture, (0, height - text_height - 6), (width + 4, height - 1), (255, 255, 255), -1)
-        cv2.putText(picture, text, (2, height - 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.rectangle(picture, (0, height - round(0.75 * pixels) - 6), (xconv.text_width(text, pixels) + 4, height - 1),
+                      (255, 255, 255), -1)
+        xconv.put_text(picture, text, 2, height - 4, pixels)
     return marked
 
 

@@ -266,3 +266,18 @@ def test_filter_patterns_on_a_caffe_model_raise_their_filters(tiny):
     start = xconv.explain(caffe, None, method="filters", layer="conv2", filters="0-3", steps=1, size=32,
                           robust=False)
     assert (explained.scores > start.scores).all()
+
+
+@pytest.mark.parametrize("text", ["кошка 0.93", "chèvre", "γάτα"])
+def test_labels_draw_letters_beyond_ascii(text):
+    """OpenCV's Hershey fonts drew each byte of a non-ASCII class name as '?': 'кошка' came out as ten of them."""
+    from xconv.callbacks import captioned
+    from xconv_plugins.compare import labelled
+    from xconv_plugins.grid import add_labels
+
+    as_question_marks = "".join(c if c.isascii() else "?" * len(c.encode()) for c in text)
+    tile = np.zeros((40, 200, 3), np.uint8)
+    for draw in (labelled, captioned, lambda picture, label: add_labels(picture, label, (40, 200), 1, 2, 1)):
+        drawn, hershey_like = draw(tile, text), draw(tile, as_question_marks)
+        assert (drawn < 128).any() and (drawn > 128).any()  # ink on a white band
+        assert drawn.shape == hershey_like.shape and not np.array_equal(drawn, hershey_like)

@@ -168,10 +168,10 @@ class ExplainCallback(_callback_base()):
 
 def captioned(picture: np.ndarray, text: str, top: bool = False) -> np.ndarray:
     """A white band with ``text`` under (or above) the picture."""
-    import cv2
+    from xconv.text import put_text
 
     band = np.full((20, picture.shape[1], 3), 255, np.uint8)
-    cv2.putText(band, text, (4, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    put_text(band, text, 4, 15, 13)
     return np.concatenate([band, picture] if top else [picture, band])
 
 

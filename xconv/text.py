@@ -1,0 +1,38 @@
+"""Labels on pictures (class names, methods, layers) in a font that has more than ASCII.
+
+OpenCV's Hershey fonts draw ASCII only: a class folder named ``chèvre`` or ``кошка`` came out as ``ch??vre``
+and ``?????``. DejaVu Sans, which matplotlib ships, covers Latin, Greek and Cyrillic; a character it lacks
+(Chinese, say) is still drawn as one box, so the label keeps its length.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+
+@functools.lru_cache(maxsize=None)
+def font(pixels: int):
+    """DejaVu Sans at ``pixels`` (the em height: capitals are about 0.73 of it)."""
+    import os
+
+    import matplotlib
+    from PIL import ImageFont
+
+    return ImageFont.truetype(os.path.join(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans.ttf"), pixels)
+
+
+def text_width(text: str, pixels: int) -> int:
+    return math.ceil(font(pixels).getlength(text))
+
+
+def put_text(image: np.ndarray, text: str, left: int, baseline: int, pixels: int, color=(0, 0, 0)) -> None:
+    """Draw ``text`` on a uint8 RGB ``image`` in place, its baseline at row ``baseline`` (as cv2.putText)."""
+    from PIL import Image, ImageDraw
+
+    canvas = Image.fromarray(image)
+    ImageDraw.Draw(canvas).text((left, baseline), text, font=font(pixels), fill=tuple(int(c) for c in color),
+                                anchor="ls")
+    image[...] = np.asarray(canvas)
