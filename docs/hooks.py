@@ -51,7 +51,7 @@ def on_pre_build(config, **kwargs):
     subprocess.run([sys.executable, "-m", "typer", "xconv.cli", "utils", "docs", "--name", "xconv",
                     "--title", "CLI reference", "--output", str(GENERATED / "cli.md")], check=True,
                    capture_output=True)
-    if not (GENERATED / "chelsea_gradcam_cat.png").exists():
+    if not all((GENERATED / name).exists() for name in ("chelsea_gradcam_cat.png", DEMO_FILTERS)):
         make_pictures()
     if not (GENERATED / "cams_compare.png").exists():
         make_method_pictures()
@@ -59,6 +59,9 @@ def on_pre_build(config, **kwargs):
         make_choosing_table()
     if not (GENERATED / "filters_table.txt").exists():
         make_filter_pictures()
+
+
+DEMO_FILTERS = "catsdogs_block2_sepconv2_filters_0-15.png"  # xconv demo's filter patterns, on the filters page
 
 
 def make_pictures():

@@ -146,8 +146,8 @@ class GridRenderer(xconv.Renderer):
         row_labels = [str(filters[row * columns]) for row in range(rows)]  # each row's own first filter
         picture = add_labels(grid, title, patterns.shape[1:3], columns, margin, rows, first_index=filters[0],
                              row_labels=row_labels)
-        return save_image(out_dir / f"{safe_name(explanation.model_name)}_{safe_name(explanation.layer)}_filters.png",
-                          picture)
+        stem = f"{safe_name(explanation.model_name)}_{safe_name(explanation.layer)}_filters_{filters_label(unique)}"
+        return save_image(out_dir / f"{stem}.png", picture)
 
 
 def mark_robustness(patterns: np.ndarray, robustness: np.ndarray) -> np.ndarray:
@@ -172,6 +172,15 @@ def format_filters(filters) -> str:
     filters = list(filters)
     contiguous = filters == list(range(filters[0], filters[0] + len(filters)))
     return f"{filters[0]}-{filters[-1]}" if contiguous and len(filters) > 1 else ",".join(map(str, filters))
+
+
+def filters_label(filters) -> str:
+    """The filters in a file name, so patterns of filters 0-7 and of 8-15 do not overwrite each other:
+    ``0-7``, ``1,5,9``, or for a long list its count and a digest of it."""
+    import zlib
+
+    label = format_filters(filters)
+    return label if len(label) <= 32 else f"{len(filters)}-filters-{zlib.crc32(label.encode()):08x}"
 
 
 @xconv.hookimpl

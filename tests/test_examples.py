@@ -25,6 +25,6 @@ def test_walkthrough_reproduces_the_chapter(tmp_path):
     names = {os.path.basename(p) for p in report["pictures"]}
     assert {"photo_gradcam_cat.png", "photo_gradcam_dog.png", "photo_stem_conv_grid.png",
             "photo_stem_conv_channel3.png"} <= names
-    assert sum(name.endswith("_filters.png") for name in names) == 3
+    assert sum(name.endswith("_filters_0-7.png") for name in names) == 3
     for picture in report["pictures"]:
         assert Image.open(picture).size[0] > 0

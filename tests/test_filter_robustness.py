@@ -107,6 +107,16 @@ def test_grid_fades_fragile_patterns_and_labels_rows_by_filter(tmp_path):
     [path] = xconv.render(explanation, "grid", tmp_path)
     picture = np.asarray(Image.open(path))
     assert picture.shape[1] >= 2 * 64 and picture.shape[0] > 2 * 64  # two rows (filters 3, 5), two copies each
+    # Other filters of the same layer go to another file (they overwrote the first before).
+    others = xconv.Explanation(method="filters", kind="patterns", model_name="m", layer="conv",
+                               arrays={"patterns": patterns[:2]}, metadata={"filters": [6, 7]})
+    [other] = xconv.render(others, "grid", tmp_path)
+    assert (path.name, other.name) == ("m_conv_filters_3,5.png", "m_conv_filters_6-7.png") and path.exists()
+    many = xconv.Explanation(method="filters", kind="patterns", model_name="m", layer="conv",
+                             arrays={"patterns": np.repeat(patterns, 10, axis=0)},
+                             metadata={"filters": list(range(0, 80, 2))})
+    [long_list] = xconv.render(many, "grid", tmp_path)
+    assert long_list.name.startswith("m_conv_filters_40-filters-") and len(long_list.name) < 60
 
 
 def test_cli_reports_robustness_in_json(tmp_path):

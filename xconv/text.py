@@ -25,6 +25,7 @@ def font(pixels: int):
 
 
 def text_width(text: str, pixels: int) -> int:
+    """Width in pixels of ``text`` as :func:`put_text` draws it at ``pixels``: to size a band before drawing."""
     return math.ceil(font(pixels).getlength(text))
 
 
