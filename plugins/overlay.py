@@ -64,9 +64,17 @@ class OverlayRenderer(xconv.Renderer):
             if grid:
                 image = draw_cell_grid(image, heatmap.shape)
             target = xconv.safe_name(explanation.target_names[index])
-            name = f"{explanation.stem(index)}_{xconv.safe_name(explanation.method)}_{target}.png"
+            name = f"{explanation.stem(index)}_{xconv.safe_name(explanation.method)}{layer_part(explanation)}_{target}.png"
             written.append(explanation.output(xconv.save_image(Path(out_dir) / name, image, photo=True), index))
         return written
+
+
+def layer_part(explanation) -> str:
+    """``_LAYER`` for a layer other than the model's default, so ``--layer block3_out`` does not overwrite
+    the default layer's picture of the same photo and target; empty otherwise (and for pixel-level maps)."""
+    if not explanation.layer or explanation.metadata.get("layer_is_default", True):
+        return ""
+    return f"_{xconv.safe_name(explanation.layer)}"
 
 
 @xconv.hookimpl

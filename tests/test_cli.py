@@ -125,6 +125,13 @@ def test_explain_text_output_and_grid(model_file, photos, tmp_path):
     assert result.exit_code == 0, result.output
     assert "predicted" in result.output and "wrote" in result.output
     assert len(list(tmp_path.glob("photo1_gradcam_*.png"))) == 1
+    # Another layer's map of the same photo and class goes to its own file, not over the default layer's.
+    default = next(tmp_path.glob("photo1_gradcam_*.png"))
+    result = invoke("explain", photos / "photo1.png", "--model", model_file, "--out", tmp_path, "--layer", "conv2",
+                    "--target", default.stem.rsplit("_", 1)[-1])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.glob("photo1_gradcam_*.png")) == sorted(
+        [default.name, default.name.replace("_gradcam_", "_gradcam_conv2_")])
 
 
 @pytest.mark.parametrize("args,needles", [

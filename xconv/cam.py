@@ -117,5 +117,7 @@ def heatmap_explanation(explainer: Explainer, heatmaps, targets, probabilities, 
         targets=targets,
         target_names=[model.class_names[i] for i in targets],
         predictions=[top[0] for top in model.decode(probabilities, top=1)],
-        metadata={"target_scores": probabilities[np.arange(len(targets)), targets].tolist()},
+        metadata={"target_scores": probabilities[np.arange(len(targets)), targets].tolist(),
+                  # Renderers name files after a layer the user chose, so it does not overwrite the default's.
+                  "layer_is_default": explainer.layer is None or explainer.layer == model.default_layer},
     )
