@@ -328,6 +328,24 @@ def test_explain_callback_costs_one_compiled_call_per_epoch(dataset, tmp_path):
     assert isinstance(keras.callbacks.Callback, type) and len(callback.seconds) == 2
 
 
+def test_explain_callback_strips_follow_the_weights_of_their_epoch():
+    """The callback keeps one xconv.Model, whose Grad-CAM and predict run batch-norm-folded copies: those
+    froze at the first strip and later strips mixed live weights with the first epoch's."""
+    from xconv.callbacks import ExplainCallback
+    from xconv_plugins.catsdogs import build_catsdogs
+
+    model = build_catsdogs(2, (32, 32))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    images = (np.random.default_rng(0).random((8, 32, 32, 3)) * 255).astype(np.uint8)
+    callback = ExplainCallback(images[:2], Path("unused"), ["a", "b"])
+    callback.set_model(model)
+    callback.explain_strip(1)  # builds and folds the copies
+    model.fit(images.astype("float32"), np.array([0, 1] * 4), epochs=2, verbose=0)
+    fresh = ExplainCallback(images[:2], Path("unused"), ["a", "b"])
+    fresh.set_model(model)
+    np.testing.assert_array_equal(callback.explain_strip(3), fresh.explain_strip(3))
+
+
 def test_two_replicas_reach_the_loss_of_one_at_the_same_global_batch(tmp_path):
     """MirroredStrategy on two logical CPU devices (set up in a fresh process, before TensorFlow starts)."""
     import subprocess

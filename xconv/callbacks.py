@@ -61,7 +61,8 @@ class ExplainCallback(_callback_base()):
         return [p.name for p in paths], [load_image(p) for p in paths]
 
     def wrapped_model(self):
-        """The training model as an xconv.Model (built once; its compiled functions see the live weights)."""
+        """The training model as an xconv.Model, built once so its compiled functions are traced once; each
+        strip refolds its batch-norm-folded copies first, or they would keep the first strip's weights."""
         if self._wrapped is None:
             from xconv.interfaces import Model
 
@@ -98,6 +99,7 @@ class ExplainCallback(_callback_base()):
         import xconv
 
         model = self.wrapped_model()
+        model.set_layer_weights({})  # the folded copies the compiled steps call: this epoch's weights
         batch = np.stack([resize(photo, model.input_size) for photo in self.photos])
         targets = None if self.target is None else (self.target if isinstance(self.target, (list, tuple))
                                                     else [self.target] * len(batch))

@@ -94,7 +94,9 @@ def unique_name(name: str, taken: set[str]) -> str:
     return candidate
 
 
-#: Folded convolution -> (its convolution, its norm), for refolding after their weights change.
+#: Folded convolution -> weak references to its convolution and norm, for refolding after their weights
+#: change. Weak values too: the sources reach the folded layer through Keras's node graph, and a strong
+#: value that reaches its own key would keep every folded graph alive for good.
 _SOURCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -105,7 +107,7 @@ def folded_conv(conv, norm, input_shape, name: str):
     config.pop("bias_constraint", None)
     layer = type(conv).from_config(config)
     layer.build(tuple(input_shape))
-    _SOURCES[layer] = (conv, norm)
+    _SOURCES[layer] = (weakref.ref(conv), weakref.ref(norm))
     _assign_folded(layer)
     return layer
 
@@ -124,7 +126,9 @@ def refold(model) -> int:
 
 
 def _assign_folded(layer) -> None:
-    conv, norm = _SOURCES[layer]
+    conv, norm = (source() for source in _SOURCES[layer])
+    if conv is None or norm is None:  # the original model is gone: nothing can have changed
+        return
     variance = np.asarray(norm.moving_variance, np.float64)
     gamma = np.asarray(norm.gamma, np.float64) if norm.scale else 1.0
     beta = np.asarray(norm.beta, np.float64) if norm.center else 0.0
