@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from xconv.errors import XconvError
 from xconv.interfaces import Explainer, Explanation
 from xconv.options import Option
 from xconv.scores import SCORE_OPTION, SCORES, class_scores, resolve_score
@@ -101,6 +102,17 @@ class CAMExplainer(Explainer):
                                    images)
 
 
+def is_default_layer(model, layer) -> bool:
+    """Whether ``layer`` (a path, a bare name or None) is the model's default; True when that cannot be told
+    (no layer, several, or a model without a spatial layer), so file names stay the plain ones."""
+    if not isinstance(layer, str):
+        return True
+    try:
+        return model.layer_path(layer) == model.default_layer
+    except XconvError:
+        return True
+
+
 def heatmap_explanation(explainer: Explainer, heatmaps, targets, probabilities, images) -> Explanation:
     """The Explanation every heatmap method returns: maps (N, h, w) in [0, 1], targets, predictions and
     target scores. ``probabilities`` should be ``model.probabilities(...)`` of the inputs (the model's
@@ -119,5 +131,5 @@ def heatmap_explanation(explainer: Explainer, heatmaps, targets, probabilities, 
         predictions=[top[0] for top in model.decode(probabilities, top=1)],
         metadata={"target_scores": probabilities[np.arange(len(targets)), targets].tolist(),
                   # Renderers name files after a layer the user chose, so it does not overwrite the default's.
-                  "layer_is_default": explainer.layer is None or explainer.layer == model.default_layer},
+                  "layer_is_default": is_default_layer(model, explainer.layer)},
     )

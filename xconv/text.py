@@ -30,10 +30,15 @@ def text_width(text: str, pixels: int) -> int:
 
 
 def put_text(image: np.ndarray, text: str, left: int, baseline: int, pixels: int, color=(0, 0, 0)) -> None:
-    """Draw ``text`` on a uint8 RGB ``image`` in place, its baseline at row ``baseline`` (as cv2.putText)."""
+    """Draw ``text`` on a uint8 RGB ``image`` in place, its baseline at row ``baseline`` (as cv2.putText).
+    Only the rows the glyphs can reach go through PIL (a grid draws a label per row and column)."""
     from PIL import Image, ImageDraw
 
-    canvas = Image.fromarray(image)
-    ImageDraw.Draw(canvas).text((left, baseline), text, font=font(pixels), fill=tuple(int(c) for c in color),
+    top, bottom = max(0, baseline - 2 * pixels), min(image.shape[0], baseline + pixels)
+    if top >= bottom:
+        return
+    rows = image[top:bottom]
+    canvas = Image.fromarray(np.ascontiguousarray(rows))
+    ImageDraw.Draw(canvas).text((left, baseline - top), text, font=font(pixels), fill=tuple(int(c) for c in color),
                                 anchor="ls")
-    image[...] = np.asarray(canvas)
+    rows[...] = np.asarray(canvas)
