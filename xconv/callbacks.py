@@ -99,7 +99,7 @@ class ExplainCallback(_callback_base()):
         import xconv
 
         model = self.wrapped_model()
-        model.set_layer_weights({})  # the folded copies the compiled steps call: this epoch's weights
+        model.weights_changed()  # the folded copies the compiled steps call: this epoch's weights
         batch = np.stack([resize(photo, model.input_size) for photo in self.photos])
         targets = None if self.target is None else (self.target if isinstance(self.target, (list, tuple))
                                                     else [self.target] * len(batch))

@@ -177,13 +177,20 @@ class Model:
         which hold merged copies of the weights, are refolded in place, and per-batch memos are dropped.
         A new model with the changed weights would retrace every function instead (the randomization
         metric changes weights once per step)."""
-        import keras
-
-        from xconv.folding import refold
         from xconv.layers import find_layer
 
         for path, values in weights.items():
             find_layer(self.keras_model, path).layer.set_weights(values)
+        self.weights_changed()
+
+    def weights_changed(self) -> None:
+        """Bring what was built from the weights up to date after they changed (by :meth:`set_layer_weights`,
+        or by training: a callback's explanations): refold the batch-norm-folded copies in place and drop
+        the per-batch memos. The compiled functions stay; they read the variables."""
+        import keras
+
+        from xconv.folding import refold
+
         for value in self.__dict__.get("_cache", {}).values():
             for part in value if isinstance(value, tuple) else (value,):
                 if isinstance(part, keras.Model):
@@ -192,7 +199,7 @@ class Model:
 
     def memo(self, name: str) -> dict:
         """A per-model dict, by ``name``, for results computed with the current weights (unlike
-        :meth:`cached` graphs, dropped by :meth:`set_layer_weights`)."""
+        :meth:`cached` graphs, dropped by :meth:`weights_changed`)."""
         return self.__dict__.setdefault("_memos", {}).setdefault(name, {})
 
     def feature_layers(self) -> list[str]:
