@@ -138,15 +138,13 @@ def test_trained_model_is_deterministic_at_inference(trained):
 
 
 def test_transfer_model_base_is_frozen_and_explainable_by_path(dataset, tmp_path):
-    model_cls = xconv.registry.get_registry().get("model", "inceptionv3-transfer")
-    keras_model = model_cls.build_for_training(["cats", "dogs"], (75, 75), weights=None)
-    trainable = sum(int(np.prod(w.shape)) for w in keras_model.trainable_weights)
-    assert trainable == 2048 * 2 + 2  # only the new dense head
     out = tmp_path / "transfer.keras"
     result = train("--data", dataset, "--model", "inceptionv3-transfer", "--weights", "none", "--epochs", "1",
                    "--image-size", "75", "--out", out)
     assert result.exit_code == 0, result.output
     model = xconv.load_model(out)
+    trainable = sum(int(np.prod(w.shape)) for w in model.keras_model.trainable_weights)
+    assert trainable == 2048 * 2 + 2  # only the new dense head was trained, and the file keeps the base frozen
     assert model.default_layer == "inception_v3/mixed10"
     photos = sorted((dataset / "validation" / "cats").glob("*.jpg"))[:2]
     explained = xconv.explain(model, photos, target="cats")
@@ -396,15 +394,28 @@ def test_progressive_phases_cover_every_epoch_once():
     assert TrainConfig(epochs=3, small_size=64, small_epochs=5).phases() == [(64, 0, 3)]
 
 
-def test_progressive_cutmix_run_keeps_the_last_epoch_at_the_full_size(dataset, tmp_path):
+def test_progressive_cutmix_run_keeps_the_last_epoch_at_the_full_size(dataset, tmp_path, monkeypatch):
+    import xconv.training
+
     out = tmp_path / "recipe.keras"
     photo = dataset / "validation" / "cats" / "cats0.jpg"
+    traces = []  # the training step's Python body runs once per trace
+
+    def counting_fit(model, *args, **kwargs):
+        step = model.train_step
+        model.train_step = lambda data: traces.append(data[0].shape) or step(data)
+        return real_fit(model, *args, **kwargs)
+
+    real_fit = xconv.training.fit
+    monkeypatch.setattr(xconv.training, "fit", counting_fit)
     result = train("--data", dataset, "--epochs", "3", "--image-size", "32", "--batch-size", "8", "--out", out,
                    "--small-size", "16", "--small-epochs", "2", "--mixing", "cutmix", "--mixing-probability", "1",
                    "--keep", "last", "--merge-validation", "0.5", "--explain-every", "1", "--explain-images", photo)
     assert result.exit_code == 0, result.output
     assert "4 held out" in result.output and "24 training and 4 validation images" in result.output
     assert "epochs 1-2 at 16x16" in result.output and "last val_accuracy" in result.output
+    # One traced training step for both sizes (the batches declare no height and width).
+    assert [shape.as_list() for shape in traces] == [[None, None, None, 3]]
     rows = history_rows(tmp_path / "recipe.history.csv")
     assert [int(row["epoch"]) for row in rows] == [0, 1, 2]
     model = xconv.load_model(out)

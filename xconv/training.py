@@ -176,9 +176,12 @@ def augmentation(seed: int = 1337):
 
 
 def make_dataset(folder: ImageFolder, batch_size: int, training: bool, augment: bool, seed: int,
-                 size: int | None = None, mixing: str = "none", mixing_probability: float = 0.0):
+                 size: int | None = None, mixing: str = "none", mixing_probability: float = 0.0,
+                 any_size: bool = False):
     """tf.data over the in-memory arrays: shuffled, augmented and optionally mixed (CutMix/MixUp) for
-    training, resized to ``size`` (progressive resizing), prefetching always."""
+    training, resized to ``size`` (progressive resizing), prefetching always. ``any_size``: batches
+    declare no height and width, so one traced training step serves every phase of progressive resizing
+    (Keras traces again for an iterator of another shape; about 5-8 s per trace on 2 cores)."""
     import tensorflow as tf
 
     from xconv.mixing import with_mixing
@@ -198,6 +201,10 @@ def make_dataset(folder: ImageFolder, batch_size: int, training: bool, augment: 
         data = data.map(shrink, num_parallel_calls=tf.data.AUTOTUNE)
     if training and mixing != "none":
         data = with_mixing(data, mixing, mixing_probability, seed)
+    if any_size:
+        channels = folder.images.shape[-1]
+        relax = lambda x, y: (tf.compat.v1.placeholder_with_default(x, [None, None, None, channels]), y)  # noqa: E731
+        data = data.map(relax)
     return data.prefetch(tf.data.AUTOTUNE)
 
 
@@ -298,7 +305,7 @@ def fit(model, train: ImageFolder, validation: ImageFolder, out: str | os.PathLi
     for index, (size, first, end) in enumerate(phases):
         first = max(first, initial_epoch)
         train_data = make_dataset(train, batch_size, True, config.augment, config.seed, size, config.mixing,
-                                  config.mixing_probability)
+                                  config.mixing_probability, any_size=len(config.phases()) > 1)
         callbacks = [checkpoint, keras.callbacks.CSVLogger(str(paths["history"]), append=first > 0),
                      LearningCurves(paths["history"], paths["curves"]), timer]
         # Early stopping (and its restoring of the best weights) watches the last, full-size phase only;
