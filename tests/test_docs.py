@@ -5,8 +5,10 @@ Examples run in a scratch folder holding ``photo.jpg`` (Chelsea the cat, from sc
 ``folder/`` of photos and a tiny generated dataset standing in for ``DIR``. Python blocks run in one
 namespace per page, in order; each ``xconv ...`` line of a bash block runs as a command and must exit 0.
 The install and test commands themselves (``pip install``, ``pytest``) are what runs this suite, so
-they are not run again from inside it. A command that appears on several pages runs once, and
-``xconv train`` runs with ``--epochs 2`` appended: its full length is a benchmark, not an example.
+they are not run again from inside it. A command that appears on several pages runs once, ``xconv
+train`` runs with ``--epochs 2`` appended and a filter-pattern command that names no step count with
+``-O steps=4``: their full length is a benchmark (the quality of full-length ascents is tested in
+tests/test_filter_robustness.py), not an example.
 """
 
 import inspect
@@ -100,6 +102,8 @@ def test_shell_examples_run(page, workspace, monkeypatch):
         words = shlex.split(command.replace("DIR", str(workspace / "data")))
         if words[:2] == ["xconv", "train"]:
             words += ["--epochs", "2"]
+        if "--method filters" in command and "steps=" not in command:
+            words += ["-O", "steps=4"]
         assert words[0] == "xconv", f"{page.name}: only xconv commands are run, got {command!r}"
         result = runner.invoke(app, words[1:])
         assert result.exit_code == 0, f"{page.name}: {command}\n{result.output[-2000:]}"
