@@ -160,10 +160,11 @@ def test_gradcam_runs_folded_and_matches_the_unfolded_model():
     assert explained.targets == np.asarray(chosen).tolist()
 
 
-def test_set_layer_weights_refolds_the_compiled_copies_in_place():
+def test_set_layer_weights_refolds_the_compiled_copies_in_place(monkeypatch):
     """The randomization metric changes one copy's weights step by step: the folded graphs and compiled
     steps built before must compute with the new weights, as a model built afresh with them does."""
     import xconv
+    import xconv.folding
     from xconv.testing import TinyModel, random_images
     from xconv_plugins.catsdogs import build_catsdogs
 
@@ -178,9 +179,14 @@ def test_set_layer_weights_refolds_the_compiled_copies_in_place():
     model.memo("probe")["batch"] = "computed with the old weights"
 
     rng = np.random.default_rng(7)
+    refolded = []
+    real_assign = xconv.folding._assign_folded
+    monkeypatch.setattr(xconv.folding, "_assign_folded", lambda layer: refolded.append(layer.name) or real_assign(layer))
     model.set_layer_weights({path: [w * rng.uniform(0.5, 1.5, w.shape).astype("float32")
                                     for w in keras_model.get_layer(path).get_weights()]
                              for path in ("block3_sepconv2", "block3_bn2", "block4_shortcut_bn")})
+    # Only the two folded convolutions that merge a changed layer are recomputed, in each folded copy.
+    assert set(refolded) == {"block3_sepconv2_block3_bn2_folded", "block4_shortcut_block4_shortcut_bn_folded"}
     after = [np.asarray(output) for output in folded(images.astype("float32"))]
     fresh = keras.models.clone_model(keras_model)
     fresh.set_weights(keras_model.get_weights())

@@ -112,14 +112,17 @@ def folded_conv(conv, norm, input_shape, name: str):
     return layer
 
 
-def refold(model) -> int:
-    """Recompute, in place, every folded convolution in ``model`` from the convolution and norm it merges.
+def refold(model, changed=None) -> int:
+    """Recompute, in place, the folded convolutions in ``model`` from the convolution and norm each merges:
+    all of them, or only those merging a layer in ``changed`` (layer objects whose weights changed).
 
     A folded copy holds merged *copies* of the original weights; after those change, this brings it up to
     date without a new graph, so compiled functions that call it keep working, on the new weights.
     Returns how many convolutions were refolded.
     """
-    folded = [layer for layer in iter_layer_objects(model) if layer in _SOURCES]
+    changed = None if changed is None else {id(layer) for layer in changed}
+    folded = [layer for layer in iter_layer_objects(model) if layer in _SOURCES
+              and (changed is None or any(id(source()) in changed for source in _SOURCES[layer]))]
     for layer in folded:
         _assign_folded(layer)
     return len(folded)

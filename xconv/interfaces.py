@@ -179,14 +179,16 @@ class Model:
         metric changes weights once per step)."""
         from xconv.layers import find_layer
 
-        for path, values in weights.items():
-            find_layer(self.keras_model, path).layer.set_weights(values)
-        self.weights_changed()
+        layers = [find_layer(self.keras_model, path).layer for path in weights]
+        for layer, values in zip(layers, weights.values()):
+            layer.set_weights(values)
+        self.weights_changed(layers)
 
-    def weights_changed(self) -> None:
+    def weights_changed(self, layers=None) -> None:
         """Bring what was built from the weights up to date after they changed (by :meth:`set_layer_weights`,
-        or by training: a callback's explanations): refold the batch-norm-folded copies in place and drop
-        the per-batch memos. The compiled functions stay; they read the variables."""
+        or by training: a callback's explanations): refold the batch-norm-folded copies in place (only the
+        convolutions merging one of ``layers``, when the changed layers are known) and drop the per-batch
+        memos. The compiled functions stay; they read the variables."""
         import keras
 
         from xconv.folding import refold
@@ -194,7 +196,7 @@ class Model:
         for value in self.__dict__.get("_cache", {}).values():
             for part in value if isinstance(value, tuple) else (value,):
                 if isinstance(part, keras.Model):
-                    refold(part)
+                    refold(part, layers)
         self.__dict__.pop("_memos", None)  # results of the old weights
 
     def memo(self, name: str) -> dict:
