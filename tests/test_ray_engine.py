@@ -62,6 +62,23 @@ def test_ray_engine_writes_what_the_local_engine_writes(local_ray, model_file, t
     assert "21 already done (--resume)" in resumed.output, resumed.output
 
 
+def test_a_ray_batch_keeps_a_path_given_twice_apart(model_file, tmp_path):
+    """The actor's callable, run in this process: both copies of a path get their own place and files."""
+    from xconv.batch_job import JobSpec
+    from xconv.ray_engine import RayExplainer
+
+    photo, broken = tmp_path / "p.png", tmp_path / "broken.png"
+    Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(photo)
+    broken.write_bytes(b"not an image")
+    paths = [str(photo), str(broken), str(photo)]
+    explainer = RayExplainer(JobSpec(model=str(model_file), out=str(tmp_path / "out")), total=3)
+    records = [json.loads(text) for text in explainer({"position": np.arange(3), "path": np.array(paths)})["record"]]
+    assert [(r["input"], r["position"], r["status"]) for r in records] == [
+        (str(photo), 0, "ok"), (str(broken), 1, "error"), (str(photo), 2, "ok")]
+    first, second = (r["outputs"] for r in records if r["status"] == "ok")
+    assert first != second and all(Path(p).is_file() for p in first + second)
+
+
 def test_ray_engine_without_ray_says_how_to_install(monkeypatch, model_file, tmp_path):
     import builtins
 

@@ -38,6 +38,14 @@ def fake_pipeline(out: Path, calls: list, interrupt_at=None):
     return decode, compute, write
 
 
+def test_a_path_given_twice_keeps_both_places_and_both_files(tmp_path):
+    stream(["a", "bad1", "a", "bad1", "b"], tmp_path, *fake_pipeline(tmp_path, []), batch_size=8)
+    records = [json.loads(line) for line in (tmp_path / "manifest.jsonl").read_text().splitlines()]
+    assert [(r["input"], r["position"]) for r in records] == [("a", 0), ("bad1", 1), ("a", 2), ("bad1", 3), ("b", 4)]
+    assert [r["outputs"] for r in records if r["status"] == "ok"] == [[str(tmp_path / f"{n}.txt")]
+                                                                      for n in ("000_a", "002_a", "004_b")]
+
+
 def test_interrupted_run_resumes_to_the_same_files_and_manifest(tmp_path):
     names = ["a", "b", "bad1", "c", "d", "e", "f", "g"]
     full, interrupted = tmp_path / "full", tmp_path / "interrupted"

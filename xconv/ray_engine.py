@@ -24,7 +24,7 @@ import numpy as np
 
 from xconv.batch_job import ExplainJob, JobSpec
 from xconv.errors import XconvError
-from xconv.streaming import Manifest, StreamSummary, file_number
+from xconv.streaming import Manifest, StreamSummary, good_positions, positioned_records
 
 
 def require_ray():
@@ -63,17 +63,14 @@ class RayExplainer:
         # "input": the path as the user gave it, recorded so a local --resume matches it; "path" is absolute.
         inputs = dict(zip(paths, (str(p) for p in batch.get("input", batch["path"]))))
         images, originals, good, errors = self.job.decode(paths)
-        records = []
-        order = dict(zip(paths, positions))
+        chunk = list(zip(positions, paths))
+        written = []
         if len(good):
-            numbers = [order[str(path)] for path in good] if self.total > 1 else 0
-            records = self.job.write(self.job.compute(images, originals, good, numbers), good)
-        records += [{"input": error.path, "status": "error", "error": error.reason} for error in errors]
-        records.sort(key=lambda record: order.get(record["input"], 0))
+            numbers = good_positions(chunk, good) if self.total > 1 else 0
+            written = self.job.write(self.job.compute(images, originals, good, numbers), good)
+        records = positioned_records(chunk, good, written, errors, self.total, self.key)
         # The fields in the order the local engine writes them, so the two manifests read the same.
-        records = [{**record, "input": inputs.get(record["input"], record["input"]),
-                    "position": file_number(order.get(record["input"], 0), self.total), "job": self.key}
-                   for record in records]
+        records = [{**record, "input": inputs.get(record["input"], record["input"])} for record in records]
         return {"record": np.array([json.dumps(record) for record in records], dtype=object)}
 
 

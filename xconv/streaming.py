@@ -176,12 +176,8 @@ def stream(paths: list, out_dir, decode: Callable, compute: Callable, write: Cal
     started = time.perf_counter()
 
     def finish(chunk, result, good, errors):
-        records = write(result, good) if result is not None else []
-        records += [{"input": error.path, "status": "error", "error": error.reason} for error in errors]
-        order = {str(path): position for position, path in chunk}
-        records.sort(key=lambda record: order.get(record["input"], 0))  # input order, errors in their place
-        records = [{**record, "position": file_number(order.get(record["input"], 0), len(paths)),
-                    **({"job": job} if job is not None else {})} for record in records]
+        records = positioned_records(chunk, good, write(result, good) if result is not None else [], errors,
+                                     len(paths), job)
         manifest.append(records)
         summary.explained += len(good)  # only the writer thread counts these
         summary.files += sum(len(r.get("outputs", [])) for r in records)
@@ -215,6 +211,18 @@ def file_number(position: int, total: int) -> int | None:
     """The number an input's files carry, recorded so --resume knows them: its position, or None for the
     lone input of a run (its files have no number)."""
     return position if total > 1 else None
+
+
+def positioned_records(chunk: list[tuple[int, object]], good: list, records: list[dict], errors: list, total: int,
+                       job: str | None = None) -> list[dict]:
+    """A chunk's manifest records in input order, each with its input's file number: ``records`` are the
+    explained inputs' (one per ``good`` input, in order), ``errors`` the inputs that failed. Positions are
+    matched in order, so a path given twice keeps both of its places."""
+    failed = [{"input": error.path, "status": "error", "error": error.reason} for error in errors]
+    positions = good_positions(chunk, good) + good_positions(chunk, [error.path for error in errors])
+    placed = sorted(zip(positions, records + failed), key=lambda pair: pair[0])  # errors in their place
+    return [{**record, "position": file_number(position, total), **({"job": job} if job is not None else {})}
+            for position, record in placed]
 
 
 def good_positions(chunk: list[tuple[int, object]], good: list) -> list[int]:
