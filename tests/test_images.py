@@ -210,6 +210,22 @@ def test_an_interrupted_write_leaves_the_previous_picture_whole(tmp_path, photo,
         xconv.save_image(tmp_path / "picture.xyz", np.zeros((8, 8, 3), np.uint8))
 
 
+def test_atomic_writes_keep_links_and_fit_names_near_the_limit(tmp_path):
+    from xconv.files import write_bytes
+
+    target = tmp_path / "kept" / "report.html"
+    target.parent.mkdir()
+    target.write_text("old")
+    link = tmp_path / "report.html"
+    link.symlink_to(target)
+    write_bytes(link, b"new")
+    assert link.is_symlink() and target.read_bytes() == b"new"  # the link stays, its file is replaced
+    for name in ("n" * 251 + ".png", "é" * 125 + ".png"):  # 255 bytes: the temporary name must be cut to fit
+        write_bytes(tmp_path / name, b"whole")
+        assert (tmp_path / name).read_bytes() == b"whole"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary left
+
+
 def test_user_errors_survive_pickling_to_other_processes():
     """Ray workers and process pools send exceptions back pickled; ours must arrive with their message."""
     import pickle

@@ -27,9 +27,10 @@ def replacing(path: str | os.PathLike):
     ``path`` in one rename when the block succeeds, and is removed when it does not.
 
     The name is the process's own, so workers writing the same file at once do not write into each other's.
+    A symbolic link at ``path`` stays a link: the file it points to is replaced, as a plain write would.
     """
-    path = Path(path)
-    handle, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    path = Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
+    handle, name = tempfile.mkstemp(prefix=temporary_prefix(path), suffix=path.suffix, dir=path.parent)
     os.close(handle)
     temporary = Path(name)
     try:
@@ -39,6 +40,17 @@ def replacing(path: str | os.PathLike):
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def temporary_prefix(path: Path) -> str:
+    """``.STEM.``, the stem cut (at a character boundary) so the temporary name, 10 bytes longer than
+    ``path``'s, still fits the file system's name limit when ``path``'s own name is near it."""
+    try:
+        limit = os.pathconf(path.parent, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # no such folder yet (mkstemp says so), or no pathconf
+        limit = 255
+    room = max(0, limit - len(os.fsencode(path.suffix)) - len(".." + "x" * 8))
+    return "." + os.fsencode(path.stem)[:room].decode("utf-8", errors="ignore") + "."
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
