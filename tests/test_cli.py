@@ -147,6 +147,14 @@ def test_user_mistakes_are_one_line(model_file, photos, tmp_path, args, needles)
     assert_one_line_error(result, *needles)
 
 
+@pytest.mark.parametrize("args, needle", [(["--resume"], "in every run, so --resume would mix two models"),
+                                          (["--engine", "ray"], "in every Ray actor")])
+def test_random_weights_are_refused_where_two_draws_would_mix(photos, tmp_path, args, needle):
+    result = invoke("explain", photos / "photo0.png", "--weights", "none", "--out", tmp_path / "out", *args)
+    assert_one_line_error(result, needle, "--model FILE")
+    assert not (tmp_path / "out").exists()
+
+
 def test_unknown_model_and_missing_files(photos, tmp_path):
     assert_one_line_error(invoke("predict", photos / "photo0.png", "--model", "nope"), "unknown model 'nope'", "catsdogs")
     assert_one_line_error(invoke("predict", photos / "photo0.png", "--model", tmp_path / "missing.keras"), "no such model file")
