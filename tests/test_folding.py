@@ -198,3 +198,24 @@ def test_set_layer_weights_refolds_the_compiled_copies_in_place(monkeypatch):
     assert "probe" not in model.__dict__.get("_memos", {})
     after_step = xconv.explain(model, images, "gradcam")  # the compiled step, on the new weights
     np.testing.assert_allclose(after_step.arrays["probabilities"], np.asarray(expected[-1]), atol=1e-5)
+
+
+def test_set_layer_weights_on_a_nested_model_refolds_the_layers_inside_it():
+    from xconv.testing import TinyModel
+
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((16, 16, 3))
+    block = keras.Sequential([keras.Input((14, 14, 4)), layers.SeparableConv2D(5, 3, name="separable"),
+                              layers.BatchNormalization(name="separable_bn")], name="block")
+    x = block(layers.Conv2D(4, 3, name="stem")(inputs))
+    keras_model = keras.Model(inputs, layers.Dense(2, activation="softmax")(layers.GlobalAveragePooling2D()(x)))
+    randomize_norms(keras_model)
+    model = TinyModel(keras_model, ["a", "b"])
+    network = model.probability_network()  # compiled, through the folded copy
+    images = np.random.default_rng(4).uniform(0, 1, (2, 16, 16, 3)).astype("float32")
+    before = np.asarray(network(images))
+    rng = np.random.default_rng(5)
+    model.set_layer_weights({"block": [w * rng.uniform(0.2, 3.0, w.shape).astype("float32") for w in block.get_weights()]})
+    expected = np.asarray(keras_model(images, training=False))
+    assert not np.allclose(before, expected, atol=1e-3)
+    np.testing.assert_allclose(np.asarray(network(images)), expected, rtol=1e-4, atol=1e-5)

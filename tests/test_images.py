@@ -213,17 +213,19 @@ def test_an_interrupted_write_leaves_the_previous_picture_whole(tmp_path, photo,
 def test_atomic_writes_keep_links_and_fit_names_near_the_limit(tmp_path):
     from xconv.files import write_bytes
 
-    target = tmp_path / "kept" / "report.html"
+    import xconv
+
+    target = tmp_path / "kept" / "blob"  # a link's target need not carry the suffix that names the format
     target.parent.mkdir()
     target.write_text("old")
-    link = tmp_path / "report.html"
+    link = tmp_path / "report.png"
     link.symlink_to(target)
-    write_bytes(link, b"new")
-    assert link.is_symlink() and target.read_bytes() == b"new"  # the link stays, its file is replaced
-    for name in ("n" * 251 + ".png", "é" * 125 + ".png"):  # 255 bytes: the temporary name must be cut to fit
+    xconv.save_image(link, np.zeros((4, 4, 3), np.uint8))
+    assert link.is_symlink() and target.read_bytes().startswith(b"\x89PNG")  # the link stays, its file is replaced
+    for name in ("n" * 251 + ".png", "é" * 125 + ".png"):  # 255 and 254 bytes: the temporary name is cut to fit
         write_bytes(tmp_path / name, b"whole")
         assert (tmp_path / name).read_bytes() == b"whole"
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary left
+    assert [p.name for p in tmp_path.rglob(".*")] == []  # no temporary file left, beside the link or its target
 
 
 def test_user_errors_survive_pickling_to_other_processes():

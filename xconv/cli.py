@@ -388,8 +388,11 @@ def explain(
     if engine == "ray" and (not classes[methods[0]].needs_images or resume):
         raise XconvError("--engine ray explains photos, without --resume" if resume else
                          f"method {methods[0]!r} makes its own inputs; run it with the local engine")
-    if spec.weights is None and (resume or engine == "ray"):
-        # Unseeded initializers: files from two runs, or from two actors, would come from two different models.
+    from xconv.modelfile import KerasFileModel
+
+    # Unseeded initializers: files from two runs, or from two actors, would come from two different models.
+    # (A model file takes no --weights at all; opening it says so.)
+    if spec.weights is None and (resume or engine == "ray") and model_class(model) is not KerasFileModel:
         raise XconvError("--weights none draws new random weights " + ("in every Ray actor" if engine == "ray" else
                          "in every run, so --resume would mix two models") + "; save one model as a .keras file "
                          "and pass it with --model FILE")

@@ -29,8 +29,11 @@ def replacing(path: str | os.PathLike):
     The name is the process's own, so workers writing the same file at once do not write into each other's.
     A symbolic link at ``path`` stays a link: the file it points to is replaced, as a plain write would.
     """
-    path = Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
-    handle, name = tempfile.mkstemp(prefix=temporary_prefix(path), suffix=path.suffix, dir=path.parent)
+    given = Path(path)  # its suffix names the format, whatever the name of a link's target
+    path = Path(os.path.realpath(given)) if os.path.islink(given) else given
+    if os.path.islink(path):  # a loop of links: nothing to write through, so the link itself is replaced
+        path = given
+    handle, name = tempfile.mkstemp(prefix=temporary_prefix(given, path.parent), suffix=given.suffix, dir=path.parent)
     os.close(handle)
     temporary = Path(name)
     try:
@@ -42,11 +45,11 @@ def replacing(path: str | os.PathLike):
         temporary.unlink(missing_ok=True)
 
 
-def temporary_prefix(path: Path) -> str:
-    """``.STEM.``, the stem cut (at a character boundary) so the temporary name, 10 bytes longer than
-    ``path``'s, still fits the file system's name limit when ``path``'s own name is near it."""
+def temporary_prefix(path: Path, folder: Path) -> str:
+    """``.STEM.``, the stem cut (at a character boundary) so the temporary name in ``folder``, 10 bytes
+    longer than ``path``'s, still fits the file system's name limit when ``path``'s own name is near it."""
     try:
-        limit = os.pathconf(path.parent, "PC_NAME_MAX")
+        limit = os.pathconf(folder, "PC_NAME_MAX")
     except (OSError, ValueError, AttributeError):  # no such folder yet (mkstemp says so), or no pathconf
         limit = 255
     room = max(0, limit - len(os.fsencode(path.suffix)) - len(".." + "x" * 8))

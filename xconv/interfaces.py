@@ -177,12 +177,16 @@ class Model:
         which hold merged copies of the weights, are refolded in place, and per-batch memos are dropped.
         A new model with the changed weights would retrace every function instead (the randomization
         metric changes weights once per step)."""
-        from xconv.layers import find_layer
+        import keras
+
+        from xconv.layers import find_layer, iter_layer_objects
 
         layers = [find_layer(self.keras_model, path).layer for path in weights]
         for layer, values in zip(layers, weights.values()):
             layer.set_weights(values)
-        self.weights_changed(layers)
+        # A nested model's weights are its layers': each of them changed.
+        self.weights_changed([inner for layer in layers for inner in
+                              ([layer, *iter_layer_objects(layer)] if isinstance(layer, keras.Model) else [layer])])
 
     def weights_changed(self, layers=None) -> None:
         """Bring what was built from the weights up to date after they changed (by :meth:`set_layer_weights`,
@@ -193,6 +197,7 @@ class Model:
 
         from xconv.folding import refold
 
+        layers = None if layers is None else list(layers)  # read once per cached model below
         for value in self.__dict__.get("_cache", {}).values():
             for part in value if isinstance(value, tuple) else (value,):
                 if isinstance(part, keras.Model):

@@ -220,7 +220,8 @@ def positioned_records(chunk: list[tuple[int, object]], good: list, records: lis
     matched in order, so a path given twice keeps both of its places."""
     failed = [{"input": error.path, "status": "error", "error": error.reason} for error in errors]
     positions = good_positions(chunk, good) + good_positions(chunk, [error.path for error in errors])
-    placed = sorted(zip(positions, records + failed), key=lambda pair: pair[0])  # errors in their place
+    # strict: a record without its input's place (a writer returning more or fewer records) must not vanish.
+    placed = sorted(zip(positions, records + failed, strict=True), key=lambda pair: pair[0])  # errors in place
     return [{**record, "position": file_number(position, total), **({"job": job} if job is not None else {})}
             for position, record in placed]
 

@@ -305,7 +305,7 @@ def fit(model, train: ImageFolder, validation: ImageFolder, out: str | os.PathLi
     for index, (size, first, end) in enumerate(phases):
         first = max(first, initial_epoch)
         train_data = make_dataset(train, batch_size, True, config.augment, config.seed, size, config.mixing,
-                                  config.mixing_probability, any_size=len(config.phases()) > 1)
+                                  config.mixing_probability, any_size=len(phases) > 1)
         callbacks = [checkpoint, keras.callbacks.CSVLogger(str(paths["history"]), append=first > 0),
                      LearningCurves(paths["history"], paths["curves"]), timer]
         # Early stopping (and its restoring of the best weights) watches the last, full-size phase only;
