@@ -96,10 +96,13 @@ class Randomization(xconv.Metric):
         with a model per step, 121 s).
         The yielded model is only valid until the next step."""
         model, steps = self._copy(draw)
-        for step in range(len(steps)):
-            model.set_layer_weights({path: new if index <= step else original
-                                     for index, (path, original, new) in enumerate(steps)})
-            yield steps[step][0], model
+        for step, (path, _, new) in enumerate(steps):
+            if step == 0:  # the copy may hold an earlier pass's last step: every other layer back to its original
+                changes = {other: original for other, original, _ in steps[1:]} | {path: new}
+            else:  # the layers above kept their new weights from the steps before
+                changes = {path: new}
+            model.set_layer_weights(changes)
+            yield path, model
 
     def _copy(self, draw: int) -> tuple:
         """(model copy, [(layer path, original weights, new weights)] from the output down), built once."""
