@@ -6,7 +6,9 @@ Chelsea otherwise), so the docs never hold stale pictures or copies of training 
 turned into MathML at build time (latex2mathml), which browsers draw natively: the site needs no math
 script and no network.
 Pictures are made once and kept between builds, until the bundled model changes (a stamp of its bytes
-is kept beside them).
+is kept beside them). With ``XCONV_DOCS_DRAFT=1`` (the test suite's build) missing pictures are drafts:
+the scoring table on 4 photos and filter patterns from 8 ascent steps, as the suite runs the docs'
+commands with fewer epochs and steps; drafts are stamped as such, and a build without it remakes them.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from html import unescape
 from pathlib import Path
 
 GENERATED = Path(__file__).parent / "generated"
+STAMP = GENERATED / "pictures.stamp"
 BUNDLED_MODEL = Path(__file__).parents[1] / "plugins" / "data" / "catsdogs.keras"
 
 
@@ -46,19 +50,16 @@ def on_page_content(html, **kwargs):
 
 def on_pre_build(config, **kwargs):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    drop_pictures_of_another_model()
-    GENERATED.mkdir(exist_ok=True)
+    draft = os.environ.get("XCONV_DOCS_DRAFT") == "1"
+    drop_pictures_of_another_model(draft)
     subprocess.run([sys.executable, "-m", "typer", "xconv.cli", "utils", "docs", "--name", "xconv",
                     "--title", "CLI reference", "--output", str(GENERATED / "cli.md")], check=True,
                    capture_output=True)
-    if not all((GENERATED / name).exists() for name in ("chelsea_gradcam_cat.png", DEMO_FILTERS)):
-        make_pictures()
-    if not (GENERATED / "cams_compare.png").exists():
-        make_method_pictures()
-    if not (GENERATED / "choosing_table.txt").exists():
-        make_choosing_table()
-    if not (GENERATED / "filters_table.txt").exists():
-        make_filter_pictures()
+    for outputs, make, draft_options in PICTURES:
+        if not all((GENERATED / name).exists() for name in outputs):
+            if draft:  # a draft among full pictures makes the whole set a draft
+                STAMP.write_text(STAMP.read_text().replace(" full", " draft"))
+            make(**(draft_options if draft else {}))
 
 
 DEMO_FILTERS = "catsdogs_block2_sepconv2_filters_0-15.png"  # xconv demo's filter patterns, on the filters page
@@ -83,9 +84,10 @@ def make_pictures():
 FILTER_LAYERS = ["block2_sepconv2", "block3_sepconv2", "block4_sepconv2"]
 
 
-def make_filter_pictures():
+def make_filter_pictures(steps: int | None = None):
     """Filters 0-7 of three depths of the bundled model, with the default robust ascent and without it,
-    and the table of their robustness and high-frequency share (filters 0-15) that the filters page shows."""
+    and the table of their robustness and high-frequency share (filters 0-15) that the filters page shows;
+    ``steps`` None: the method's default."""
     import numpy as np
 
     import xconv
@@ -95,6 +97,8 @@ def make_filter_pictures():
     lines = ["| layer | setting | median robustness | median high-frequency share |", "| --- | --- | --- | --- |"]
     for layer in FILTER_LAYERS:
         for setting, options in (("plain", {"robust": False}), ("robust", {})):
+            if steps is not None:
+                options = {**options, "steps": steps}
             explained = xconv.explain(model, None, method="filters", layer=layer, filters="0-15", **options)
             lines.append(f"| `{layer}` | {setting} | {np.nanmedian(explained.arrays['robustness']):.2f} | "
                          f"{np.median(high_frequency_share(explained.patterns)):.2f} |")
@@ -123,29 +127,44 @@ def make_method_pictures():
     model = xconv.load_model("catsdogs")
     photo = two_animal_photo()
     batch = resize(photo, model.input_size)[None]
+    every_method = list(dict.fromkeys(method for methods in FAMILIES.values() for method in methods))
+    compared = xconv.compare(model, batch, every_method, target="dog", originals=[photo])  # each method once
     for family, methods in FAMILIES.items():
-        explanation = xconv.compare(model, batch, methods, target="dog", originals=[photo],
-                                    sources=[GENERATED / f"{family}.png"])
+        explanation = replace(compared, sources=[str(GENERATED / f"{family}.png")],
+                              arrays={"heatmaps": {m: compared.arrays["heatmaps"][m] for m in methods}},
+                              metadata={**compared.metadata, "methods": methods,
+                                        "layers": {m: compared.metadata["layers"][m] for m in methods}})
         [written] = xconv.render(explanation, "compare", GENERATED, columns=4, height=200)
         shutil.move(written.path, GENERATED / f"{family}_compare.png")
 
 
-def drop_pictures_of_another_model():
-    """Empty docs/generated/ when the bundled model is not the one its pictures were made with."""
-    stamp = GENERATED / "model.sha256"
+def drop_pictures_of_another_model(draft: bool = False):
+    """Empty docs/generated/ when the bundled model is not the one its pictures were made with, or when
+    they are drafts and this build is not (a draft build keeps full pictures)."""
     digest = hashlib.sha256(BUNDLED_MODEL.read_bytes()).hexdigest()
-    if stamp.exists() and stamp.read_text() == digest:
+    kept = STAMP.read_text().split() if STAMP.exists() else []
+    if kept == [digest, "full"] or (draft and kept == [digest, "draft"]):
         return
     shutil.rmtree(GENERATED, ignore_errors=True)
     GENERATED.mkdir()
-    stamp.write_text(digest)
+    STAMP.write_text(f"{digest} {'draft' if draft else 'full'}\n")
 
 
-def make_choosing_table():
-    """xconv score on 24 validation photos: the build-time table and figure of the 'Choosing' page."""
+def make_choosing_table(per_class: int = 12, steps: int = 10):
+    """xconv score on ``per_class`` validation photos of each class: the build-time table and figure of the
+    'Choosing' page."""
     sys.path.insert(0, str(Path(__file__).parent))
     from choosing_table import make_choosing_table as make
 
-    out = make(GENERATED / "choosing", per_class=12, steps=10)
+    out = make(GENERATED / "choosing", per_class=per_class, steps=steps)
     shutil.copy(out / "table.txt", GENERATED / "choosing_table.txt")
     shutil.copy(out / "score.png", GENERATED / "choosing_score.png")
+
+
+#: What each picture maker writes (it runs when one is missing) and its options in a draft build.
+PICTURES = [
+    (("chelsea_gradcam_cat.png", DEMO_FILTERS), make_pictures, {}),
+    (("cams_compare.png",), make_method_pictures, {}),
+    (("choosing_table.txt",), make_choosing_table, {"per_class": 2, "steps": 4}),
+    (("filters_table.txt",), make_filter_pictures, {"steps": 8}),
+]

@@ -17,10 +17,10 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 #: The files that take longest, in that order, run first (pyproject: ``--no-loadscope-reorder``): longest
 #: first keeps either worker from being left alone with a long file at the end. By default pytest-xdist
-#: starts the files with the most tests first, and the one-test site build (minutes on a fresh clone,
-#: which makes every picture) ran last.
-SLOWEST_FILES = ["test_docs_site.py", "test_docs.py", "test_training.py", "test_benchmarks.py", "test_web.py",
-                 "test_ray_engine.py", "test_example_plugin.py", "test_cli.py"]
+#: starts the files with the most tests first, and the one-test site build (over a minute on a fresh
+#: clone, which makes every picture) ran last.
+SLOWEST_FILES = ["test_training.py", "test_docs.py", "test_benchmarks.py", "test_docs_site.py", "test_web.py",
+                 "test_ray_engine.py", "test_methods.py", "test_example_plugin.py", "test_cli.py"]
 
 
 def pytest_collection_modifyitems(items):
