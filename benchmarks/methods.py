@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -55,6 +56,10 @@ def main() -> None:
     parser.add_argument("--scorecam-images", type=int, default=None,
                         help="images for the tf-keras-vis Score-CAM comparison (default: --images); it takes the "
                              "union of the batch's top channels, so its cost per image grows with the batch")
+    parser.add_argument("--scorecam-photos", type=Path, default=None,
+                        help="a folder of photos for that comparison instead of random images (--scorecam-images "
+                             "of its files, spread evenly over their sorted list): photos share fewer top channels "
+                             "than noise, so the union grows")
     parser.add_argument("--only", default="", help="comma-separated copy-based methods to time (default: all); "
                                                    "--ig-images 0 skips the memory measurement")
     args = parser.parse_args()
@@ -163,14 +168,16 @@ def compare_with_tf_keras_vis(model, images, layer, args, xconv_seconds) -> None
     if "scorecam" not in xconv_seconds:
         return
     import xconv
-    from xconv.testing import random_images
 
     count = args.scorecam_images or len(images)
-    if count != len(images):
-        images = random_images(count, model.input_size, seed=4)
+    if count != len(images) or args.scorecam_photos:
+        images = comparison_images(model, count, args.scorecam_photos)
         xconv_seconds = {**xconv_seconds, "scorecam": seconds(
             lambda: xconv.explain(model, images, "scorecam", top=args.top, chunk=args.batch), 0) / count}
     inputs = model.preprocess(images)
+    union = top_channel_union(model, layer, inputs, args.top)
+    print(f"\ntop {args.top} channels of {count} images by spatial spread: {union} distinct, so tf-keras-vis runs "
+          f"{union} masked copies per image and xconv {args.top}")
     scorecam = Scorecam(model.keras_model)
     score = CategoricalScore([0] * count)
     try:
@@ -181,6 +188,32 @@ def compare_with_tf_keras_vis(model, images, layer, args, xconv_seconds) -> None
         return
     print(f"\ntf-keras-vis Scorecam max_N={args.top} on {count} images: {per_image:.3f} s/image; xconv scorecam "
           f"top {args.top} {xconv_seconds['scorecam']:.3f} s/image: {per_image / xconv_seconds['scorecam']:.2f}x faster")
+
+
+def comparison_images(model, count: int, folder: Path | None):
+    """``count`` photos spread evenly over ``folder``'s sorted files (every class of a class-folder tree), or
+    random images."""
+    import numpy as np
+
+    from xconv.images import load_image, resize
+    from xconv.testing import random_images
+
+    if folder is None:
+        return random_images(count, model.input_size, seed=4)
+    files = sorted(path for path in folder.rglob("*") if path.suffix.lower() in {".jpg", ".jpeg", ".png"})
+    chosen = files[::max(1, len(files) // count)][:count]
+    return np.stack([resize(load_image(path), model.input_size) for path in chosen])
+
+
+def top_channel_union(model, layer: str, inputs, top: int) -> int:
+    """How many channels tf-keras-vis's Score-CAM masks with: the union of each image's ``top`` channels by
+    standard deviation over positions."""
+    import keras
+    import numpy as np
+
+    features = keras.Model(model.keras_model.input, model.keras_model.get_layer(layer.split("/")[-1]).output)
+    spread = np.asarray(features(inputs)).std(axis=(1, 2))
+    return len(np.unique(np.argsort(-spread, axis=1)[:, :top]))
 
 
 if __name__ == "__main__":
