@@ -281,3 +281,29 @@ def test_labels_draw_letters_beyond_ascii(text):
         drawn, hershey_like = draw(tile, text), draw(tile, as_question_marks)
         assert (drawn < 128).any() and (drawn > 128).any()  # ink on a white band
         assert drawn.shape == hershey_like.shape and not np.array_equal(drawn, hershey_like)
+
+
+def test_filter_patterns_of_many_layers_do_not_warn_of_retracing(tiny):
+    """Each layer and option set gets its own compiled functions by design; TensorFlow's notice that one
+    closure keeps retracing would only alarm a Python user. The user's own functions still get it."""
+    import logging
+
+    import tensorflow as tf
+
+    records, logger = [], logging.getLogger("tensorflow")
+    handler = logging.Handler()
+    handler.emit = records.append
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)  # a CLI test in this process may have raised it to ERROR
+    try:
+        for layer in ("conv1", "conv2", "conv3"):
+            for robust in (False, True):
+                xconv.explain(tiny, None, "filters", layer=layer, filters="0", steps=1, robust=robust)
+        assert not [record for record in records if "retracing" in record.getMessage()]
+        for size in range(1, 8):  # a new function per call from one closure, as xconv builds them
+            tf.function(lambda x: x * 2, autograph=False)(tf.zeros(size))
+        assert [record for record in records if "retracing" in record.getMessage()]
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)

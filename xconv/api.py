@@ -16,7 +16,7 @@ import numpy as np
 from xconv.errors import PluginError, XconvError
 from xconv.images import ImageError, load_batch, load_image, resize
 from xconv.options import already_resolved, resolve_options
-from xconv.quiet import quiet_tensorflow
+from xconv.quiet import no_retracing_notices, quiet_tensorflow
 from xconv.registry import get_registry
 from xconv.interfaces import Explanation, Model, Output
 
@@ -114,7 +114,7 @@ def explain(model: Model, images, method: str = "gradcam", target=None, layer=No
     resolved = resolve_options(explainer_cls, options)
     batch, decoded, paths = as_batch(model, images)
     targets = resolve_targets(model, target, 0 if batch is None else len(batch))
-    with entry.guarded("explain"):
+    with entry.guarded("explain"), no_retracing_notices():
         with already_resolved():
             explainer = explainer_cls(model, layer=layer, **resolved)
         explanation = explainer.explain(batch, targets)
@@ -214,8 +214,9 @@ def score(model: Model, images, methods=("gradcam",), metrics=("deletion", "inse
     for index, (batch, originals, good, errors) in enumerate(track(batches, total) if track else batches):
         table.skipped.extend(errors)
         if len(batch):
-            score_batch(model, batch, methods, metric_objects, table, target=target, originals=originals,
-                        sources=good, method_options=method_options, seed=index)
+            with no_retracing_notices():
+                score_batch(model, batch, methods, metric_objects, table, target=target, originals=originals,
+                            sources=good, method_options=method_options, seed=index)
     try:
         import pandas
 

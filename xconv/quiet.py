@@ -11,10 +11,12 @@ notices are written back to stderr afterwards, so real warnings and errors still
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import re
 import sys
 import tempfile
+from contextlib import contextmanager
 
 #: Start-up notices that say nothing about the user's work.
 STARTUP_NOISE = re.compile(
@@ -53,3 +55,26 @@ def quiet_tensorflow() -> None:
     kept = [line for line in text.splitlines() if line.strip() and not STARTUP_NOISE.search(line)]
     if kept:
         print("\n".join(kept), file=sys.stderr)
+
+
+class _RetracingNotices(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+@contextmanager
+def no_retracing_notices():
+    """Drop TensorFlow's "N out of the last M calls to <function ...> triggered tf.function retracing"
+    inside the block. xconv builds compiled functions per model, layer, method and options by design
+    (cached, so a repeat never retraces); TensorFlow counts the functions built from one closure as one
+    function retracing, and warned a Python user who explained five layers' filters ten times. Outside
+    the block the user's own functions still get the notice; ``XCONV_DEBUG=1`` keeps it everywhere."""
+    if debugging():
+        yield
+        return
+    logger, notices = logging.getLogger("tensorflow"), _RetracingNotices()
+    logger.addFilter(notices)
+    try:
+        yield
+    finally:
+        logger.removeFilter(notices)
