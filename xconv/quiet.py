@@ -5,7 +5,8 @@ round-off note, "could not find cuda drivers"), twice, and ``TF_CPP_MIN_LOG_LEVE
 them. They are written to file descriptor 2 by C++ code, so Python's ``sys.stderr`` cannot catch them:
 the descriptor itself is pointed at a temporary file during the import. Lines that are not known start-up
 notices are written back to stderr afterwards, so real warnings and errors still show. ``XCONV_DEBUG=1``
-(``xconv --debug``) imports TensorFlow untouched.
+(``xconv --debug``) imports TensorFlow untouched. ``no_retracing_notices`` quiets TensorFlow's retracing
+notice while xconv builds its own compiled functions.
 """
 
 from __future__ import annotations
