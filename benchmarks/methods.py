@@ -194,12 +194,12 @@ def comparison_images(model, count: int, folder: Path | None):
     random images."""
     import numpy as np
 
-    from xconv.images import load_image, resize
+    from xconv.images import expand_inputs, load_image, resize
     from xconv.testing import random_images
 
     if folder is None:
         return random_images(count, model.input_size, seed=4)
-    files = sorted(path for path in folder.rglob("*") if path.suffix.lower() in {".jpg", ".jpeg", ".png"})
+    files = expand_inputs([folder])  # as `xconv explain FOLDER` lists them
     chosen = files[::max(1, len(files) // count)][:count]
     return np.stack([resize(load_image(path), model.input_size) for path in chosen])
 
