@@ -44,6 +44,11 @@ def test_a_path_given_twice_keeps_both_places_and_both_files(tmp_path):
     assert [(r["input"], r["position"]) for r in records] == [("a", 0), ("bad1", 1), ("a", 2), ("bad1", 3), ("b", 4)]
     assert [r["outputs"] for r in records if r["status"] == "ok"] == [[str(tmp_path / f"{n}.txt")]
                                                                       for n in ("000_a", "002_a", "004_b")]
+    (tmp_path / "002_a.txt").unlink()  # the second copy's file is gone: resume redoes that copy, not the first
+    calls = []
+    resumed = stream(["a", "bad1", "a", "bad1", "b"], tmp_path, *fake_pipeline(tmp_path, calls), batch_size=8,
+                     resume=True)
+    assert resumed.resumed == 2 and calls == [["a"]] and (tmp_path / "002_a.txt").exists()
 
 
 def test_interrupted_run_resumes_to_the_same_files_and_manifest(tmp_path):
@@ -67,7 +72,8 @@ def test_interrupted_run_resumes_to_the_same_files_and_manifest(tmp_path):
     assert sorted(p.name for p in interrupted.glob("*.txt")) == sorted(p.name for p in full.glob("*.txt"))
     for path in full.glob("*.txt"):
         assert (interrupted / path.name).read_text() == path.read_text()
-    assert set(Manifest(interrupted).completed()) == set(Manifest(full).completed()) == set(names) - {"bad1"}
+    done = {(name, position) for position, name in enumerate(names) if name != "bad1"}
+    assert Manifest(interrupted).completed() == Manifest(full).completed() == done
 
 
 def test_writer_errors_surface_and_nothing_is_recorded_for_them(tmp_path):
@@ -151,9 +157,9 @@ def test_resume_redoes_an_input_whose_file_another_input_wrote_since(tmp_path):
     (manifest.path.parent / "other.txt").write_text("")
     with manifest.path.open("a") as handle:
         handle.write("{}\n[1, 2]\n")  # lines of some other tool: ignored, not a crash
-    assert set(manifest.completed("j")) == {"b/photo.jpg"}
+    assert manifest.completed("j") == {("b/photo.jpg", None)}
     manifest.append([{"input": "a/photo.jpg", "status": "ok", "outputs": [str(shared)], "job": "j"}])
-    assert set(manifest.completed("j")) == {"a/photo.jpg"}  # a wrote it last: now b's record is the stale one
+    assert manifest.completed("j") == {("a/photo.jpg", None)}  # a wrote it last: now b's record is the stale one
 
 
 def test_the_job_key_changes_when_the_model_file_is_retrained_in_place(tmp_path):
@@ -187,6 +193,6 @@ def test_files_a_renderer_did_not_attribute_are_listed_for_its_whole_chunk(tmp_p
     assert [r["shared_outputs"] for r in records] == [[str(sheet)], [str(sheet)]]
     manifest = Manifest(tmp_path)
     manifest.append(records)
-    assert set(manifest.completed()) == {"a", "b"}
+    assert manifest.completed() == {("a", None), ("b", None)}
     sheet.unlink()
-    assert manifest.completed() == {}
+    assert manifest.completed() == set()

@@ -36,6 +36,10 @@ class Manifest:
 
     def records(self) -> dict[str, dict]:
         """The last record of every input (a resumed run appends newer ones), in the order of those lines."""
+        return self._last_records(lambda record: record["input"])
+
+    def _last_records(self, key) -> dict:
+        """The last record per ``key(record)``, in the order of those lines."""
         latest = {}
         if self.path.exists():
             with self.path.open(encoding="utf-8") as handle:
@@ -47,23 +51,24 @@ class Manifest:
                         except json.JSONDecodeError:  # a line cut by a crash mid-write
                             continue
                         if isinstance(record, dict) and "input" in record:  # not some other tool's line
-                            latest.pop(record["input"], None)  # kept in the order of each input's last line
-                            latest[record["input"]] = record
+                            latest.pop(key(record), None)  # kept in the order of each key's last line
+                            latest[key(record)] = record
         return latest
 
-    def completed(self, job: str | None = None) -> dict[str, int | None]:
-        """Inputs recorded as explained (by the same ``job``, when given) whose files all still exist and
-        were not written again since for another input (two runs on a/photo.jpg and b/photo.jpg into one
-        folder both write photo_gradcam_cat.png: the first one's record no longer describes the file),
-        each with the position that numbered its files (None: a lone input, whose files have no number)."""
-        records = self.records()
+    def completed(self, job: str | None = None) -> set[tuple[str, int | None]]:
+        """(input, position) of the inputs recorded as explained (by the same ``job``, when given) whose files
+        all still exist and were not written again since for another input (two runs on a/photo.jpg and
+        b/photo.jpg into one folder both write photo_gradcam_cat.png: the first one's record no longer
+        describes the file). The position numbered the files (None: a lone input, whose files have no
+        number); a path given twice has a record, and files, for each of its places."""
+        records = self._last_records(lambda record: (record["input"], record.get("position")))
         writer = {}
-        for name, record in records.items():  # in the order they were written: the last writer wins
+        for key, record in records.items():  # in the order they were written: the last writer wins
             for output in record.get("outputs", []):
-                writer[output] = name
-        return {name: record.get("position") for name, record in records.items()
+                writer[output] = key
+        return {key for key, record in records.items()
                 if record.get("status") == "ok" and (job is None or record.get("job") == job)
-                and all(Path(p).exists() and writer.get(p) == name for p in record.get("outputs", []))
+                and all(Path(p).exists() and writer.get(p) == key for p in record.get("outputs", []))
                 and all(Path(p).exists() for p in record.get("shared_outputs", []))}
 
     def _last_byte(self) -> bytes:
@@ -167,7 +172,7 @@ def stream(paths: list, out_dir, decode: Callable, compute: Callable, write: Cal
     items = list(enumerate(paths))
     if resume:
         done = manifest.completed(job)
-        items = [(position, path) for position, path in items if done.get(str(path), -1) != file_number(position, len(paths))]
+        items = [(position, path) for position, path in items if (str(path), file_number(position, len(paths))) not in done]
         summary.resumed = len(paths) - len(items)
         if on_progress and summary.resumed:
             on_progress(summary.resumed)
