@@ -63,7 +63,8 @@ def test_ray_engine_writes_what_the_local_engine_writes(local_ray, model_file, t
 
 
 def test_a_ray_batch_keeps_a_path_given_twice_apart(model_file, tmp_path):
-    """The actor's callable, run in this process: both copies of a path get their own place and files."""
+    """The actor's callable, run in this process: both copies of a path get their own place, files and
+    spelling (a local --resume matches records by the path as the user gave it)."""
     from xconv.batch_job import JobSpec
     from xconv.ray_engine import RayExplainer
 
@@ -71,10 +72,13 @@ def test_a_ray_batch_keeps_a_path_given_twice_apart(model_file, tmp_path):
     Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(photo)
     broken.write_bytes(b"not an image")
     paths = [str(photo), str(broken), str(photo)]
+    # The user spelled the photo two ways; the driver resolves both to one absolute path for the workers.
+    given = [str(photo), str(broken), f"{tmp_path}/./p.png"]
     explainer = RayExplainer(JobSpec(model=str(model_file), out=str(tmp_path / "out")), total=3)
-    records = [json.loads(text) for text in explainer({"position": np.arange(3), "path": np.array(paths)})["record"]]
+    batch = {"position": np.arange(3), "path": np.array(paths), "input": np.array(given)}
+    records = [json.loads(text) for text in explainer(batch)["record"]]
     assert [(r["input"], r["position"], r["status"]) for r in records] == [
-        (str(photo), 0, "ok"), (str(broken), 1, "error"), (str(photo), 2, "ok")]
+        (given[0], 0, "ok"), (given[1], 1, "error"), (given[2], 2, "ok")]
     first, second = (r["outputs"] for r in records if r["status"] == "ok")
     assert first != second and all(Path(p).is_file() for p in first + second)
 

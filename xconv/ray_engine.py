@@ -60,8 +60,9 @@ class RayExplainer:
             raise self.failure
         positions = [int(p) for p in batch["position"]]
         paths = [str(p) for p in batch["path"]]
-        # "input": the path as the user gave it, recorded so a local --resume matches it; "path" is absolute.
-        inputs = dict(zip(paths, (str(p) for p in batch.get("input", batch["path"]))))
+        # "input": the path as the user gave it, recorded so a local --resume matches it; "path" is absolute,
+        # and two spellings of one file share it, so each record takes the spelling of its own position.
+        given = dict(zip(positions, (str(p) for p in batch.get("input", batch["path"]))))
         images, originals, good, errors = self.job.decode(paths)
         chunk = list(zip(positions, paths))
         written = []
@@ -69,8 +70,9 @@ class RayExplainer:
             numbers = good_positions(chunk, good) if self.total > 1 else 0
             written = self.job.write(self.job.compute(images, originals, good, numbers), good)
         records = positioned_records(chunk, good, written, errors, self.total, self.key)
-        # The fields in the order the local engine writes them, so the two manifests read the same.
-        records = [{**record, "input": inputs.get(record["input"], record["input"])} for record in records]
+        # One record per input, in input order; the fields keep the order the local engine writes them in.
+        records = [{**record, "input": given[position]}
+                   for record, position in zip(records, sorted(positions), strict=True)]
         return {"record": np.array([json.dumps(record) for record in records], dtype=object)}
 
 
