@@ -63,15 +63,17 @@ def save_keras_file(keras_model, path: str | os.PathLike, metadata: dict | None 
 
 
 def write_metadata(path: str | os.PathLike, metadata: dict) -> None:
-    """Add or replace ``xconv.json`` inside a ``.keras`` archive."""
+    """Add or replace ``xconv.json`` inside a ``.keras`` archive. The other members keep their compression:
+    Keras stores the weights uncompressed, and deflating them took 3x as long as the save itself (5 s for
+    InceptionV3's 96 MB, at every checkpoint) and 0.8 s more at every load, to save 10 % of the size."""
     path = Path(path)
     with zipfile.ZipFile(path) as archive:
-        members = {name: archive.read(name) for name in archive.namelist() if name != METADATA_MEMBER}
+        members = [(info, archive.read(info)) for info in archive.infolist() if info.filename != METADATA_MEMBER]
     with replacing(path) as temporary:
-        with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            for name, data in members.items():
-                archive.writestr(name, data)
-            archive.writestr(METADATA_MEMBER, json.dumps(metadata, indent=1))
+        with zipfile.ZipFile(temporary, "w") as archive:
+            for info, data in members:
+                archive.writestr(info, data)
+            archive.writestr(METADATA_MEMBER, json.dumps(metadata, indent=1), compress_type=zipfile.ZIP_DEFLATED)
 
 
 def load_keras_file(path: str | os.PathLike, safe_mode: bool = True, compile: bool = False):
