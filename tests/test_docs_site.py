@@ -2,7 +2,7 @@
 
 Its own file, so the test runner can build the site (on a fresh clone that makes every picture the pages
 show) while another worker runs the docs' examples (tests/test_docs.py). Missing pictures are made as
-drafts (docs/hooks.py: fewer photos and ascent steps, about a minute instead of three); a plain
+drafts (docs/hooks.py: fewer photos, ascent steps and RISE masks, about a minute instead of three); a plain
 ``mkdocs build`` replaces them.
 """
 
