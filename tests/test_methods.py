@@ -458,12 +458,17 @@ def test_activations_and_filters_refuse_a_layer_without_spatial_output(tiny, ima
             xconv.explain(tiny, images, "activations", layer=layer)
         with pytest.raises(xconv.XconvError, match=f"filters needs .*{layer!r} has none"):
             xconv.explain(tiny, None, "filters", layer=layer)
+    with pytest.raises(xconv.XconvError, match="filters needs .*'rescale' \\(Rescaling\\) is the input itself"):
+        xconv.explain(tiny, None, "filters", layer="rescale")
 
 
 @pytest.mark.parametrize("method", [name for name in IMAGE_METHODS
                                     if issubclass(get_registry().get("explainer", name), xconv.CAMExplainer)])
 def test_cam_methods_refuse_a_layer_without_spatial_output(tiny, images, method):
-    """A dense or pooled layer is one line naming the problem, not a TensorFlow shape error from the graph."""
+    """A dense or pooled layer is one line naming the problem, not a TensorFlow shape error from the graph;
+    so is the input's own rescaling (Grad-CAM's gradient there was None: a line of TensorFlow internals)."""
     for layer in ("gap", "predictions"):
         with pytest.raises(xconv.XconvError, match=f"{layer!r} has none"):
             xconv.explain(tiny, images, method, layer=layer)
+    with pytest.raises(xconv.XconvError, match="'rescale' \\(Rescaling\\) is the input itself"):
+        xconv.explain(tiny, images, method, layer="rescale")

@@ -73,6 +73,10 @@ def find_layer(model, name: str) -> LayerInfo:
     raise UnknownNameError("layer", name, [info.path for info in layers if info.is_spatial])
 
 
+#: Layers whose output is the (preprocessed) input image, not a feature of it.
+INPUT_LAYER_TYPES = ("InputLayer", "Rescaling", "Normalization")
+
+
 def spatial_layer(model, name: str, view: str) -> str:
     """The path of a layer whose output is a feature map (N, h, w, c), else one readable XconvError.
 
@@ -83,7 +87,11 @@ def spatial_layer(model, name: str, view: str) -> str:
     if not info.is_spatial:
         raise XconvError(f"{view} needs a layer with a spatial output (N, h, w, channels); {info.path!r} has none: "
                          "choose a conv, pooling or activation layer of the conv part")
+    if info.type in INPUT_LAYER_TYPES:  # the image itself: Grad-CAM's gradient there came back None from the graph
+        raise XconvError(f"{view} needs a layer the network computes from the image; {info.path!r} ({info.type}) "
+                         "is the input itself: choose a conv, pooling or activation layer of the conv part")
     return info.path
+
 
 
 def feature_layers(model) -> list[LayerInfo]:
@@ -98,7 +106,7 @@ def default_cam_layer(model) -> str:
     own output, which is the same tensor under a name that ``find_layer`` users would not expect.
     """
     spatial = [info for info in iter_layers(model) if info.is_spatial and not is_container(info.layer)]
-    spatial = [info for info in spatial if info.type not in ("InputLayer", "Rescaling", "Normalization")]
+    spatial = [info for info in spatial if info.type not in INPUT_LAYER_TYPES]
     if not spatial:
         raise XconvError(f"model {model.name!r} has no layer with a spatial (N, h, w, c) output to explain")
     return spatial[-1].path
