@@ -101,6 +101,7 @@ def test_explain_returns_an_overlay_per_class_and_the_activation_grid(server, ph
     ("chelsea.jpg", {"layer": "nope"}, 400, "unknown layer 'nope'"),
     ("chelsea.jpg", {"activations": "predictions"}, 400, "the activation grid needs a layer with a spatial output"),
     ("chelsea.jpg", {"layer": "predictions"}, 400, "gradcam needs a layer with a spatial output"),
+    ("chelsea.jpg", {"layer": "rescale"}, 400, "'rescale' (Rescaling) is the input itself"),  # was TF internals
     ("too large.jpg", {}, 400, "too large.jpg: not an image file"),  # the status is not read from the name
     ("chelsea.jpg", {"classes": "some"}, 400, "classes must be"),
 ])
@@ -157,6 +158,18 @@ def test_filter_patterns_are_computed_once_per_layer(server):
     assert len(first["robustness"]) == 16 and decode_data_url(first["png"]).size
     response = httpx.get(f"{server.url}/api/filters", params={"layer": "predictions"})
     assert response.status_code == 400
+
+
+def test_requests_without_a_layer_get_defaults_that_work(catsdogs):
+    """The heatmap's default layer by its path, so a request naming it shares a model call with one that
+    leaves it out; the filter patterns' default is a conv or pooling layer (the heatmaps' default, an
+    activation, was refused)."""
+    from xconv.web.service import ExplainKey, ExplainService
+
+    service = ExplainService(catsdogs)
+    assert service.check(ExplainKey("gradcam")) == service.check(ExplainKey("gradcam", catsdogs.default_layer))
+    assert service.check(ExplainKey("gradcam")).layer == catsdogs.default_layer
+    assert service.pattern_layer(None).path == service.layers[len(service.layers) // 3] == "block2_sepconv1"
 
 
 def test_openapi_docs_are_served_offline(server):
@@ -369,6 +382,12 @@ def test_chunked_uploads_and_malformed_fields_get_a_4xx_line(server, photos):
     assert response.status_code == 411 and "Content-Length" in response.json()["error"]
     response = post(f"{server.url}/api/explain", photos / "chelsea.jpg", grid="maybe")
     assert response.status_code == 422 and response.json()["error"].startswith("invalid request: grid")
+    # FastAPI's own answers come in the API's one shape too (they were {"detail": ...}).
+    response = httpx.post(f"{server.url}/api/predict", content=b"garbage",
+                          headers={"content-type": "multipart/form-data; boundary=x"})
+    assert response.status_code == 400 and response.json() == {"error": "Invalid multipart data."}
+    response = httpx.get(f"{server.url}/api/nothing-here")
+    assert response.status_code == 404 and response.json() == {"error": "Not Found"}
 
 
 def test_report_refuses_no_methods_or_no_photos_before_any_work(catsdogs, photos, tmp_path):

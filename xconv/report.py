@@ -44,8 +44,7 @@ def build_report(model, images, out, methods=("gradcam",), activation_layers: in
     layers = service.layers[:activation_layers]
     keys = [service.check(ExplainKey(method)) for method in methods]
     # Checked before any photo is explained: a typo must not cost the whole run.
-    filter_layer = (service.pattern_layer(filter_layer).path if filter_layer
-                    else service.layers[len(service.layers) // 3])
+    filter_layer = service.pattern_layer(filter_layer).path
     report = Report(Path(out))
     sections = []
     for start in range(0, len(images), batch_size):

@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from xconv.errors import UnknownNameError, XconvError, first_line
 from xconv.images import ImageTooLargeError, decode_bytes
@@ -105,6 +106,11 @@ def create_app(service: ExplainService, token: str | None = None, max_batch: int
         unknown_sample = isinstance(error, UnknownNameError) and error.kind == "sample"
         status = 413 if isinstance(error, ImageTooLargeError) else 404 if unknown_sample else 400
         return JSONResponse({"error": first_line(error)}, status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request, error: StarletteHTTPException):
+        # FastAPI's own answers (an unknown route, a multipart body it cannot parse) in the API's one shape.
+        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code, headers=error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_field(request, error: RequestValidationError):

@@ -104,7 +104,8 @@ class ExplainService:
         names = {m["name"]: m for m in self.methods}
         if key.method not in names:
             raise XconvError(f"unknown method {key.method!r}; choose one of {', '.join(names)}")
-        layer = self.model.layer_path(key.layer) if key.layer and names[key.method]["takes_layer"] else None
+        # The default layer by its path, so requests that name it and requests that leave it out share a batch.
+        layer = self.model.layer_path(key.layer) if names[key.method]["takes_layer"] else None
         if layer is not None:  # checked here too, for plugin methods that do not check it themselves
             xconv.layers.spatial_layer(self.model.keras_model, layer, key.method)
         activation_layer = self.model.layer_path(key.activation_layer) if key.activation_layer else None
@@ -182,9 +183,11 @@ class ExplainService:
             return self._filters[layer]
 
     def pattern_layer(self, name: str | None):
-        """The conv or pooling layer ``name`` (a path or a bare name; None: the model's default layer) whose
-        filter patterns can be drawn, as :class:`xconv.layers.LayerInfo`; else one readable XconvError."""
-        path = self.model.layer_path(name)
+        """The conv or pooling layer ``name`` (a path or a bare name) whose filter patterns can be drawn, as
+        :class:`xconv.layers.LayerInfo`; else one readable XconvError. None: the conv or pooling layer a
+        third of the way in, where patterns are textures already (the model's default layer, the one its
+        heatmaps explain, may be an activation, and its patterns are objects too blurred to read)."""
+        path = self.layers[len(self.layers) // 3] if name is None and self.layers else self.model.layer_path(name)
         info = next((i for i in xconv.layers.feature_layers(self.model.keras_model) if i.path == path), None)
         if info is None:
             raise XconvError(f"layer {name or path!r} is not a conv or pooling layer; filter patterns need one")
