@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -197,6 +198,54 @@ def test_access_token_is_required_when_set(catsdogs):
             assert client.get("/api/methods").status_code == 200
     finally:
         live.stop()
+
+
+def test_stopping_never_waits_for_the_model_call_in_progress():
+    """Ctrl-C waited for the call in progress (40 s for a slow filter-pattern run): the model thread was a
+    ThreadPoolExecutor's, which the interpreter joins at exit. Now closing drops the queued calls, returns
+    at once and leaves the running call to a daemon thread."""
+    from xconv.web.batching import MicroBatcher
+
+    started, release = threading.Event(), threading.Event()
+
+    def run(key, items):
+        started.set()
+        release.wait(30)
+        return [item * 2 for item in items]
+
+    batcher = MicroBatcher(run)
+
+    async def scenario():
+        running = asyncio.ensure_future(batcher.submit("a", 1))
+        queued = asyncio.ensure_future(batcher.submit("b", 2))  # another key: waits behind the running call
+        await asyncio.to_thread(started.wait, 10)
+        await asyncio.sleep(0.1)
+        begun = time.perf_counter()
+        batcher.close()
+        closing = time.perf_counter() - begun
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+        return closing, await running
+
+    closing, answer = asyncio.run(scenario())
+    assert closing < 1 and answer == 2  # the call in progress still answers if it finishes in time
+    assert all(thread.daemon for thread in threading.enumerate() if thread.name == "xconv-model")
+
+
+def test_requests_cancelled_at_shutdown_leave_no_traceback_in_the_log():
+    import logging
+
+    from xconv.web.server import drop_cancelled_at_shutdown
+
+    def record(error):
+        return logging.LogRecord("uvicorn.error", logging.ERROR, __file__, 1, "Exception in ASGI application", (),
+                                 (type(error), error, None) if error else None)
+
+    assert not drop_cancelled_at_shutdown(record(asyncio.CancelledError("graceful shutdown exceeded")))
+    assert not drop_cancelled_at_shutdown(record(BaseExceptionGroup("task group", [asyncio.CancelledError()])))
+    assert drop_cancelled_at_shutdown(record(ValueError("a real bug")))  # still logged
+    assert drop_cancelled_at_shutdown(record(None))
 
 
 def test_serve_command_needs_a_token_off_loopback_and_stops_on_ctrl_c():

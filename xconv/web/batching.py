@@ -9,18 +9,58 @@ load by themselves, and no request waits for a timer when the server is idle.
 from __future__ import annotations
 
 import asyncio
+import queue
+import threading
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from typing import Any, Callable, Hashable
 
 
+class ModelThread(Executor):
+    """One daemon worker thread for model calls. A ThreadPoolExecutor's threads are joined when the
+    interpreter exits, so Ctrl-C waited for the model call in progress (40 s for a slow filter-pattern
+    run) before the server stopped; this thread is abandoned instead, its result unwanted."""
+
+    def __init__(self, name: str = "xconv-model"):
+        self._work: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future = Future()
+        self._work.put((future, fn, args, kwargs))
+        return future
+
+    def _serve(self) -> None:
+        while (job := self._work.get()) is not None:
+            future, fn, args, kwargs = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as error:  # noqa: BLE001 - handed to the caller
+                future.set_exception(error)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        if cancel_futures:
+            while True:
+                try:
+                    job = self._work.get_nowait()
+                except queue.Empty:
+                    break
+                if job is not None:
+                    job[0].cancel()
+        self._work.put(None)
+        if wait:
+            self._thread.join()
+
+
 class MicroBatcher:
-    def __init__(self, run: Callable[[Hashable, list], list], max_batch: int = 16,
-                 executor: ThreadPoolExecutor | None = None):
+    def __init__(self, run: Callable[[Hashable, list], list], max_batch: int = 16, executor: Executor | None = None):
         """``run(key, items)`` returns one result per item, in order; an exception fails the whole call."""
         self.run = run
         self.max_batch = max(1, int(max_batch))
-        self.executor = executor or ThreadPoolExecutor(1, thread_name_prefix="xconv-model")
+        self.executor = executor or ModelThread()
         self._pending: dict[Hashable, list] = defaultdict(list)
         self._draining: dict[Hashable, asyncio.Task] = {}
 
@@ -47,6 +87,10 @@ class MicroBatcher:
                     continue
                 try:
                     results = await loop.run_in_executor(self.executor, self.run, key, [item for item, _ in live])
+                except asyncio.CancelledError:  # closed (the queued call dropped) or this task cancelled
+                    for _, future in live:
+                        future.cancel()  # its requests must not wait forever
+                    raise
                 except Exception as error:  # noqa: BLE001 - handed to every waiting request
                     for _, future in live:
                         if not future.done():
@@ -61,4 +105,10 @@ class MicroBatcher:
                 self._pending.pop(key, None)
 
     def close(self) -> None:
-        self.executor.shutdown(wait=True, cancel_futures=True)
+        """Drop the queued calls and return at once, without waiting for the call in progress. Called on the
+        event loop (the app's shutdown); requests still waiting are cancelled, not left to hang."""
+        for waiting in self._pending.values():
+            for _, future in waiting:
+                future.cancel()
+        self._pending.clear()
+        self.executor.shutdown(wait=False, cancel_futures=True)

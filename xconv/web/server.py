@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import logging
 import secrets
 
 
@@ -39,4 +41,18 @@ def serve(model, host: str = "127.0.0.1", port: int = 8000, token: str | None = 
     echo(f"xconv serving {model.display_name} at {url}  (API docs: {url.split('?')[0]}docs; Ctrl-C stops)")
     if not token and not is_loopback(host):
         echo("warning: no access token and not on loopback: anyone who can reach this port can use it")
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+    logging.getLogger("uvicorn.error").addFilter(drop_cancelled_at_shutdown)  # after Config set logging up
+    try:
+        uvicorn.Server(config).run()
+    except KeyboardInterrupt:  # uvicorn raises the Ctrl-C it caught again once it has shut down cleanly
+        pass
+
+
+def drop_cancelled_at_shutdown(record: logging.LogRecord) -> bool:
+    """uvicorn logs a traceback for each request it cancels when Ctrl-C's grace period (5 s) runs out;
+    that is the stop the user asked for, not an error of the server."""
+    error = record.exc_info[1] if record.exc_info else None
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return not isinstance(error, asyncio.CancelledError)
