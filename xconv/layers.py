@@ -93,7 +93,6 @@ def spatial_layer(model, name: str, view: str) -> str:
     return info.path
 
 
-
 def feature_layers(model) -> list[LayerInfo]:
     """Conv and pooling layers with spatial outputs, in network order (the activations view)."""
     return [info for info in iter_layers(model) if info.is_spatial and info.type in FEATURE_LAYER_TYPES]
