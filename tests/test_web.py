@@ -236,7 +236,7 @@ def test_stopping_never_waits_for_the_model_call_in_progress():
 def test_requests_cancelled_at_shutdown_leave_no_traceback_in_the_log():
     import logging
 
-    from xconv.web.server import drop_cancelled_at_shutdown
+    from xconv.web.server import BaseExceptionGroup, drop_cancelled_at_shutdown
 
     def record(error):
         return logging.LogRecord("uvicorn.error", logging.ERROR, __file__, 1, "Exception in ASGI application", (),

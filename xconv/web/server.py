@@ -7,6 +7,11 @@ import ipaddress
 import logging
 import secrets
 
+try:
+    from builtins import BaseExceptionGroup
+except ImportError:  # Python 3.10: the backport anyio (under uvicorn and starlette) depends on
+    from exceptiongroup import BaseExceptionGroup
+
 
 def is_loopback(host: str) -> bool:
     if host == "localhost":
