@@ -34,12 +34,9 @@ class Manifest:
     def __init__(self, out_dir: str | os.PathLike):
         self.path = Path(out_dir) / MANIFEST
 
-    def records(self) -> dict[str, dict]:
-        """The last record of every input (a resumed run appends newer ones), in the order of those lines."""
-        return self._last_records(lambda record: record["input"])
-
-    def _last_records(self, key) -> dict:
-        """The last record per ``key(record)``, in the order of those lines."""
+    def records(self, key=lambda record: record["input"]) -> dict:
+        """The last record of every input (a resumed run appends newer ones), or per ``key(record)``, in the
+        order of those lines."""
         latest = {}
         if self.path.exists():
             with self.path.open(encoding="utf-8") as handle:
@@ -51,8 +48,9 @@ class Manifest:
                         except json.JSONDecodeError:  # a line cut by a crash mid-write
                             continue
                         if isinstance(record, dict) and "input" in record:  # not some other tool's line
-                            latest.pop(key(record), None)  # kept in the order of each key's last line
-                            latest[key(record)] = record
+                            name = key(record)
+                            latest.pop(name, None)  # kept in the order of each key's last line
+                            latest[name] = record
         return latest
 
     def completed(self, job: str | None = None) -> set[tuple[str, int | None]]:
@@ -61,7 +59,7 @@ class Manifest:
         b/photo.jpg into one folder both write photo_gradcam_cat.png: the first one's record no longer
         describes the file). The position numbered the files (None: a lone input, whose files have no
         number); a path given twice has a record, and files, for each of its places."""
-        records = self._last_records(lambda record: (record["input"], record.get("position")))
+        records = self.records(key=lambda record: (record["input"], record.get("position")))
         writer = {}
         for key, record in records.items():  # in the order they were written: the last writer wins
             for output in record.get("outputs", []):
