@@ -147,6 +147,14 @@ def test_loopback_server_refuses_other_hosts_and_cross_site_uploads(server, phot
     own = httpx.post(f"{server.url}/api/predict", files={"file": ("c.jpg", data)},
                      headers={"Origin": f"http://127.0.0.1:{port}"})
     assert own.status_code == 200
+    # An <img src> on another site's page sends no Origin, only Sec-Fetch-Site: no API work for it.
+    for site in ("cross-site", "same-site"):  # same-site: another port of localhost
+        sneaked = httpx.get(f"{server.url}/api/filters", params={"layer": "block3_pool"},
+                            headers={"Sec-Fetch-Site": site})
+        assert sneaked.status_code == 403 and "another site" in sneaked.json()["error"]
+    for site in ("same-origin", "none"):  # the page's own requests; a URL typed in the address bar
+        assert httpx.get(f"{server.url}/api/models", headers={"Sec-Fetch-Site": site}).status_code == 200
+    assert httpx.get(f"{server.url}/", headers={"Sec-Fetch-Site": "cross-site"}).status_code == 200  # a link to it
 
 
 def test_filter_patterns_are_computed_once_per_layer(server):

@@ -68,6 +68,12 @@ def cross_site(request: Request) -> bool:
     return origin.split("://", 1)[-1].lower() != request.headers.get("host", "").lower()
 
 
+def fetched_by_another_origin(request: Request) -> bool:
+    """A browser fetch that another origin's page started (even an ``<img>`` on it, which sends no Origin):
+    its Sec-Fetch-Site says so. Scripts send no such header; a URL typed or bookmarked sends ``none``."""
+    return request.headers.get("sec-fetch-site", "none").lower() not in ("same-origin", "none")
+
+
 def create_app(service: ExplainService, token: str | None = None, max_batch: int = 16,
                max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_UPLOAD_PIXELS,
                local_only: bool = False):
@@ -131,6 +137,9 @@ def create_app(service: ExplainService, token: str | None = None, max_batch: int
         if token is None and request.method == "POST" and cross_site(request):
             # With a token, the SameSite cookie already keeps other sites' forms out (and a proxy may rewrite Host).
             return JSONResponse({"error": "uploads from another site's page are refused"}, status_code=403)
+        if token is None and request.url.path.startswith("/api/") and fetched_by_another_origin(request):
+            # An <img src> on any page could otherwise start minutes of filter-pattern ascent here.
+            return JSONResponse({"error": "API calls from another site's page are refused"}, status_code=403)
         if token is not None:
             offered = (request.headers.get("x-xconv-token") or request.query_params.get("token")
                        or request.cookies.get(TOKEN_COOKIE) or "")
