@@ -219,3 +219,26 @@ def test_set_layer_weights_on_a_nested_model_refolds_the_layers_inside_it():
     expected = np.asarray(keras_model(images, training=False))
     assert not np.allclose(before, expected, atol=1e-3)
     np.testing.assert_allclose(np.asarray(network(images)), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_training_the_keras_model_is_noticed_by_the_next_explanation():
+    """A user fine-tunes ``model.keras_model`` with ``fit`` after explaining: the next prediction and map
+    come from the new weights, not from the folded copies of the old ones."""
+    import xconv
+    from xconv.testing import TinyModel, random_images
+    from xconv_plugins.catsdogs import build_catsdogs
+
+    keras_model = build_catsdogs(2, (32, 32))
+    keras_model.compile(optimizer=keras.optimizers.SGD(0.5), loss="sparse_categorical_crossentropy")
+    model = TinyModel(keras_model, ["cat", "dog"])
+    images = random_images(4, (32, 32), seed=2)
+    before = xconv.explain(model, images, "gradcam", target="dog")
+    keras_model.fit(images.astype("float32"), np.array([0, 1, 0, 1]), epochs=2, verbose=0)
+    after = xconv.explain(model, images, "gradcam", target="dog")
+    fresh = keras.models.clone_model(keras_model)
+    fresh.set_weights(keras_model.get_weights())
+    expected = xconv.explain(TinyModel(fresh, ["cat", "dog"]), images, "gradcam", target="dog")
+    assert not np.allclose(before.arrays["probabilities"], expected.arrays["probabilities"], atol=1e-3)
+    np.testing.assert_allclose(after.arrays["probabilities"], expected.arrays["probabilities"], atol=1e-5)
+    np.testing.assert_allclose(after.heatmaps, expected.heatmaps, atol=1e-4)
+    np.testing.assert_allclose(model.predict(images), fresh(images.astype("float32"), training=False), atol=1e-5)

@@ -166,6 +166,7 @@ class Model:
 
     def cached(self, key, build):
         """Per-model cache for built graphs and compiled functions, so repeated explains never retrace."""
+        self.catch_up_with_training()
         cache = self.__dict__.setdefault("_cache", {})
         if key not in cache:
             cache[key] = build()
@@ -203,10 +204,31 @@ class Model:
                 if isinstance(part, keras.Model):
                     refold(part, layers)
         self.__dict__.pop("_memos", None)  # results of the old weights
+        self.__dict__["_trained_to"] = self._training_step()
+
+    def catch_up_with_training(self) -> None:
+        """:meth:`weights_changed` when ``keras_model`` was trained since the last look (``fit``,
+        ``train_on_batch``: its compiled optimizer counts the steps), so explanations never come from the
+        folded copies of older weights. A read of one counter; weights set any other way (``set_weights``,
+        ``load_weights``, an optimizer of your own) need :meth:`weights_changed` called."""
+        import tensorflow as tf
+
+        if not tf.executing_eagerly():  # a graph being traced: the eager call around it has looked
+            return
+        step = self._training_step()
+        if "_trained_to" in self.__dict__ and step != self.__dict__["_trained_to"]:
+            self.weights_changed()
+        self.__dict__["_trained_to"] = step
+
+    def _training_step(self):
+        optimizer = getattr(self.keras_model, "optimizer", None)
+        iterations = getattr(optimizer, "iterations", None)
+        return None if iterations is None else (id(optimizer), int(np.asarray(iterations)))
 
     def memo(self, name: str) -> dict:
         """A per-model dict, by ``name``, for results computed with the current weights (unlike
         :meth:`cached` graphs, dropped by :meth:`weights_changed`)."""
+        self.catch_up_with_training()
         return self.__dict__.setdefault("_memos", {}).setdefault(name, {})
 
     def feature_layers(self) -> list[str]:
