@@ -154,6 +154,19 @@ def test_classes_named_with_digits_resolve_by_name_first():
     assert model.class_index(1) == 1 and model.class_index("0") == 0  # not a name: an index
 
 
+def test_a_class_is_found_by_its_leading_words_never_by_a_cut_word():
+    """"cat" on ImageNet once explained catamaran (a prefix of letters); it must be unknown, listing the
+    names that hold it first."""
+    names = ["tench", "goldfish", "catamaran", "tiger_cat", "Persian cat", "golden_retriever", "Shih-Tzu"]
+    model = TinyModel(tiny_keras_convnet((32, 32), classes=len(names), seed=1), names)
+    assert [model.class_index(t) for t in ("golden", "Golden Retriever", "persian", "shih", "tiger cat")] == [5, 5, 4, 6, 3]
+    with pytest.raises(xconv.UnknownNameError) as raised:
+        model.class_index("cat")
+    assert str(raised.value).startswith("unknown class 'cat'; choose from: catamaran, tiger_cat, Persian cat, tench")
+    with pytest.raises(xconv.UnknownNameError):
+        model.class_index("gold")  # neither goldfish nor golden_retriever starts with the word "gold"
+
+
 def test_inceptionv3_random_weights_matches_independent_implementation():
     model = xconv.load_model("inceptionv3", weights=None)
     assert model.default_layer == "mixed10" and len(model.class_names) == 1000

@@ -282,7 +282,8 @@ class Model:
         return [[(self.class_names[i], float(row[i])) for i in idx] for row, idx in zip(probabilities, order)]
 
     def class_index(self, target: int | str) -> int:
-        """Resolve a class index or name: exact, case-insensitive, singular/plural, then a unique prefix. Text of
+        """Resolve a class index or name: exact, case-insensitive, singular/plural, then the unique name that
+        starts with ``target``'s words ("golden" for golden_retriever; "cat" is not catamaran). Text of
         digits is an index unless it is a class's own name (folders named "1", "2" train classes "1", "2")."""
         if isinstance(target, str) and target in self.class_names:
             return self.class_names.index(target)
@@ -297,14 +298,16 @@ class Model:
             lambda n: n.lower() == target.lower(),
             lambda n: n.lower().replace(" ", "_") == target.lower().replace(" ", "_"),
             lambda n: singular(n) == singular(target),
-            lambda n: n.lower().startswith(target.lower()),
+            lambda n: starts_with_words(n, target),
         ):
             hits = [i for i, n in enumerate(names) if match(n)]
             if len(hits) == 1:
                 return hits[0]
             if len(hits) > 1:
                 raise XconvError(f"class {target!r} is ambiguous: {', '.join(names[i] for i in hits[:10])}")
-        raise UnknownNameError("class", target, names)
+        # Names holding the text first: among ImageNet's 1,000, "cat" lists tiger_cat and Persian_cat, not tench.
+        holding = [n for n in names if word_key(target) in word_key(n)]
+        raise UnknownNameError("class", target, holding + [n for n in names if n not in holding])
 
 
 @dataclass(repr=False)
@@ -402,6 +405,17 @@ class Output:
 
     def __str__(self) -> str:
         return str(self.path)
+
+
+def word_key(name: str) -> str:
+    """Lower case, words joined by ``_`` however they were written (space, hyphen)."""
+    return name.lower().replace(" ", "_").replace("-", "_")
+
+
+def starts_with_words(name: str, target: str) -> bool:
+    """Whether ``name``'s leading words are ``target``'s: a word cut in the middle is another word."""
+    name, target = word_key(name), word_key(target)
+    return name.startswith(target) and name[len(target):len(target) + 1] in ("", "_")
 
 
 def singular(name: str) -> str:
