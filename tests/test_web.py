@@ -459,3 +459,21 @@ def test_report_refuses_no_methods_or_no_photos_before_any_work(catsdogs, photos
     with pytest.raises(xconv.XconvError, match="not a conv or pooling layer"):
         build_report(catsdogs, [photos / "chelsea.jpg"], tmp_path / "r.html", filter_layer="predictions")
     assert not (tmp_path / "r.html").exists()
+
+
+def test_report_of_only_unreadable_files_keeps_the_earlier_report(photos, tmp_path):
+    from typer.testing import CliRunner
+
+    from xconv.cli import build_app
+
+    earlier = tmp_path / "report.html"
+    earlier.write_text("<p>yesterday's report</p>")
+    runner, app = CliRunner(), build_app()
+    result = runner.invoke(app, ["report", str(photos / "broken.jpg"), str(photos / "text.png"), "--out", str(earlier)])
+    assert result.exit_code == 1 and f"{earlier} was not written" in result.output, result.output
+    assert "broken.jpg" in result.output and "text.png" in result.output
+    assert earlier.read_text() == "<p>yesterday's report</p>"
+    folder = tmp_path / "folder.html"
+    folder.mkdir()
+    result = runner.invoke(app, ["report", str(photos / "chelsea.jpg"), "--out", str(folder)])
+    assert result.exit_code == 1 and "is a folder" in result.output, result.output

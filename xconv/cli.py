@@ -814,6 +814,8 @@ def report(
     quiet_tensorflow()
     if out.suffix.lower() not in (".html", ".htm"):
         raise XconvError(f"--out must end in .html, got {out}")
+    if out.is_dir():
+        raise XconvError(f"--out {out} is a folder; name the HTML file to write")
     check_output_folder(out.parent)
     routed = routed_options(parse_assignments(option), {"model": model_class(model)})
     loaded = open_model(model, weights, unsafe, preprocess, routed["model"])
@@ -824,6 +826,8 @@ def report(
     if written.photos:
         size = written.path.stat().st_size / 1e6
         typer.echo(f"wrote {written.path} ({written.photos} photos, {size:.1f} MB)")
+    elif paths:
+        typer.echo(f"xconv: no photo could be read; {out} was not written", err=True)
     finish(failures, len(paths))
 
 

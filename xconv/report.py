@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xconv.files import write_bytes
 from xconv.html import figure, jpeg_data_url, page, wide
 from xconv.images import ImageError, load_image
 
@@ -31,7 +32,8 @@ class Report:
 def build_report(model, images, out, methods=("gradcam",), activation_layers: int = 2, filter_layer=None,
                  batch_size: int = 16) -> Report:
     """Write the report for ``images`` (paths) to ``out``; files that cannot be decoded are listed in it
-    (and in ``Report.errors``), the others are reported in full."""
+    (and in ``Report.errors``), the others are reported in full. When none can be, nothing is written: an
+    earlier report at ``out`` is kept."""
     from xconv.web.service import ExplainKey, ExplainService
 
     from xconv.errors import XconvError
@@ -64,10 +66,12 @@ def build_report(model, images, out, methods=("gradcam",), activation_layers: in
             sections.append(photo_section(name, upload, [results[index] for results in per_method],
                                           {layer: grid[index] for layer, grid in grids.items()}))
         report.photos += len(uploads)
+    if not report.photos:
+        return report
     filters = service.filters(filter_layer)
     body = summary(model, report, methods) + "".join(sections) + filter_section(filters) + error_section(report)
     report.path.parent.mkdir(parents=True, exist_ok=True)
-    report.path.write_text(page(f"xconv report: {model.display_name}", body), encoding="utf-8")
+    write_bytes(report.path, page(f"xconv report: {model.display_name}", body).encode("utf-8"))  # whole or not at all
     return report
 
 
