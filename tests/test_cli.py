@@ -256,6 +256,11 @@ def test_start_up_is_quiet_and_debug_is_not(model_file, photos):
                           env=env)
     assert loud.returncode == 0 and loud.stdout == quiet.stdout
     assert "oneDNN" in loud.stderr or "absl" in loud.stderr or "cuda" in loud.stderr.lower()
+    # A mistake that train finds after importing Keras: its one line, without TensorFlow's start-up lines.
+    mistake = subprocess.run([command[0], "-m", "xconv.cli", "train", "--data", str(photos), "--keep", "nosuch"],
+                             capture_output=True, text=True, env=env)
+    assert mistake.returncode == 1 and mistake.stderr == "xconv: error: --keep must be best or last, got 'nosuch'\n", \
+        mistake.stderr
 
 
 def test_drawing_flags_go_to_the_renderer_not_to_a_method_option_of_the_same_name(photos, tmp_path):

@@ -664,9 +664,10 @@ def train(
 ):
     """Train a model on a folder of labelled photos (best checkpoint, early stopping, CSV history, curves)."""
     from xconv.quiet import quiet_tensorflow
+
+    quiet_tensorflow()  # before xconv.training imports Keras: its callbacks subclass Keras's
     from xconv.training import TrainConfig, train as run_training
 
-    quiet_tensorflow()
     if out.suffix != ".keras":
         raise XconvError(f"--out must end in .keras, got {out}")
     model_cls = get_registry().get("model", model)
