@@ -264,10 +264,13 @@ def test_explain_every_writes_strips_a_gif_and_tensorboard_images(dataset, tmp_p
 
     out = tmp_path / "watched.keras"
     photos = [dataset / "validation" / "cats" / "cats0.jpg", dataset / "validation" / "dogs" / "dogs1.jpg"]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not a photo")
     result = train("--data", dataset, "--epochs", "3", "--image-size", "32", "--batch-size", "8", "--out", out,
                    "--explain-every", "1", "--explain-images", photos[0], "--explain-images", photos[1],
-                   "--tensorboard", tmp_path / "tb")
+                   "--explain-images", broken, "--tensorboard", tmp_path / "tb")
     assert result.exit_code == 0, result.output
+    assert f"xconv: warning: explaining while training without {broken}: not an image file" in result.output
     folder = tmp_path / "watched.explanations"
     strips = sorted(folder.glob("epoch_*.png"))
     assert [p.name for p in strips] == ["epoch_001.png", "epoch_002.png", "epoch_003.png"]
@@ -283,6 +286,16 @@ def test_explain_every_writes_strips_a_gif_and_tensorboard_images(dataset, tmp_p
                 tags.setdefault(value.tag, []).append(event.step)
     assert tags["gradcam heatmaps"] == [1, 2, 3] and tags["val_accuracy"] == [1, 2, 3]
     assert "confusion matrix (validation)" in tags
+
+
+@pytest.mark.parametrize("method, message", [("nosuch", "unknown explainer 'nosuch'"),
+                                             ("filters", "needs a heatmap method")])
+def test_a_wrong_explain_method_is_refused_before_the_first_epoch(dataset, tmp_path, method, message):
+    out = tmp_path / "watched.keras"
+    result = train("--data", dataset, "--epochs", "1", "--image-size", "32", "--out", out, "--explain-every", "1",
+                   "--explain-images", dataset / "validation" / "cats" / "cats0.jpg", "--explain-method", method)
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert not out.exists() and not out.with_suffix(".history.csv").exists()  # no epoch ran
 
 
 def test_an_interrupted_one_phase_run_still_writes_the_gif_of_its_finished_epochs(dataset, tmp_path, monkeypatch):

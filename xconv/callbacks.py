@@ -14,14 +14,29 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from xconv.images import load_image, resize, save_image
+from xconv.errors import XconvError, XconvWarning, first_line
+from xconv.images import ImageError, load_image, resize, save_image
 from xconv.training import _callback_base
 
 STRIP_TILE = 160
+
+
+def check_heatmap_method(method: str, options: dict) -> None:
+    """An unknown method, one that draws no heatmaps, or a wrong option: found before the first epoch, not
+    after it."""
+    from xconv.options import resolve_options
+    from xconv.registry import get_registry
+
+    explainer = get_registry().get("explainer", method)
+    if explainer.kind != "heatmap" or not explainer.needs_images:
+        raise XconvError(f"method {method!r} makes {explainer.kind} explanations; explaining while training "
+                         "needs a heatmap method, e.g. gradcam")
+    resolve_options(explainer, options)
 
 
 class ExplainCallback(_callback_base()):
@@ -38,6 +53,7 @@ class ExplainCallback(_callback_base()):
                  layer=None, tensorboard_dir=None, validation=None, gif: bool = True, image_size=None,
                  resumed_after: int = 0, **method_options):
         super().__init__()
+        check_heatmap_method(method, method_options)
         self.sources, self.photos = self._read(images)
         self.out_dir = Path(out_dir)
         self.class_names = list(class_names)
@@ -55,10 +71,22 @@ class ExplainCallback(_callback_base()):
 
     @staticmethod
     def _read(images):
+        """Names and photos; an unreadable file is left out with a warning (a run of many epochs is not
+        refused for one of several photos), and none readable is an error."""
         if isinstance(images, np.ndarray):
             return [f"image {i}" for i in range(len(images))], list(images)
-        paths = [Path(p) for p in images]
-        return [p.name for p in paths], [load_image(p) for p in paths]
+        names, photos, unreadable = [], [], []
+        for path in map(Path, images):
+            try:
+                photos.append(load_image(path))
+                names.append(path.name)
+            except ImageError as error:
+                unreadable.append(first_line(error))
+        if unreadable and not photos:
+            raise XconvError(f"no photo to explain while training: {'; '.join(unreadable)}")
+        if unreadable:
+            warnings.warn(f"explaining while training without {'; '.join(unreadable)}", XconvWarning, stacklevel=3)
+        return names, photos
 
     def wrapped_model(self):
         """The training model as an xconv.Model, built once so its compiled functions are traced once; each
