@@ -472,3 +472,37 @@ def test_cam_methods_refuse_a_layer_without_spatial_output(tiny, images, method)
             xconv.explain(tiny, images, method, layer=layer)
     with pytest.raises(xconv.XconvError, match="'rescale' \\(Rescaling\\) is the input itself"):
         xconv.explain(tiny, images, method, layer="rescale")
+
+
+def test_a_sequential_file_ending_in_one_sigmoid_unit_is_a_two_class_model(tmp_path):
+    """Keras's own cats-vs-dogs layout (a Sequential ending in Dense(1, sigmoid)), saved and loaded as a
+    user's file: two classes (1 - p, p), scores on the log-odds, every method family runs (Ablation-CAM
+    once failed on any loaded Sequential: its layers' first call node is not the model's graph)."""
+    from keras import layers
+
+    keras.utils.set_random_seed(4)
+    network = keras.Sequential([keras.Input((32, 32, 3)), layers.Rescaling(1 / 255.0),
+                                layers.Conv2D(8, 3, activation="relu", name="conv1"), layers.MaxPooling2D(),
+                                layers.Conv2D(8, 3, activation="relu", name="conv2"),
+                                layers.GlobalAveragePooling2D(), layers.Dense(1, activation="sigmoid", name="out")])
+    network.save(tmp_path / "binary.keras")
+    model = xconv.load_model(tmp_path / "binary.keras")
+    images = random_images(2, (32, 32), seed=8)
+    p = np.asarray(network(images.astype("float32")))[:, 0]
+    assert model.class_names == ["class_0", "class_1"]
+    np.testing.assert_allclose(model.predict(images), np.stack([1 - p, p], axis=1), atol=1e-6)
+    explained = xconv.explain(model, images, "integrated-gradients", target=[1, 0], steps=8)
+    q = float(network(np.zeros((1, 32, 32, 3), "float32"))[0, 0])  # the black baseline
+    log_odds = np.log(p / (1 - p)) - np.log(q / (1 - q))  # class 1's score; class 0's is its negative
+    np.testing.assert_allclose(explained.metadata["score_delta"], log_odds * np.array([1, -1]), rtol=1e-4, atol=1e-5)
+    for method in ("gradcam", "ablationcam", "scorecam", "occlusion", "guided-backprop"):
+        for target in (0, 1):
+            heatmaps = xconv.explain(model, images, method, target=target, **QUICK.get(method, {})).heatmaps
+            assert heatmaps.shape[0] == 2 and np.isfinite(heatmaps).all(), (method, target)
+    with pytest.raises(xconv.XconvError, match="out of range"):
+        xconv.explain(model, images, target=2)
+    inputs = keras.Input((32, 32, 3))
+    pooled = layers.GlobalAveragePooling2D()(layers.Conv2D(4, 3)(inputs))
+    keras.Model(inputs, [layers.Dense(2, activation="softmax")(pooled), layers.Dense(3)(pooled)]).save(tmp_path / "two.keras")
+    with pytest.raises(xconv.XconvError, match="one input and one output; this model has 1 inputs and 2 outputs"):
+        xconv.load_model(tmp_path / "two.keras")  # was an internal error at the first prediction

@@ -266,7 +266,7 @@ class Model:
         ``computed``: the plain probabilities of ``inputs`` when a pass already made them; ``network``:
         inputs -> probabilities, when a faster copy of the Keras model (batch norms folded) is at hand.
         """
-        network = network or (lambda batch: self.keras_model(batch, training=False))
+        network = network or self.probability_network()  # xconv's view of the output (one sigmoid: two classes)
         if computed is None:
             computed = network(inputs)
         if not (self.flip_average if flip_average is None else flip_average):

@@ -236,9 +236,11 @@ def _graph_above(graph, layer, output, layer_path: str):
 
 
 def outputs_in_parents(layer) -> list:
-    """The tensors ``layer`` produces in the graphs that call it: a nested model's ``.output`` is its own
-    graph's output, so its call nodes are asked instead (Keras keeps no public handle on them)."""
-    if is_container(layer) and getattr(layer, "_inbound_nodes", None):
+    """The tensors ``layer`` produces in the graphs that call it, latest call first: a nested model's
+    ``.output`` is its own graph's output, and a loaded Sequential's layers were called once per graph
+    Keras built for it (``.output`` is the first, not the model's), so the call nodes are asked (Keras
+    keeps no public handle on them)."""
+    if getattr(layer, "_inbound_nodes", None):
         return [node.outputs[0] for node in reversed(layer._inbound_nodes)]
     return [layer.output]
 
@@ -309,11 +311,38 @@ def iter_layer_objects(model):
     return [info.layer for info in iter_layers(model)]
 
 
+def ends_in_one_sigmoid(layer) -> bool:
+    """A binary classifier's last layer as Keras examples write it: one unit, sigmoid (``Dense(1,
+    activation="sigmoid")`` or ``Activation("sigmoid")`` on one value)."""
+    import keras
+
+    if getattr(getattr(layer, "activation", None), "__name__", "") != "sigmoid":
+        return False
+    if isinstance(layer, keras.layers.Dense):
+        return layer.units == 1
+    return isinstance(layer, keras.layers.Activation) and tuple(layer.output.shape)[-1:] == (1,)
+
+
+def output_classes(model) -> int:
+    """How many classes xconv sees: the output's width, or 2 for one sigmoid unit (see ``ends_in_one_sigmoid``)."""
+    return 2 if ends_in_one_sigmoid(last_layer(model)) else int(model.outputs[0].shape[-1])
+
+
 def _call_capturing_logits(layer, args, kwargs, captured):
-    """Call the model's last layer and keep its pre-softmax input (or pre-activation) as the logits."""
+    """Call the model's last layer and keep its pre-softmax input (or pre-activation) as the logits.
+
+    One sigmoid unit p = sigmoid(z) becomes two classes: logits (-z/2, z/2), whose softmax is exactly
+    (1 - p, p) and whose difference is the log-odds z, so every method sees a two-class softmax."""
     import keras
     from keras import ops
 
+    if ends_in_one_sigmoid(layer):
+        z = args[0]
+        if isinstance(layer, keras.layers.Dense):
+            z = ops.matmul(z, layer.kernel) + (layer.bias if layer.use_bias else 0.0)
+        logits = ops.concatenate([-z / 2, z / 2], axis=-1)
+        captured["__logits__"] = logits
+        return ops.softmax(logits, axis=-1)
     is_softmax = getattr(layer, "activation", None) in (keras.activations.softmax,) or (
         getattr(getattr(layer, "activation", None), "__name__", "") == "softmax"
     )

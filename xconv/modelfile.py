@@ -17,6 +17,7 @@ import warnings
 from xconv.errors import XconvError, XconvWarning, first_line
 from xconv.files import replacing
 from xconv.interfaces import Model
+from xconv.layers import output_classes
 from xconv.options import Option
 from xconv.preprocessing import MODES, check_mode, preprocess
 
@@ -102,6 +103,9 @@ def load_model_file(path: str | os.PathLike, safe_mode: bool = True, preprocess:
         check_mode(preprocess)
     keras_model = load_keras_file(path, safe_mode=safe_mode)
     metadata = read_metadata(path)
+    if len(keras_model.inputs) != 1 or len(keras_model.outputs) != 1:
+        raise XconvError(f"{path}: xconv explains classifiers with one input and one output; this model has "
+                         f"{len(keras_model.inputs)} inputs and {len(keras_model.outputs)} outputs")
     shape = tuple(keras_model.inputs[0].shape)
     if len(shape) != 4 or shape[-1] != 3:
         raise XconvError(f"{path}: xconv explains image classifiers taking RGB (height, width, 3); this model "
@@ -114,7 +118,7 @@ def load_model_file(path: str | os.PathLike, safe_mode: bool = True, preprocess:
     elif None in shape[1:3] and not metadata.get("image_size"):
         raise XconvError(f"{path}: the model takes any input size and records none; say which with "
                          "-O image_size=N (e.g. 224)")
-    classes = int(keras_model.outputs[0].shape[-1])
+    classes = output_classes(keras_model)
     class_names = metadata.get("class_names") or [f"class_{i}" for i in range(classes)]
     if len(class_names) != classes:
         raise XconvError(f"{path}: metadata lists {len(class_names)} classes but the model outputs {classes}")

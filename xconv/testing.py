@@ -7,6 +7,7 @@ import numpy as np
 from typing import TYPE_CHECKING
 
 from xconv.interfaces import Model
+from xconv.layers import output_classes
 
 if TYPE_CHECKING:
     from xconv.interfaces import Explanation
@@ -153,7 +154,7 @@ def check_model(model_cls, weights=None, **options):
     with already_resolved():
         model = model_cls.load(weights, **resolved) if resolved else model_cls.load(weights)
     assert isinstance(model, Model), f"load() returned {type(model).__name__}, not an xconv.Model"
-    outputs = int(model.keras_model.outputs[0].shape[-1])
+    outputs = output_classes(model.keras_model)
     assert len(model.class_names) == outputs, f"{len(model.class_names)} class names for {outputs} outputs"
     size = tuple(side or 32 for side in model.input_size)
     batch = random_images(2, size, seed=2)
