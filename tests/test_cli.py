@@ -423,6 +423,8 @@ def test_model_files_of_any_size_or_not_rgb_and_weights_for_them_are_one_line(ph
     assert_one_line_error(invoke("predict", photos / "photo0.png", "--model", free), "-O image_size=N")
     sized = invoke("predict", photos / "photo0.png", "--model", free, "-O", "image_size=32")
     assert sized.exit_code == 0, sized.output
+    assert_one_line_error(invoke("predict", photos / "photo0.png", "--model", free, "-O", "image_size=100000"),
+                          "must be at most 4096")  # was a 30 GB allocation failing inside TensorFlow
     gray = tmp_path / "gray.keras"
     inputs = keras.Input((28, 28, 1))
     keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(inputs))).save(gray)

@@ -458,6 +458,8 @@ def test_progressive_cutmix_run_keeps_the_last_epoch_at_the_full_size(dataset, t
     (["--small-size", "16"], "needs both --small-size and --small-epochs"),
     (["--model", "inceptionv3-transfer", "--weights", "none", "--small-size", "16", "--small-epochs", "1",
       "--image-size", "75"], "--small-size 16 is too small for inceptionv3-transfer"),
+    (["--learning-rate", "-1"], "--learning-rate must be above 0"),
+    (["--image-size", "-5"], "Invalid value for '--image-size'"),  # was OpenCV's assertion, exit 2
 ])
 def test_recipe_options_reject_bad_values_in_one_line(dataset, tmp_path, arguments, message):
     result = train("--data", dataset, "--out", tmp_path / "m.keras", *arguments)

@@ -25,6 +25,7 @@ import typer
 
 import xconv
 from xconv.errors import XconvError, XconvWarning, one_line
+from xconv.images import MAX_IMAGE_SIDE
 from xconv.options import declared_options, parse_assignments, resolve_options, route_options
 from xconv.plugin_loading import canonical
 from xconv.quiet import debugging
@@ -632,7 +633,8 @@ def train(
     model: str = typer.Option("catsdogs", "--model", "-m", help="Trainable model: catsdogs or inceptionv3-transfer."),
     epochs: int = typer.Option(60, "--epochs", min=1),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
-    image_size: Optional[int] = typer.Option(None, "--image-size", help="Square input size; default: the model's."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", min=16, max=MAX_IMAGE_SIDE,
+                                             help="Square input size; default: the model's."),
     out: Path = typer.Option(Path("model.keras"), "--out", "-o", help="Best checkpoint (.keras); history and curves beside it."),
     patience: int = typer.Option(15, "--patience", min=1, help="Early stopping: epochs without a better val_accuracy."),
     no_augment: bool = typer.Option(False, "--no-augment", help="Train without data augmentation."),
@@ -679,6 +681,8 @@ def train(
                          small_size=small_size, small_epochs=small_epochs, keep=keep,
                          merge_validation=merge_validation)
     if learning_rate is not None:
+        if not learning_rate > 0:
+            raise XconvError(f"--learning-rate must be above 0, got {learning_rate}")
         config.learning_rate = learning_rate
     size = (image_size, image_size) if image_size else tuple(model_cls.default_image_size)
     explain = None

@@ -20,6 +20,9 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".g
 #: Refuse images above this many pixels: a small file can declare a huge canvas (decompression bomb).
 #: Checked before decoding, below PIL's own limit, so PIL's global setting is left as the user has it.
 MAX_PIXELS = 64_000_000
+#: The largest side a model's input may be set to (--image-size, -O image_size): one 4096 x 4096 image is
+#: 200 MB of float32 input before the network's first layer; a typo of a zero too many is refused.
+MAX_IMAGE_SIDE = 4096
 
 
 class ImageError(XconvError):

@@ -16,6 +16,7 @@ import warnings
 
 from xconv.errors import XconvError, XconvWarning, first_line
 from xconv.files import replacing
+from xconv.images import MAX_IMAGE_SIDE
 from xconv.interfaces import Model
 from xconv.layers import output_classes
 from xconv.options import Option
@@ -33,7 +34,7 @@ class KerasFileModel(Model):
     name = "file"
     description = "a saved Keras classifier (.keras) given by path"
     options = (Option("image_size", int, None, "square input size, for a model that takes any size (default: "
-                                               "the size xconv train recorded)", minimum=8),)
+                                               "the size xconv train recorded)", minimum=8, maximum=MAX_IMAGE_SIDE),)
 
     def __init__(self, keras_model, class_names, preprocess_mode: str = "none", **kwargs):
         super().__init__(keras_model, class_names, **kwargs)
