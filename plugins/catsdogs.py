@@ -6,6 +6,8 @@ residual block (4x fewer multiply-adds there), and every residual add is followe
 
 from __future__ import annotations
 
+import json
+import zipfile
 from importlib import resources
 
 import xconv
@@ -52,6 +54,17 @@ def bundled_model_path():
     return resources.files("xconv_plugins").joinpath("data/catsdogs.keras")
 
 
+def bundled_image_size() -> tuple[int, int]:
+    """The bundled model's input size (160 px; new models train at ``IMAGE_SIZE``), read from its config:
+    a weights file saved from it is loaded into the architecture built at that size."""
+    try:
+        with zipfile.ZipFile(bundled_model_path()) as archive:
+            shape = json.loads(archive.read("config.json"))["config"]["layers"][0]["config"]["batch_shape"]
+        return int(shape[1]), int(shape[2])
+    except (OSError, KeyError, IndexError, TypeError, ValueError, zipfile.BadZipFile):
+        return IMAGE_SIZE
+
+
 class CatsDogs(xconv.Model):
     name = "catsdogs"
     description = "small convnet trained from scratch on cats vs. dogs (bundled, works offline); xconv's default"
@@ -64,15 +77,22 @@ class CatsDogs(xconv.Model):
 
     @classmethod
     def load(cls, weights="default", flip: bool = True):
-        if weights is None:
-            model = cls(build_catsdogs(2), ["cat", "dog"])
-        else:
+        accepted = "'default' (the bundled model), a .keras file, a .weights.h5 file or 'none'"
+        if weights is None or str(weights).endswith(".h5"):
+            if weights is None:
+                model = cls(build_catsdogs(2), ["cat", "dog"])
+            else:  # weights saved with keras_model.save_weights, from the bundled model or one like it
+                model = cls(build_catsdogs(2, bundled_image_size()), ["cat", "dog"])
+                xconv.load_weights_file(model.keras_model, weights, cls.name, accepted)
+        elif weights == "default" or str(weights).endswith(".keras"):
             path = bundled_model_path() if weights == "default" else weights
             if weights == "default" and not path.is_file():
                 raise XconvError(f"the bundled catsdogs model is missing from {path}; reinstall xconv")
             keras_model = xconv.load_keras_file(path, safe_mode=True)
             class_names = xconv.read_metadata(path).get("class_names") or ["cat", "dog"]
             model = cls(keras_model, class_names)
+        else:
+            raise XconvError(f"model {cls.name!r} has no weights named {str(weights)!r}; --weights takes {accepted}")
         model.flip_average = flip
         return model
 

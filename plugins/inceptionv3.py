@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 
 import xconv
-from xconv import XconvError, first_line
+from xconv import XconvError
 
 IMAGENET_WEIGHTS_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels.h5"
 
@@ -21,17 +21,6 @@ def imagenet_class_names() -> list[str]:
     """The 1,000 ImageNet-1k labels in Keras order ('tiger_cat', 'bull_mastiff', ...)."""
     text = resources.files("xconv_plugins").joinpath("data/imagenet_classes.txt").read_text()
     return text.split()
-
-
-def load_weights_file(keras_model, path, model_name: str) -> None:
-    """Load a weights file into ``keras_model``, turning every failure into one line naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise XconvError(f"weights file {path} does not exist (--weights takes a path, 'imagenet' or 'none')")
-    try:
-        keras_model.load_weights(path)
-    except Exception as error:  # noqa: BLE001 - h5py and Keras raise many types for mismatched files
-        raise XconvError(f"weights file {path} does not fit {model_name}: {first_line(error)}") from None
 
 
 def fetch_imagenet(build, model_name: str):
@@ -56,7 +45,7 @@ def build_with_weights(build, weights, model_name: str):
         return fetch_imagenet(build, model_name)
     keras_model = build(None)
     if weights is not None:
-        load_weights_file(keras_model, weights, model_name)
+        xconv.load_weights_file(keras_model, weights, model_name, "a path, 'imagenet' or 'none'")
     return keras_model
 
 

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+import xconv
 from xconv.cli import build_app
 from xconv.modelfile import write_metadata
 from xconv.testing import random_images
@@ -160,6 +161,21 @@ def test_unknown_model_and_missing_files(photos, tmp_path):
     assert_one_line_error(invoke("predict", photos / "photo0.png", "--model", tmp_path / "missing.keras"), "no such model file")
     assert_one_line_error(invoke("predict", tmp_path / "missing.png", "--model", "inceptionv3", "--weights", tmp_path / "w.h5"),
                           "does not exist", "--weights")
+    (tmp_path / "notes.keras").write_text("not a model")  # Keras itself said "File not found" for it
+    assert_one_line_error(invoke("predict", photos / "photo0.png", "--model", tmp_path / "notes.keras"),
+                          "not a Keras model file (a .keras file is a zip archive")
+    assert_one_line_error(invoke("predict", photos / "photo0.png", "--weights", "imagenet"),
+                          "model 'catsdogs' has no weights named 'imagenet'; --weights takes")  # was "no such model file"
+
+
+def test_the_bundled_architecture_takes_a_weights_file(photos, tmp_path):
+    """`--help` says --weights takes a weights file: one saved with save_weights gives the bundled model's answers."""
+    bundled = xconv.load_model("catsdogs")
+    bundled.keras_model.save_weights(tmp_path / "catsdogs.weights.h5")
+    default = invoke("predict", photos / "photo0.png", photos / "photo1.png", "--top", "2")
+    from_weights = invoke("predict", photos / "photo0.png", photos / "photo1.png", "--top", "2",
+                          "--weights", tmp_path / "catsdogs.weights.h5")
+    assert default.exit_code == 0 and from_weights.output == default.output, from_weights.output
 
 
 def test_missing_image_is_reported(model_file, tmp_path):

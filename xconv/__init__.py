@@ -3,7 +3,7 @@
 Public API: :func:`load_model`, :func:`explain`, :func:`render`, :func:`predict`; the plugin interfaces
 :class:`Model`, :class:`Explainer`, :class:`Renderer`, the :class:`Explanation` and :class:`Output` they
 exchange, :class:`Option` declarations and :data:`hookimpl`; and the helpers plugins build on
-(:func:`heatmap_explanation`, :func:`save_image`, :func:`load_keras_file`, :func:`apply_colormap`,
+(:func:`heatmap_explanation`, :func:`save_image`, :func:`load_keras_file`, :func:`load_weights_file`, :func:`apply_colormap`,
 :func:`put_text` for labels beyond ASCII, the
 :mod:`xconv.layers` and :mod:`xconv.preprocessing` modules). Importing xconv does not import TensorFlow;
 loading a model does.
@@ -21,7 +21,7 @@ from xconv.gradients import InputGradientExplainer, attribution_explanation, uni
 from xconv.errors import PluginError, UnknownNameError, XconvError, XconvWarning, first_line
 from xconv.hookspecs import API_VERSION, hookimpl
 from xconv.images import ImageError, load_image, save_image
-from xconv.modelfile import load_keras_file, read_metadata, write_metadata
+from xconv.modelfile import load_keras_file, load_weights_file, read_metadata, write_metadata
 from xconv.options import Option
 from xconv.text import put_text, text_width
 from xconv.interfaces import Explainer, Explanation, Metric, MetricResult, Model, Output, Renderer, safe_name
@@ -32,6 +32,6 @@ __all__ = [
     "API_VERSION", "COLORMAPS", "CAMExplainer", "InputGradientExplainer", "attribution_explanation", "compare", "Explainer", "Explanation", "ImageError", "Metric", "MetricResult", "Model", "Option", "Output",
     "PluginError", "Renderer", "UnknownNameError", "XconvError", "XconvWarning", "apply_colormap", "explain",
     "first_line", "heatmap_explanation", "hookimpl", "layers", "load_image", "load_images", "load_keras_file",
-    "load_model", "overlay_heatmap", "perturbation", "predict", "preprocessing", "read_metadata", "render", "score", "safe_name", "save_image", "put_text", "text_width", "tile", "unit_maps",
+    "load_model", "load_weights_file", "overlay_heatmap", "perturbation", "predict", "preprocessing", "read_metadata", "render", "score", "safe_name", "save_image", "put_text", "text_width", "tile", "unit_maps",
     "write_metadata",
 ]

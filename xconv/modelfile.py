@@ -85,6 +85,9 @@ def load_keras_file(path: str | os.PathLike, safe_mode: bool = True, compile: bo
     path = Path(path)
     if not path.is_file():
         raise XconvError(f"{path}: no such model file")
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):  # Keras would say "File not found"
+        raise XconvError(f"{path}: not a Keras model file (a .keras file is a zip archive; this one is "
+                         "truncated, corrupt or in another format)")
     try:
         return keras.models.load_model(path, compile=compile, safe_mode=safe_mode)
     except ValueError as error:
@@ -93,6 +96,18 @@ def load_keras_file(path: str | os.PathLike, safe_mode: bool = True, compile: bo
         raise XconvError(f"{path}: not a loadable Keras model ({first_line(error)})") from None
     except Exception as error:  # noqa: BLE001 - h5py, zipfile and Keras raise many types for bad files
         raise XconvError(f"{path}: not a loadable Keras model ({first_line(error)})") from None
+
+
+def load_weights_file(keras_model, path, model_name: str, accepted: str = "a path or 'none'") -> None:
+    """Load a weights file into ``keras_model``, turning every failure into one line naming the file
+    (``accepted``: what the model's ``--weights`` takes, said when the file does not exist)."""
+    path = Path(path)
+    if not path.is_file():
+        raise XconvError(f"weights file {path} does not exist (--weights takes {accepted})")
+    try:
+        keras_model.load_weights(path)
+    except Exception as error:  # noqa: BLE001 - h5py and Keras raise many types for mismatched files
+        raise XconvError(f"weights file {path} does not fit {model_name}: {first_line(error)}") from None
 
 
 def load_model_file(path: str | os.PathLike, safe_mode: bool = True, preprocess: str | None = None,
