@@ -26,6 +26,7 @@ class Activations(xconv.Explainer):
     name = "activations"
     description = "feature maps of every conv/pool layer (or --layer ...), for the grid renderer"
     kind = "activations"
+    takes_layers = True
     options = (
         xconv.Option("layers", layer_names, None, "layers to show (same as repeating --layer); default: all conv/pool"),
         xconv.Option("batch_size", int, 8, "images per forward pass", minimum=1),

@@ -140,6 +140,7 @@ def test_explain_text_output_and_grid(model_file, photos, tmp_path):
     (["--method", "nope"], ["unknown explainer 'nope'", "gradcam"]),
     (["--renderer", "nope"], ["unknown renderer 'nope'", "overlay"]),
     (["--layer", "nope"], ["unknown layer 'nope'", "conv3"]),
+    (["--layer", "conv3", "--layer", "conv2"], ["method 'gradcam' explains one layer at a time; got 2: conv3, conv2"]),
     (["--target", "unicorn"], ["unknown class 'unicorn'", "cat"]),
     (["--colormap", "nope"], ["option colormap of renderer 'overlay' must be one of jet", "got 'nope'"]),
 ])

@@ -111,6 +111,10 @@ def explain(model: Model, images, method: str = "gradcam", target=None, layer=No
         raise XconvError(f"method {method!r} makes its own inputs; it takes no images")
     if layer is not None and not explainer_cls.takes_layer:
         raise XconvError(f"method {method!r} works on the input itself; it takes no layer")
+    if isinstance(layer, (list, tuple)) and not explainer_cls.takes_layers:
+        if len(layer) != 1:
+            raise XconvError(f"method {method!r} explains one layer at a time; got {len(layer)}: {', '.join(layer)}")
+        layer = layer[0]
     resolved = resolve_options(explainer_cls, options)
     batch, decoded, paths = as_batch(model, images)
     targets = resolve_targets(model, target, 0 if batch is None else len(batch))

@@ -444,6 +444,8 @@ class Explainer:
     needs_images: ClassVar[bool] = True
     #: False for methods that work on the input alone (saliency, occlusion): a --layer for them is an error.
     takes_layer: ClassVar[bool] = True
+    #: True for methods that take several layers at once (activations); the others are given one.
+    takes_layers: ClassVar[bool] = False
     options: ClassVar[tuple[Option, ...]] = ()
 
     def __init__(self, model: Model, layer: str | list[str] | None = None, **options):
