@@ -407,6 +407,13 @@ def test_an_unusable_output_folder_is_one_line_before_the_model_loads(model_file
     assert result.output.strip() == f"xconv: error: cannot use {blocker / 'out'} as the output folder: {blocker} is not a folder"
 
 
+def test_demo_into_a_file_is_the_same_one_line(tmp_path):
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("not a folder")
+    result = invoke("demo", "--out", blocker)  # was "notes.txt: File exists"
+    assert result.output.strip() == f"xconv: error: cannot use {blocker} as the output folder: {blocker} is not a folder"
+
+
 def test_report_folder_checked_first_and_any_file_error_is_one_line_naming_the_file(model_file, photos, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")

@@ -842,6 +842,7 @@ def demo(out: Path = typer.Option(Path("xconv-demo"), "--out", "-o", help="Outpu
     """Offline demo on a cat photo shipped with scikit-image: predict, then every view for both classes."""
     from xconv.demo import run_demo
 
+    check_output_folder(out)
     for line in run_demo(out):
         typer.echo(line)
 
