@@ -30,11 +30,17 @@ def read_boxes(path) -> list[dict]:
         else:
             with open(path, newline="") as handle:
                 records = list(csv.DictReader(handle))
-        return [{"image": str(r["image"]), "class": str(r["class"]),
-                 **{key: float(r[key]) for key in ("x0", "y0", "x1", "y1")}} for r in records]
+        boxes = [{"image": str(r["image"]), "class": str(r["class"]),
+                  **{key: float(r[key]) for key in ("x0", "y0", "x1", "y1")}} for r in records]
     except (ValueError, KeyError, TypeError) as error:
         raise xconv.XconvError(f"boxes file {path}: each record needs image, class, x0, y0, x1, y1 "
                                f"({xconv.first_line(error)})") from None
+    for number, box in enumerate(boxes, start=1):
+        corners = [box[key] for key in ("x0", "y0", "x1", "y1")]
+        if not np.isfinite(corners).all() or box["x1"] < box["x0"] or box["y1"] < box["y0"]:
+            raise xconv.XconvError(f"boxes file {path}, record {number} ({box['image']}): corners must be numbers "
+                                   f"with x0 <= x1 and y0 <= y1, got {', '.join(f'{c:g}' for c in corners)}")
+    return boxes
 
 
 def distance_to_box(x: float, y: float, box) -> float:
@@ -57,13 +63,17 @@ class Pointing(xconv.Metric):
         if not self.boxes:
             raise xconv.XconvError("pointing needs boxes: xconv score --boxes FILE (or -O pointing.boxes=FILE)")
         self.records = read_boxes(self.boxes)
+        for number, record in enumerate(self.records, start=1):
+            try:  # a misspelt class would only ever miss, silently
+                record["target"] = self.model.class_index(record["class"])
+            except xconv.XconvError as error:
+                raise xconv.XconvError(f"boxes file {self.boxes}, record {number}: {xconv.first_line(error)}") from None
 
     def boxes_for(self, source: str | None, target: int) -> list[tuple[float, float, float, float]]:
-        names = {self.model.class_names[target], str(target)}
         found = []
         for record in self.records:
             same_image = source is not None and (record["image"] == source or record["image"] == Path(source).name)
-            if same_image and (record["class"] in names or record["class"].lower() in {n.lower() for n in names}):
+            if same_image and record["target"] == target:
                 found.append((record["x0"], record["y0"], record["x1"], record["y1"]))
         return found
 

@@ -1,6 +1,7 @@
 """Faithfulness metrics on a model whose answer depends on a known region, against plain loops."""
 
 import json
+import re
 
 import keras
 import numpy as np
@@ -263,6 +264,13 @@ def test_pointing_against_hand_made_boxes(tmp_path, region_model):
     assert np.isnan(csv_values.values[0])  # no sources: nothing to match
     with pytest.raises(xconv.XconvError, match="needs boxes"):
         metric(region_model, "pointing")
+    # Boxes that could only ever miss are refused, naming the record.
+    for row, message in [("a.png,on,0,0,nan,8", "record 1 (a.png): corners must be numbers"),
+                         ("a.png,on,9,0,1,8", "x0 <= x1 and y0 <= y1, got 9, 0, 1, 8"),
+                         ("a.png,onn,0,0,8,8", "record 1: unknown class 'onn'")]:
+        (tmp_path / "bad.csv").write_text(f"image,class,x0,y0,x1,y1\n{row}\n")
+        with pytest.raises(xconv.XconvError, match=re.escape(message)):
+            metric(region_model, "pointing", boxes=str(tmp_path / "bad.csv"))
 
 
 def test_cascading_randomization_changes_a_copy_only():
