@@ -158,6 +158,11 @@ def test_directories_expand_to_their_images(tmp_path):
     for name in ["b.png", "a.jpg", "notes.txt"]:
         (tmp_path / name).write_bytes(b"x")
     assert [p.name for p in expand_inputs([tmp_path])] == ["a.jpg", "b.png"]
+    (tmp_path / "gone.jpg").symlink_to(tmp_path / "deleted.jpg")  # was dropped without a word
+    (tmp_path / "shelf.png").mkdir()  # a folder named like a photo is no photo
+    assert [p.name for p in expand_inputs([tmp_path])] == ["a.jpg", "b.png", "gone.jpg"]
+    with pytest.raises(ImageError, match="gone.jpg"):
+        load_image(tmp_path / "gone.jpg")
 
 
 def test_any_decoder_failure_is_one_image_error(tmp_path, monkeypatch):

@@ -43,12 +43,14 @@ class ImageTooLargeError(ImageError):
 
 def expand_inputs(inputs: list[str | os.PathLike]) -> list[Path]:
     """Expand folders to the images inside them and their sub-folders (``data/validation/cats/...``), sorted
-    by relative path so runs are repeatable; hidden files and folders are skipped; files stay as given."""
+    by relative path so runs are repeatable; hidden files and folders are skipped; files stay as given. A
+    link to a photo that is gone is kept, so reading it reports it, as a missing file given by name is."""
     paths: list[Path] = []
     for item in inputs:
         path = Path(item)
         if is_folder(path):
-            found = (p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            found = (p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+                     and (p.is_file() or (p.is_symlink() and not p.exists())))
             visible = (p for p in found if not any(part.startswith(".") for part in p.relative_to(path).parts))
             paths.extend(sorted(visible, key=lambda p: p.relative_to(path).parts))
         else:
