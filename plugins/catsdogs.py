@@ -78,12 +78,11 @@ class CatsDogs(xconv.Model):
     @classmethod
     def load(cls, weights="default", flip: bool = True):
         accepted = "'default' (the bundled model), a .keras file, a .weights.h5 file or 'none'"
-        if weights is None or str(weights).endswith(".h5"):
-            if weights is None:
-                model = cls(build_catsdogs(2), ["cat", "dog"])
-            else:  # weights saved with keras_model.save_weights, from the bundled model or one like it
-                model = cls(build_catsdogs(2, bundled_image_size()), ["cat", "dog"])
-                xconv.load_weights_file(model.keras_model, weights, cls.name, accepted)
+        if weights is None:
+            model = cls(build_catsdogs(2), ["cat", "dog"])
+        elif str(weights).endswith(".h5"):  # saved with keras_model.save_weights, from the bundled model or one like it
+            model = cls(build_catsdogs(2, bundled_image_size()), ["cat", "dog"])
+            xconv.load_weights_file(model.keras_model, weights, cls.name, accepted)
         elif weights == "default" or str(weights).endswith(".keras"):
             path = bundled_model_path() if weights == "default" else weights
             if weights == "default" and not path.is_file():
