@@ -474,25 +474,32 @@ def test_cam_methods_refuse_a_layer_without_spatial_output(tiny, images, method)
         xconv.explain(tiny, images, method, layer="rescale")
 
 
-def test_a_sequential_file_ending_in_one_sigmoid_unit_is_a_two_class_model(tmp_path):
-    """Keras's own cats-vs-dogs layout (a Sequential ending in Dense(1, sigmoid)), saved and loaded as a
-    user's file: two classes (1 - p, p), scores on the log-odds, every method family runs (Ablation-CAM
-    once failed on any loaded Sequential: its layers' first call node is not the model's graph)."""
+@pytest.mark.parametrize("activation", ["sigmoid", None])
+def test_a_sequential_file_ending_in_one_unit_is_a_two_class_model(tmp_path, activation):
+    """Keras's cats-vs-dogs layouts (a Sequential ending in Dense(1, sigmoid), or in Dense(1) trained on
+    logits), saved and loaded as a user's file: two classes (1 - p, p), scores on the log-odds, every
+    method family runs (Ablation-CAM once failed on any loaded Sequential: its layers' first call node is
+    not the model's graph)."""
     from keras import layers
 
     keras.utils.set_random_seed(4)
     network = keras.Sequential([keras.Input((32, 32, 3)), layers.Rescaling(1 / 255.0),
                                 layers.Conv2D(8, 3, activation="relu", name="conv1"), layers.MaxPooling2D(),
                                 layers.Conv2D(8, 3, activation="relu", name="conv2"),
-                                layers.GlobalAveragePooling2D(), layers.Dense(1, activation="sigmoid", name="out")])
+                                layers.GlobalAveragePooling2D(), layers.Dense(1, activation=activation, name="out")])
     network.save(tmp_path / "binary.keras")
     model = xconv.load_model(tmp_path / "binary.keras")
+
+    def probability(batch):
+        output = np.asarray(network(batch.astype("float32")))[:, 0]
+        return output if activation else 1 / (1 + np.exp(-output))
+
     images = random_images(2, (32, 32), seed=8)
-    p = np.asarray(network(images.astype("float32")))[:, 0]
+    p = probability(images)
     assert model.class_names == ["class_0", "class_1"]
     np.testing.assert_allclose(model.predict(images), np.stack([1 - p, p], axis=1), atol=1e-6)
     explained = xconv.explain(model, images, "integrated-gradients", target=[1, 0], steps=8)
-    q = float(network(np.zeros((1, 32, 32, 3), "float32"))[0, 0])  # the black baseline
+    q = float(probability(np.zeros((1, 32, 32, 3)))[0])  # the black baseline
     log_odds = np.log(p / (1 - p)) - np.log(q / (1 - q))  # class 1's score; class 0's is its negative
     np.testing.assert_allclose(explained.metadata["score_delta"], log_odds * np.array([1, -1]), rtol=1e-4, atol=1e-5)
     for method in ("gradcam", "ablationcam", "scorecam", "occlusion", "guided-backprop"):

@@ -311,32 +311,33 @@ def iter_layer_objects(model):
     return [info.layer for info in iter_layers(model)]
 
 
-def ends_in_one_sigmoid(layer) -> bool:
-    """A binary classifier's last layer as Keras examples write it: one unit, sigmoid (``Dense(1,
-    activation="sigmoid")`` or ``Activation("sigmoid")`` on one value)."""
+def binary_unit(layer) -> bool:
+    """A binary classifier's last layer as Keras examples write it: one unit, its log-odds z (``Dense(1)``,
+    trained ``from_logits``) or p = sigmoid(z) (``Dense(1, activation="sigmoid")``, or ``Activation("sigmoid")``
+    on one value)."""
     import keras
 
-    if getattr(getattr(layer, "activation", None), "__name__", "") != "sigmoid":
-        return False
+    activation = getattr(getattr(layer, "activation", None), "__name__", "")
     if isinstance(layer, keras.layers.Dense):
-        return layer.units == 1
-    return isinstance(layer, keras.layers.Activation) and tuple(layer.output.shape)[-1:] == (1,)
+        return layer.units == 1 and activation in ("sigmoid", "linear")
+    return isinstance(layer, keras.layers.Activation) and activation == "sigmoid" and \
+        tuple(layer.output.shape)[-1:] == (1,)
 
 
 def output_classes(model) -> int:
-    """How many classes xconv sees: the output's width, or 2 for one sigmoid unit (see ``ends_in_one_sigmoid``)."""
-    return 2 if ends_in_one_sigmoid(last_layer(model)) else int(model.outputs[0].shape[-1])
+    """How many classes xconv sees: the output's width, or 2 for one binary unit (see ``binary_unit``)."""
+    return 2 if binary_unit(last_layer(model)) else int(model.outputs[0].shape[-1])
 
 
 def _call_capturing_logits(layer, args, kwargs, captured):
     """Call the model's last layer and keep its pre-softmax input (or pre-activation) as the logits.
 
-    One sigmoid unit p = sigmoid(z) becomes two classes: logits (-z/2, z/2), whose softmax is exactly
-    (1 - p, p) and whose difference is the log-odds z, so every method sees a two-class softmax."""
+    One binary unit with log-odds z becomes two classes: logits (-z/2, z/2), whose softmax is exactly
+    (1 - sigmoid(z), sigmoid(z)) and whose difference is z, so every method sees a two-class softmax."""
     import keras
     from keras import ops
 
-    if ends_in_one_sigmoid(layer):
+    if binary_unit(layer):
         z = args[0]
         if isinstance(layer, keras.layers.Dense):
             z = ops.matmul(z, layer.kernel) + (layer.bias if layer.use_bias else 0.0)
