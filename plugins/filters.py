@@ -77,7 +77,10 @@ def parse_filters(spec, channels: int) -> list[int]:
         indices = [int(spec)] if isinstance(spec, (int, np.integer)) else [int(i) for i in spec]
     bad = [i for i in indices if not 0 <= i < channels]
     if bad or not indices:
-        raise xconv.XconvError(f"filters {bad or spec} out of range: the layer has {channels} filters (0-{channels - 1})")
+        shown = spec
+        if bad:  # at most a few: "0-9999" listed them all, 58 KB on one line
+            shown = "[" + ", ".join(map(str, bad[:8])) + (f", ... ({len(bad)} in all)" if len(bad) > 8 else "") + "]"
+        raise xconv.XconvError(f"filters {shown} out of range: the layer has {channels} filters (0-{channels - 1})")
     return sorted(dict.fromkeys(indices))
 
 
@@ -112,7 +115,7 @@ class FilterPatterns(xconv.Explainer):
     options = (
         xconv.Option("filters", filter_spec, None, "which filters (default: the first 16)"),
         xconv.Option("steps", int, 30, "gradient-ascent steps", minimum=1),
-        xconv.Option("step_size", float, 0.25, "Adam step size"),
+        xconv.Option("step_size", float, 0.25, "Adam step size", minimum=0.0),
         xconv.Option("size", int, None, "pattern size in pixels (default: the model's input size)"),
         xconv.Option("robust", bool, True, "random shift, scale and rotation each step (off: plain ascent)"),
         xconv.Option("jitter", int, None, "largest random shift per step in pixels (default: from the layer's stride)"),
@@ -127,7 +130,7 @@ class FilterPatterns(xconv.Explainer):
         xconv.Option("seed", int, 0, "random seed of the starting noise and the transforms"),
         xconv.Option("chunk", int, 64, "patterns optimized together in one batch", minimum=1),
         xconv.Option("jit_compile", bool, False, "compile the step with XLA"),
-        xconv.Option("noise", float, 0.01, "spread of the starting noise"),
+        xconv.Option("noise", float, 0.01, "spread of the starting noise", minimum=0.0),
         xconv.Option("parameterization", str, "fourier", "image parameterization", choices=("fourier", "pixels")),
     )
 

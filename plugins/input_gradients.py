@@ -36,7 +36,8 @@ class SmoothGrad(InputGradientExplainer):
     description = "SmoothGrad (Smilkov et al. 2017): saliency averaged over noisy copies of the image"
     options = (
         xconv.Option("samples", int, 25, "noisy copies per image", minimum=1),
-        xconv.Option("noise", float, 0.15, "noise standard deviation, as a fraction of the image's input range"),
+        xconv.Option("noise", float, 0.15, "noise standard deviation, as a fraction of the image's input range",
+                     minimum=0.0),
         xconv.Option("seed", int, 0, "random seed of the noise"),
     )
 

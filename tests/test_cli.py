@@ -472,7 +472,7 @@ def test_python_api_takes_one_path_and_refuses_empty_lists_and_bad_top(model_fil
     assert xconv.explain(model, photos / "photo0.png").heatmaps.shape[0] == 1
     with pytest.raises(xconv.XconvError, match="no images given"):
         xconv.predict(model, [])
-    with pytest.raises(xconv.XconvError, match="top must be at least 1"):
+    with pytest.raises(xconv.XconvError, match="top is a whole number of classes, at least 1; got 0"):
         xconv.predict(model, photos / "photo0.png", top=0)
 
 

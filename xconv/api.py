@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from xconv.errors import PluginError, XconvError
+from xconv.files import check_output_folder
 from xconv.images import ImageError, load_batch, load_image, resize
 from xconv.options import already_resolved, resolve_options
 from xconv.quiet import no_retracing_notices, quiet_tensorflow
@@ -55,7 +56,29 @@ def load_model(name_or_path: str | os.PathLike = "catsdogs", weights="default", 
 
 def load_images(paths, model: Model):
     """Decode files for ``model``: (uint8 batch at input size, originals, good paths, list of ImageError)."""
-    return load_batch(paths, model.input_size)
+    require_model(model)
+    return load_batch(path_list(paths), model.input_size)
+
+
+def require_model(model) -> None:
+    """A Keras model or a name given where an :class:`xconv.Model` belongs: say how to make one."""
+    if not isinstance(model, Model):
+        raise XconvError(f"expected an xconv.Model, got {type(model).__name__}: load one with "
+                         "xconv.load_model(NAME or PATH), or wrap a Keras classifier as "
+                         "xconv.Model(keras_model, class_names)")
+
+
+def path_list(paths) -> list:
+    """One path, or an iterable of them (a generator too), as a list of paths; anything else is an error
+    naming what the API takes."""
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    for item in paths:
+        if not isinstance(item, (str, os.PathLike)):
+            hint = (" (stack arrays into one uint8 (N, H, W, 3) array at the model's input size)"
+                    if isinstance(item, np.ndarray) else "")
+            raise XconvError(f"images are paths or one uint8 (N, H, W, 3) array; got {type(item).__name__} "
+                             f"in a list{hint}")
+    return paths
 
 
 def as_batch(model: Model, images) -> tuple[np.ndarray, list[np.ndarray] | None, list[str] | None]:
@@ -63,12 +86,9 @@ def as_batch(model: Model, images) -> tuple[np.ndarray, list[np.ndarray] | None,
     if images is None:
         return None, None, None
     if isinstance(images, np.ndarray):
-        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-            raise XconvError(f"images must be uint8 (N, H, W, 3); got {images.dtype} {images.shape}")
-        if any(want is not None and want != got for want, got in zip(model.input_size, images.shape[1:3])):
-            raise XconvError(f"images must be {model.input_size} to fit {model.display_name}; got {images.shape[1:3]}")
+        check_array(model, images)
         return images, None, None
-    images = [images] if isinstance(images, (str, os.PathLike)) else list(images)  # also a generator of paths
+    images = path_list(images)  # also a generator of paths
     if len(images) == 0:
         raise XconvError("no images given")
     originals = [load_image(path) for path in images]
@@ -76,10 +96,36 @@ def as_batch(model: Model, images) -> tuple[np.ndarray, list[np.ndarray] | None,
     return batch, originals, [str(path) for path in images]
 
 
+def check_array(model: Model, images: np.ndarray) -> None:
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise XconvError(f"images must be uint8 (N, H, W, 3); got {images.dtype} {images.shape}")
+    if any(want is not None and want != got for want, got in zip(model.input_size, images.shape[1:3])):
+        raise XconvError(f"images must be {model.input_size} to fit {model.display_name}; got {images.shape[1:3]}")
+    if len(images) == 0:
+        raise XconvError("no images given")
+
+
+def check_per_image(name: str, values, count: int) -> None:
+    """``originals``, ``sources`` or ``index_offset`` given per image: one for each (a short list once
+    drew fewer files than images, without a word)."""
+    if values is not None and not isinstance(values, (int, np.integer)) and len(values) != count:
+        raise XconvError(f"got {len(values)} {name} for {count} images")
+
+
+def check_originals(originals, count: int) -> None:
+    check_per_image("originals", originals, count)
+    for image in originals or ():
+        if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[-1] == 3):
+            raise XconvError("originals are the photos as uint8 (H, W, 3) arrays (as xconv.load_image returns "
+                             f"them); got {getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}")
+
+
 def resolve_targets(model: Model, target, count: int) -> list[int] | None:
     """None (predicted class), one class name/index for all images, or one per image."""
     if target is None:
         return None
+    if isinstance(target, np.ndarray):
+        target = target.tolist() if target.ndim else target.item()
     if isinstance(target, (list, tuple)):
         if len(target) != count:
             raise XconvError(f"got {len(target)} targets for {count} images")
@@ -89,8 +135,9 @@ def resolve_targets(model: Model, target, count: int) -> list[int] | None:
 
 def predict(model: Model, images, top: int = 1) -> list[list[tuple[str, float]]]:
     """Top-``top`` (label, probability) for each image."""
-    if int(top) < 1:
-        raise XconvError(f"top must be at least 1, got {top}")
+    require_model(model)
+    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
+        raise XconvError(f"top is a whole number of classes, at least 1; got {top!r}")
     batch, _, _ = as_batch(model, images)
     return model.decode(model.predict(batch), top=top)
 
@@ -102,10 +149,12 @@ def explain(model: Model, images, method: str = "gradcam", target=None, layer=No
     or ``None`` for the predicted class. ``options``: the method's declared options (``xconv list METHOD``);
     an unknown or ill-typed one is an error. ``index_offset`` (or a number per image) numbers output files when one long batch is
     explained in chunks, so files of later chunks never overwrite earlier ones."""
+    require_model(model)
     entry = get_registry().entry("explainer", method)
     explainer_cls = entry.cls
-    single = isinstance(images, (str, os.PathLike))  # one path, as as_batch takes it
-    if explainer_cls.needs_images and (images is None or (not single and len(images) == 0)):
+    if images is not None and not isinstance(images, np.ndarray):
+        images = path_list(images)  # a generator has no len()
+    if explainer_cls.needs_images and (images is None or len(images) == 0):
         raise XconvError(f"method {method!r} needs at least one image")
     if not explainer_cls.needs_images and images is not None:
         raise XconvError(f"method {method!r} makes its own inputs; it takes no images")
@@ -117,7 +166,11 @@ def explain(model: Model, images, method: str = "gradcam", target=None, layer=No
         layer = layer[0]
     resolved = resolve_options(explainer_cls, options)
     batch, decoded, paths = as_batch(model, images)
-    targets = resolve_targets(model, target, 0 if batch is None else len(batch))
+    count = 0 if batch is None else len(batch)
+    targets = resolve_targets(model, target, count)
+    check_originals(originals, count)
+    check_per_image("sources", sources, count)
+    check_per_image("index_offset values", index_offset, count)
     with entry.guarded("explain"), no_retracing_notices():
         with already_resolved():
             explainer = explainer_cls(model, layer=layer, **resolved)
@@ -142,12 +195,16 @@ def check_comparable(methods: list[str]) -> None:
             raise XconvError(f"method {name!r} makes {cls.kind} explanations; only heatmap methods can be compared")
 
 
-def compare(model: Model, images, methods: list[str], target=None, layer=None, *, options=None, originals=None,
-            sources=None, index_offset: int | list = 0) -> Explanation:
-    """Several heatmap methods on the same decoded batch, as one ``comparison`` explanation (drawn by the
-    ``compare`` renderer): ``arrays["heatmaps"]`` maps each method to its (N, h, w) maps. ``layer`` goes to
-    the methods that take one; ``options`` maps a method name to its options."""
+def compare(model: Model, images, methods: list[str] | str, target=None, layer=None, *, options=None,
+            originals=None, sources=None, index_offset: int | list = 0) -> Explanation:
+    """Several heatmap methods (names, or one comma-separated string) on the same decoded batch, as one
+    ``comparison`` explanation (drawn by the ``compare`` renderer): ``arrays["heatmaps"]`` maps each method
+    to its (N, h, w) maps. ``layer`` goes to the methods that take one; ``options`` maps a method name to
+    its options (a method not compared is an error: its options would be dropped)."""
+    require_model(model)
+    methods = name_list(methods)
     check_comparable(methods)
+    check_options_named(options, methods, "method")
     registry = get_registry()
     batch, decoded, paths = as_batch(model, images)
     explained = {
@@ -169,6 +226,14 @@ def compare(model: Model, images, methods: list[str], target=None, layer=None, *
     )
 
 
+def check_options_named(options, names, kind: str) -> None:
+    """Options given for a method or metric that is not run would be dropped without a word."""
+    unknown = [name for name in (options or {}) if name not in names]
+    if unknown:
+        raise XconvError(f"options given for {kind} {', '.join(map(repr, unknown))}, which is not run "
+                         f"(running: {', '.join(names)})")
+
+
 def name_list(names) -> list[str]:
     """Names given as a list or as one comma-separated string ("gradcam,layercam"): stripped, each once."""
     parts = names.split(",") if isinstance(names, str) else names
@@ -185,11 +250,16 @@ def score(model: Model, images, methods=("gradcam",), metrics=("deletion", "inse
     batches, ``total`` of them (a progress bar)."""
     from xconv.scoring import ScoreTable, score_batch
 
+    require_model(model)
     registry = get_registry()
     methods, metrics = name_list(methods), name_list(metrics)
     if not methods or not metrics:
         raise XconvError("score needs at least one method and one metric, e.g. methods=['gradcam'], "
                          "metrics=['deletion', 'insertion']")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise XconvError(f"batch_size is a whole number of images, at least 1; got {batch_size!r}")
+    check_options_named(method_options, methods, "method")
+    check_options_named(metric_options, metrics, "metric")
     for name in methods:
         cls = registry.get("explainer", name)
         if cls.kind != "heatmap" or not cls.needs_images:
@@ -204,23 +274,37 @@ def score(model: Model, images, methods=("gradcam",), metrics=("deletion", "inse
             metric_objects[name] = entry.cls(model, **resolved)
     table = table if table is not None else ScoreTable()
     if isinstance(images, np.ndarray):
-        batches = [(images[i:i + batch_size], None, None, []) for i in range(0, len(images), batch_size)]
-        total = len(batches)
+        check_array(model, images)
+        chunks = [list(range(i, min(i + batch_size, len(images)))) for i in range(0, len(images), batch_size)]
+        batches = ((images[chunk], None, None, []) for chunk in chunks)
     else:
         from xconv.streaming import decoded_ahead
 
-        paths = [images] if isinstance(images, (str, os.PathLike)) else list(images)
+        paths = path_list(images)
+        if not paths:
+            raise XconvError("no images given")
         chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
         # Decoded in threads a few chunks ahead of the model, so memory stays flat; files that fail are
         # listed, not fatal.
         batches = (decoded for _, decoded in decoded_ahead(chunks, lambda chunk: load_batch(chunk, model.input_size)))
-        total = len(chunks)
-    for index, (batch, originals, good, errors) in enumerate(track(batches, total) if track else batches):
+    per_image = isinstance(target, (list, tuple, np.ndarray))
+    if per_image:
+        target, count = list(target), len(images) if isinstance(images, np.ndarray) else len(paths)
+        if len(target) != count:
+            raise XconvError(f"got {len(target)} targets for {count} images")
+    start = 0
+    for index, (batch, originals, good, errors) in enumerate(track(batches, len(chunks)) if track else batches):
         table.skipped.extend(errors)
+        chunk = chunks[index]
         if len(batch):
+            # Each chunk's own targets, for the images of it that decoded.
+            kept = target[start:start + len(chunk)] if per_image else target
+            if per_image and good is not None:
+                kept = [t for t, ok in zip(kept, decoded_positions(chunk, good)) if ok]
             with no_retracing_notices():
-                score_batch(model, batch, methods, metric_objects, table, target=target, originals=originals,
+                score_batch(model, batch, methods, metric_objects, table, target=kept, originals=originals,
                             sources=good, method_options=method_options, seed=index)
+        start += len(chunk)
     try:
         import pandas
 
@@ -229,10 +313,23 @@ def score(model: Model, images, methods=("gradcam",), metrics=("deletion", "inse
         return table.rows
 
 
+def decoded_positions(chunk: list, good: list) -> list[bool]:
+    """Which of ``chunk``'s paths are in ``good``, the ones that decoded (in order; a path given twice
+    decodes both times or neither)."""
+    flags, next_good = [], 0
+    for path in chunk:
+        hit = next_good < len(good) and Path(good[next_good]) == Path(path)
+        flags.append(hit)
+        next_good += hit
+    return flags
+
+
 def render(explanation: Explanation, renderer: str = "overlay", out_dir: str | os.PathLike = "xconv-out",
            **options) -> list[Output]:
     """Write ``explanation`` with renderer ``renderer`` into ``out_dir`` (created); returns one
     :class:`~xconv.Output` per file written: its path, and the input index and target it shows."""
+    if not isinstance(explanation, Explanation):
+        raise XconvError(f"render takes an xconv.Explanation (what xconv.explain returns); got {type(explanation).__name__}")
     registry = get_registry()
     entry = registry.entry("renderer", renderer)
     renderer_cls = entry.cls
@@ -241,6 +338,7 @@ def render(explanation: Explanation, renderer: str = "overlay", out_dir: str | o
         raise XconvError(f"renderer {renderer!r} cannot draw {explanation.kind} explanations; "
                          f"use one of: {', '.join(fitting) or 'none installed'}")
     resolved = resolve_options(renderer_cls, options)
+    check_output_folder(out_dir)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     with entry.guarded("render"):
         with already_resolved():

@@ -25,6 +25,7 @@ import typer
 
 import xconv
 from xconv.errors import XconvError, XconvWarning, one_line
+from xconv.files import check_output_folder
 from xconv.images import MAX_IMAGE_SIDE
 from xconv.options import declared_options, parse_assignments, resolve_options, route_options
 from xconv.plugin_loading import canonical
@@ -55,16 +56,6 @@ IMAGES_HELP = "Image files or folders (searched recursively, in sorted order; na
 def fail(message: str, code: int = 1):
     typer.echo(f"xconv: error: {message}", err=True)
     raise typer.Exit(code)
-
-
-def check_output_folder(out: Path) -> None:
-    """Refuse an unusable ``--out`` before the model loads (one line, not a wasted run), creating nothing:
-    the nearest part of the path that exists must be a folder this process can write in."""
-    existing = next(folder for folder in (out, *out.absolute().parents) if os.path.lexists(folder))
-    if not os.path.isdir(existing):
-        raise XconvError(f"cannot use {out} as the output folder: {existing} is not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise XconvError(f"cannot use {out} as the output folder: {existing} is not writable")
 
 
 #: OSErrors about where the user asked xconv to read or write; others (a missing file of xconv's own) are bugs.

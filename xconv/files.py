@@ -1,7 +1,8 @@
 """Files written whole or not at all: a crash, Ctrl-C or a full disk mid-write leaves the previous file.
 
 A resumed job trusts the files its manifest lists, and a model file may be written over the checkpoint it
-was loaded from, so a half-written file must never take the place of a whole one.
+was loaded from, so a half-written file must never take the place of a whole one. And an output folder
+that cannot be one is refused before the work that would fill it.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
+
+from xconv.errors import XconvError
 
 
 def _umask() -> int:
@@ -60,3 +63,14 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     with replacing(path) as temporary:
         temporary.write_bytes(data)
     return Path(path)
+
+
+def check_output_folder(out: str | os.PathLike) -> None:
+    """Refuse an unusable output folder before any work (one line, not a wasted run), creating nothing:
+    the nearest part of the path that exists must be a folder this process can write in."""
+    out = Path(out)
+    existing = next(folder for folder in (out, *out.absolute().parents) if os.path.lexists(folder))
+    if not os.path.isdir(existing):
+        raise XconvError(f"cannot use {out} as the output folder: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise XconvError(f"cannot use {out} as the output folder: {existing} is not writable")

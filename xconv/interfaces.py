@@ -285,6 +285,8 @@ class Model:
         """Resolve a class index or name: exact, case-insensitive, singular/plural, then the unique name that
         starts with ``target``'s words ("golden" for golden_retriever; "cat" is not catamaran). Text of
         digits is an index unless it is a class's own name (folders named "1", "2" train classes "1", "2")."""
+        if isinstance(target, (bool, np.bool_)) or not isinstance(target, (str, int, np.integer)):
+            raise XconvError(f"a target is a class name or index; got {target!r}")
         if isinstance(target, str) and target in self.class_names:
             return self.class_names.index(target)
         if isinstance(target, (int, np.integer)) or (isinstance(target, str) and target.isdigit()):

@@ -93,7 +93,10 @@ class Option:
         if self.type is float:
             if isinstance(value, (bool, np.bool_)):
                 raise ValueError
-            return float(value)
+            number = float(value)
+            if not np.isfinite(number):  # NaN passes every bound check, then blanks the result
+                raise ValueError
+            return number
         if self.type is str:
             if not isinstance(value, str):
                 raise ValueError

@@ -101,6 +101,8 @@ class Registry:
         return lines
 
     def entry(self, kind: str, name: str) -> Entry:
+        if not isinstance(name, str):
+            raise XconvError(f"{kind} names are strings (see xconv list); got {name!r}")
         if ":" in name:
             return self._qualified(kind, name)
         if name in self.entries[kind]:
