@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -62,12 +63,21 @@ class Pointing(xconv.Metric):
         super().__init__(model, **options)
         if not self.boxes:
             raise xconv.XconvError("pointing needs boxes: xconv score --boxes FILE (or -O pointing.boxes=FILE)")
-        self.records = read_boxes(self.boxes)
-        for number, record in enumerate(self.records, start=1):
-            try:  # a misspelt class would only ever miss, silently
+        self.records, foreign = [], {}
+        for record in read_boxes(self.boxes):
+            try:
                 record["target"] = self.model.class_index(record["class"])
+                self.records.append(record)
             except xconv.XconvError as error:
-                raise xconv.XconvError(f"boxes file {self.boxes}, record {number}: {xconv.first_line(error)}") from None
+                foreign.setdefault(record["class"], xconv.first_line(error))
+        # Annotation files box every object (a person beside the dog): those records are left out, said
+        # once; a file none of whose classes the model has (a misspelling) could only ever miss.
+        if foreign and not self.records:
+            raise xconv.XconvError(f"boxes file {self.boxes}: no record names a class of the model: "
+                                   f"{next(iter(foreign.values()))}")
+        if foreign:
+            warnings.warn(f"boxes file {self.boxes}: records of {', '.join(map(repr, foreign))} left out "
+                          f"(not classes of {self.model.display_name})", xconv.XconvWarning, stacklevel=2)
 
     def boxes_for(self, source: str | None, target: int) -> list[tuple[float, float, float, float]]:
         found = []

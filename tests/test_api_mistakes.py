@@ -88,6 +88,9 @@ def test_what_the_api_takes_besides_lists_and_arrays(tiny, photos, tmp_path):
         assert len(batch) == 1 and good == [paths[0]] and not errors
     targets = xconv.explain(tiny, paths[:2], target=np.array([2, 0])).targets
     assert list(targets) == [2, 0]
+    rows = xconv.score(tiny, random_images(2, (32, 32), seed=3), metrics=["average-drop"], target=np.array(1))
+    rows = rows.to_dict("records") if hasattr(rows, "to_dict") else rows
+    assert {row["target"] for row in rows} == {"class_1"}  # a 0-d array is one target for all
     compared = xconv.compare(tiny, paths[:1], "gradcam,saliency")  # one string, as score takes it
     assert compared.metadata["methods"] == ["gradcam", "saliency"]
     blocker = tmp_path / "a-file"

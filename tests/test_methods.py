@@ -508,6 +508,8 @@ def test_a_sequential_file_ending_in_one_unit_is_a_two_class_model(tmp_path, act
             assert heatmaps.shape[0] == 2 and np.isfinite(heatmaps).all(), (method, target)
     with pytest.raises(xconv.XconvError, match="out of range"):
         xconv.explain(model, images, target=2)
+    with pytest.raises(xconv.XconvError, match="1 class names for a model with 2 classes .its one output unit"):
+        xconv.Model(network, ["dog"])  # was an IndexError at the first explanation
     inputs = keras.Input((32, 32, 3))
     pooled = layers.GlobalAveragePooling2D()(layers.Conv2D(4, 3)(inputs))
     keras.Model(inputs, [layers.Dense(2, activation="softmax")(pooled), layers.Dense(3)(pooled)]).save(tmp_path / "two.keras")

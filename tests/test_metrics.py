@@ -267,10 +267,14 @@ def test_pointing_against_hand_made_boxes(tmp_path, region_model):
     # Boxes that could only ever miss are refused, naming the record.
     for row, message in [("a.png,on,0,0,nan,8", "record 1 (a.png): corners must be numbers"),
                          ("a.png,on,9,0,1,8", "x0 <= x1 and y0 <= y1, got 9, 0, 1, 8"),
-                         ("a.png,onn,0,0,8,8", "record 1: unknown class 'onn'")]:
+                         ("a.png,onn,0,0,8,8", "no record names a class of the model: unknown class 'onn'")]:
         (tmp_path / "bad.csv").write_text(f"image,class,x0,y0,x1,y1\n{row}\n")
         with pytest.raises(xconv.XconvError, match=re.escape(message)):
             metric(region_model, "pointing", boxes=str(tmp_path / "bad.csv"))
+    (tmp_path / "mixed.csv").write_text("image,class,x0,y0,x1,y1\na.png,on,0,0,8,8\na.png,person,0,0,40,40\n")
+    with pytest.warns(xconv.XconvWarning, match="records of 'person' left out"):  # boxes of other objects
+        mixed = metric(region_model, "pointing", boxes=str(tmp_path / "mixed.csv"), tolerance=0)
+    assert mixed.score(white(3), np.array([1, 1, 1]), explanation).values[0] == 1
 
 
 def test_cascading_randomization_changes_a_copy_only():

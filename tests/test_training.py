@@ -288,6 +288,18 @@ def test_explain_every_writes_strips_a_gif_and_tensorboard_images(dataset, tmp_p
     assert "confusion matrix (validation)" in tags
 
 
+def test_explain_callback_keeps_each_readable_photos_own_target(dataset, tmp_path):
+    """An unreadable photo is left out; the targets given per photo must follow, or 3 targets met 2 photos."""
+    from xconv.callbacks import ExplainCallback
+
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a photo")
+    photos = [dataset / "validation" / "cats" / "cats0.jpg", broken, dataset / "validation" / "dogs" / "dogs1.jpg"]
+    with pytest.warns(xconv.XconvWarning, match="broken.jpg"):
+        callback = ExplainCallback(photos, tmp_path / "out", ["cats", "dogs"], target=["cats", "dogs", "dogs"])
+    assert callback.sources == ["cats0.jpg", "dogs1.jpg"] and callback.target == ["cats", "dogs"]
+
+
 @pytest.mark.parametrize("method, message", [("nosuch", "unknown explainer 'nosuch'"),
                                              ("filters", "needs a heatmap method")])
 def test_a_wrong_explain_method_is_refused_before_the_first_epoch(dataset, tmp_path, method, message):

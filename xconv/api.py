@@ -207,6 +207,9 @@ def compare(model: Model, images, methods: list[str] | str, target=None, layer=N
     check_options_named(options, methods, "method")
     registry = get_registry()
     batch, decoded, paths = as_batch(model, images)
+    check_originals(originals, len(batch))
+    check_per_image("sources", sources, len(batch))
+    check_per_image("index_offset values", index_offset, len(batch))
     explained = {
         name: explain(model, batch, name, target=target,
                       layer=layer if registry.get("explainer", name).takes_layer else None,
@@ -287,7 +290,7 @@ def score(model: Model, images, methods=("gradcam",), metrics=("deletion", "inse
         # Decoded in threads a few chunks ahead of the model, so memory stays flat; files that fail are
         # listed, not fatal.
         batches = (decoded for _, decoded in decoded_ahead(chunks, lambda chunk: load_batch(chunk, model.input_size)))
-    per_image = isinstance(target, (list, tuple, np.ndarray))
+    per_image = isinstance(target, (list, tuple)) or (isinstance(target, np.ndarray) and target.ndim > 0)
     if per_image:
         target, count = list(target), len(images) if isinstance(images, np.ndarray) else len(paths)
         if len(target) != count:
@@ -300,7 +303,9 @@ def score(model: Model, images, methods=("gradcam",), metrics=("deletion", "inse
             # Each chunk's own targets, for the images of it that decoded.
             kept = target[start:start + len(chunk)] if per_image else target
             if per_image and good is not None:
-                kept = [t for t, ok in zip(kept, decoded_positions(chunk, good)) if ok]
+                from xconv.streaming import good_positions
+
+                kept = [kept[position] for position in good_positions(list(enumerate(map(Path, chunk))), good)]
             with no_retracing_notices():
                 score_batch(model, batch, methods, metric_objects, table, target=kept, originals=originals,
                             sources=good, method_options=method_options, seed=index)
@@ -311,17 +316,6 @@ def score(model: Model, images, methods=("gradcam",), metrics=("deletion", "inse
         return pandas.DataFrame(table.rows)
     except ImportError:
         return table.rows
-
-
-def decoded_positions(chunk: list, good: list) -> list[bool]:
-    """Which of ``chunk``'s paths are in ``good``, the ones that decoded (in order; a path given twice
-    decodes both times or neither)."""
-    flags, next_good = [], 0
-    for path in chunk:
-        hit = next_good < len(good) and Path(good[next_good]) == Path(path)
-        flags.append(hit)
-        next_good += hit
-    return flags
 
 
 def render(explanation: Explanation, renderer: str = "overlay", out_dir: str | os.PathLike = "xconv-out",

@@ -54,7 +54,9 @@ class ExplainCallback(_callback_base()):
                  resumed_after: int = 0, **method_options):
         super().__init__()
         check_heatmap_method(method, method_options)
-        self.sources, self.photos = self._read(images)
+        self.sources, self.photos, kept = self._read(images)
+        if isinstance(target, (list, tuple)) and len(target) == len(images):
+            target = [target[index] for index in kept]  # the targets of the photos that could be read
         self.out_dir = Path(out_dir)
         self.class_names = list(class_names)
         self.method, self.every, self.target, self.layer = method, max(1, int(every)), target, layer
@@ -71,22 +73,23 @@ class ExplainCallback(_callback_base()):
 
     @staticmethod
     def _read(images):
-        """Names and photos; an unreadable file is left out with a warning (a run of many epochs is not
-        refused for one of several photos), and none readable is an error."""
+        """Names, photos and the indices of the photos read; an unreadable file is left out with a warning
+        (a run of many epochs is not refused for one of several photos), and none readable is an error."""
         if isinstance(images, np.ndarray):
-            return [f"image {i}" for i in range(len(images))], list(images)
-        names, photos, unreadable = [], [], []
-        for path in map(Path, images):
+            return [f"image {i}" for i in range(len(images))], list(images), list(range(len(images)))
+        names, photos, kept, unreadable = [], [], [], []
+        for index, path in enumerate(map(Path, images)):
             try:
                 photos.append(load_image(path))
                 names.append(path.name)
+                kept.append(index)
             except ImageError as error:
                 unreadable.append(first_line(error))
         if unreadable and not photos:
             raise XconvError(f"no photo to explain while training: {'; '.join(unreadable)}")
         if unreadable:
             warnings.warn(f"explaining while training without {'; '.join(unreadable)}", XconvWarning, stacklevel=3)
-        return names, photos
+        return names, photos, kept
 
     def wrapped_model(self):
         """The training model as an xconv.Model, built once so its compiled functions are traced once; each

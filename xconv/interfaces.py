@@ -39,6 +39,7 @@ class Model:
                  image_size=None):
         self.keras_model = keras_model
         self.class_names = list(class_names)
+        check_class_count(keras_model, self.class_names)
         self.display_name = display_name or self.name or keras_model.name
         self._default_layer = default_layer
         self.declared_size = tuple(image_size) if image_size else None
@@ -266,10 +267,13 @@ class Model:
         ``computed``: the plain probabilities of ``inputs`` when a pass already made them; ``network``:
         inputs -> probabilities, when a faster copy of the Keras model (batch norms folded) is at hand.
         """
-        network = network or self.probability_network()  # xconv's view of the output (one sigmoid: two classes)
+        flip = self.flip_average if flip_average is None else flip_average
+        if computed is not None and not flip:
+            return computed
+        network = network or self.probability_network()  # xconv's view of the output (one unit: two classes)
         if computed is None:
             computed = network(inputs)
-        if not (self.flip_average if flip_average is None else flip_average):
+        if not flip:
             return computed
         import tensorflow as tf
 
@@ -407,6 +411,20 @@ class Output:
 
     def __str__(self) -> str:
         return str(self.path)
+
+
+def check_class_count(keras_model, class_names: list) -> None:
+    """One name per class the model outputs; one unit (a binary classifier) is two classes, 1 - p and p."""
+    from xconv.layers import output_classes
+
+    try:
+        classes = output_classes(keras_model)
+    except (AttributeError, IndexError, TypeError, ValueError):  # a subclassed model not yet called: no outputs
+        return
+    if len(class_names) != classes:
+        binary = " (its one output unit is two classes, 1 - p and p: name both)" if classes == 2 and \
+            int(keras_model.outputs[0].shape[-1]) == 1 else ""
+        raise XconvError(f"{len(class_names)} class names for a model with {classes} classes{binary}")
 
 
 def word_key(name: str) -> str:
