@@ -418,6 +418,8 @@ def check_class_count(keras_model, class_names: list) -> None:
     from xconv.layers import output_classes
 
     try:
+        if len(keras_model.outputs[0].shape) != 2:  # not a classifier's (N, classes): a base for filter patterns
+            return
         classes = output_classes(keras_model)
     except (AttributeError, IndexError, TypeError, ValueError):  # a subclassed model not yet called: no outputs
         return
