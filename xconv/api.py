@@ -127,8 +127,7 @@ def resolve_targets(model: Model, target, count: int) -> list[int] | None:
     if isinstance(target, np.ndarray):
         target = target.tolist() if target.ndim else target.item()
     if isinstance(target, (list, tuple)):
-        if len(target) != count:
-            raise XconvError(f"got {len(target)} targets for {count} images")
+        check_per_image("targets", target, count)
         return [model.class_index(t) for t in target]
     return [model.class_index(target)] * count
 
@@ -185,14 +184,21 @@ def explain(model: Model, images, method: str = "gradcam", target=None, layer=No
     return explanation
 
 
+def heatmap_method(name: str, use: str) -> type:
+    """The explainer class ``name``, which must make heatmaps of images; ``use`` ends the error otherwise
+    ("only heatmap methods can be compared")."""
+    cls = get_registry().get("explainer", name)
+    if cls.kind != "heatmap" or not cls.needs_images:
+        raise XconvError(f"method {name!r} makes {cls.kind} explanations; {use}")
+    return cls
+
+
 def check_comparable(methods: list[str]) -> None:
     """At least two different methods, each making heatmaps of images."""
     if len(set(methods)) < 2:
         raise XconvError("compare needs at least two different methods")
     for name in methods:
-        cls = get_registry().get("explainer", name)
-        if cls.kind != "heatmap" or not cls.needs_images:
-            raise XconvError(f"method {name!r} makes {cls.kind} explanations; only heatmap methods can be compared")
+        heatmap_method(name, "only heatmap methods can be compared")
 
 
 def compare(model: Model, images, methods: list[str] | str, target=None, layer=None, *, options=None,
@@ -264,9 +270,7 @@ def score(model: Model, images, methods=("gradcam",), metrics=("deletion", "inse
     check_options_named(method_options, methods, "method")
     check_options_named(metric_options, metrics, "metric")
     for name in methods:
-        cls = registry.get("explainer", name)
-        if cls.kind != "heatmap" or not cls.needs_images:
-            raise XconvError(f"method {name!r} makes {cls.kind} explanations; only heatmap methods can be scored")
+        heatmap_method(name, "only heatmap methods can be scored")
     method_options = {name: resolve_options(registry.get("explainer", name), (method_options or {}).get(name, {}))
                       for name in methods}
     metric_objects = {}
@@ -281,7 +285,7 @@ def score(model: Model, images, methods=("gradcam",), metrics=("deletion", "inse
         chunks = [list(range(i, min(i + batch_size, len(images)))) for i in range(0, len(images), batch_size)]
         batches = ((images[chunk], None, None, []) for chunk in chunks)
     else:
-        from xconv.streaming import decoded_ahead
+        from xconv.streaming import decoded_ahead, good_positions
 
         paths = path_list(images)
         if not paths:
@@ -292,9 +296,8 @@ def score(model: Model, images, methods=("gradcam",), metrics=("deletion", "inse
         batches = (decoded for _, decoded in decoded_ahead(chunks, lambda chunk: load_batch(chunk, model.input_size)))
     per_image = isinstance(target, (list, tuple)) or (isinstance(target, np.ndarray) and target.ndim > 0)
     if per_image:
-        target, count = list(target), len(images) if isinstance(images, np.ndarray) else len(paths)
-        if len(target) != count:
-            raise XconvError(f"got {len(target)} targets for {count} images")
+        target = list(target)
+        check_per_image("targets", target, len(images) if isinstance(images, np.ndarray) else len(paths))
     start = 0
     for index, (batch, originals, good, errors) in enumerate(track(batches, len(chunks)) if track else batches):
         table.skipped.extend(errors)
@@ -303,8 +306,6 @@ def score(model: Model, images, methods=("gradcam",), metrics=("deletion", "inse
             # Each chunk's own targets, for the images of it that decoded.
             kept = target[start:start + len(chunk)] if per_image else target
             if per_image and good is not None:
-                from xconv.streaming import good_positions
-
                 kept = [kept[position] for position in good_positions(list(enumerate(map(Path, chunk))), good)]
             with no_retracing_notices():
                 score_batch(model, batch, methods, metric_objects, table, target=kept, originals=originals,

@@ -29,14 +29,11 @@ STRIP_TILE = 160
 def check_heatmap_method(method: str, options: dict) -> None:
     """An unknown method, one that draws no heatmaps, or a wrong option: found before the first epoch, not
     after it."""
+    from xconv.api import heatmap_method
     from xconv.options import resolve_options
-    from xconv.registry import get_registry
 
-    explainer = get_registry().get("explainer", method)
-    if explainer.kind != "heatmap" or not explainer.needs_images:
-        raise XconvError(f"method {method!r} makes {explainer.kind} explanations; explaining while training "
-                         "needs a heatmap method, e.g. gradcam")
-    resolve_options(explainer, options)
+    resolve_options(heatmap_method(method, "explaining while training needs a heatmap method, e.g. gradcam"),
+                    options)
 
 
 class ExplainCallback(_callback_base()):

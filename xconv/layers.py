@@ -329,6 +329,14 @@ def output_classes(model) -> int:
     return 2 if binary_unit(last_layer(model)) else int(model.outputs[0].shape[-1])
 
 
+def dense_logits(layer, inputs):
+    """A Dense layer's output before its activation, computed with its own weights."""
+    from keras import ops
+
+    logits = ops.matmul(inputs, layer.kernel)
+    return logits + layer.bias if layer.use_bias else logits
+
+
 def _call_capturing_logits(layer, args, kwargs, captured):
     """Call the model's last layer and keep its pre-softmax input (or pre-activation) as the logits.
 
@@ -338,9 +346,7 @@ def _call_capturing_logits(layer, args, kwargs, captured):
     from keras import ops
 
     if binary_unit(layer):
-        z = args[0]
-        if isinstance(layer, keras.layers.Dense):
-            z = ops.matmul(z, layer.kernel) + (layer.bias if layer.use_bias else 0.0)
+        z = dense_logits(layer, args[0]) if isinstance(layer, keras.layers.Dense) else args[0]
         logits = ops.concatenate([-z / 2, z / 2], axis=-1)
         captured["__logits__"] = logits
         return ops.softmax(logits, axis=-1)
@@ -351,9 +357,7 @@ def _call_capturing_logits(layer, args, kwargs, captured):
         captured["__logits__"] = args[0]
         return layer(*args, **kwargs)
     if isinstance(layer, keras.layers.Dense) and is_softmax:
-        logits = ops.matmul(args[0], layer.kernel)
-        if layer.use_bias:
-            logits = logits + layer.bias
+        logits = dense_logits(layer, args[0])
         captured["__logits__"] = logits
         return ops.softmax(logits, axis=-1)
     return layer(*args, **kwargs)
