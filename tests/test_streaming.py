@@ -147,6 +147,25 @@ def test_numbered_files_do_not_depend_on_how_many_inputs_a_chunk_holds():
     assert alone.stem(0) == "a"
 
 
+def test_photos_with_long_names_get_short_distinct_output_names(model_file, tmp_path):
+    """A 240-character photo name is legal; with a number, a method and a class added it would not be."""
+    from xconv import safe_name
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    long_names = ["p" + "x" * 230 + tail for tail in ("_cat.png", "_dog.png")] + ["\u00e9" * 120 + ".png"]
+    for name in long_names:
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(photos / name)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(build_app(), ["explain", str(photos), "--model", str(model_file), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "explained 3 of 3 inputs" in result.output
+    written = sorted(p.name for p in out.glob("*.png"))
+    assert len(written) == 3 and all(len(name.encode()) < 200 for name in written)
+    assert safe_name("a" * 300) != safe_name("a" * 299) and safe_name("layer_1") == "layer_1"
+
+
 def test_resume_redoes_an_input_whose_file_another_input_wrote_since(tmp_path):
     """Two runs into one folder, a/photo.jpg then b/photo.jpg, both write photo.png: a's record is stale."""
     manifest = Manifest(tmp_path)

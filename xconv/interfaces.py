@@ -5,6 +5,7 @@ Nothing here imports TensorFlow at module level, so the CLI can list plugins and
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -446,9 +447,21 @@ def singular(name: str) -> str:
     return name[:-1] if name.endswith("s") and not name.endswith("ss") else name
 
 
+#: File systems refuse names over 255 bytes; a photo's name, a layer, a method and a class name go into one
+#: output file name, so each part is kept to this many bytes.
+NAME_PART_BYTES = 64
+
+
 def safe_name(text: str) -> str:
-    """``text`` with every character that is unsafe in a file name replaced by ``_``."""
-    return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in str(text))
+    """``text`` with every character that is unsafe in a file name replaced by ``_``; a part longer than
+    ``NAME_PART_BYTES`` keeps its start and a digest of the whole, so long names stay distinct and writable."""
+    name = "".join(c if c.isalnum() or c in "-_.+" else "_" for c in str(text))
+    encoded = name.encode("utf-8")
+    if len(encoded) <= NAME_PART_BYTES:
+        return name
+    digest = hashlib.sha1(encoded).hexdigest()[:8]
+    start = encoded[:NAME_PART_BYTES - len(digest) - 1].decode("utf-8", errors="ignore")
+    return f"{start}-{digest}"
 
 
 class Explainer:
