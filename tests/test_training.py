@@ -72,10 +72,55 @@ def test_train_writes_checkpoint_history_curves_and_skips_corrupt(dataset, train
     assert model.class_names == ["cats", "dogs"] and model.input_size == (32, 32)
 
     out = copy_run(out, tmp_path)
-    resumed = train("--data", dataset, "--epochs", "3", "--image-size", "32", "--batch-size", "8", "--out", out, "--resume")
+    # No --image-size: a resumed run takes its checkpoint's (32), not the model's default (128).
+    resumed = train("--data", dataset, "--epochs", "3", "--batch-size", "8", "--out", out, "--resume")
     assert resumed.exit_code == 0, resumed.output
-    assert "resuming" in resumed.output
+    assert "resuming" in resumed.output and "size 32x32" in resumed.output
     assert len(history_rows(tmp_path / "tiny.history.csv")) == 3
+
+
+def test_resume_refuses_other_classes_or_another_size_before_touching_the_run(dataset, trained, tmp_path):
+    """Other class names would relabel the checkpoint's outputs (cats called dogs); another size failed inside
+    Keras after the history had been cut."""
+    import shutil
+
+    out = copy_run(trained[0], tmp_path)
+    history = (tmp_path / "tiny.history.csv").read_text()
+    other = tmp_path / "other"
+    shutil.copytree(dataset, other)
+    for split in ("train", "validation"):
+        (other / split / "cats").rename(other / split / "zebras")
+    relabelled = train("--data", other, "--epochs", "5", "--batch-size", "8", "--out", out, "--resume")
+    assert relabelled.exit_code == 1 and "Traceback" not in relabelled.output
+    assert "trained on classes ['cats', 'dogs']" in relabelled.output and "['dogs', 'zebras']" in relabelled.output
+    resized = train("--data", dataset, "--epochs", "5", "--image-size", "48", "--out", out, "--resume")
+    assert resized.exit_code == 1 and "pass --image-size 32" in resized.output
+    assert read_metadata(out)["class_names"] == ["cats", "dogs"]
+    assert (tmp_path / "tiny.history.csv").read_text() == history
+
+
+def test_a_class_without_readable_training_photos_is_refused_and_validation_gaps_are_said(dataset, tmp_path):
+    """A two-class model trained on cats alone ran without a word; so did a validation folder of a class the
+    training data lacks."""
+    import shutil
+
+    from xconv.training import check_splits
+
+    data = tmp_path / "data"
+    shutil.copytree(dataset, data)
+    for photo in (data / "train" / "dogs").iterdir():
+        photo.write_bytes(b"not a photo")
+    result = train("--data", data, "--epochs", "1", "--image-size", "32", "--out", tmp_path / "m.keras")
+    assert result.exit_code == 1 and "no readable images for classes ['dogs']" in result.output
+    assert not (tmp_path / "m.keras").exists()
+
+    def folder(labels):
+        return ImageFolder(np.zeros((len(labels), 4, 4, 3), np.uint8), np.array(labels), ["cats", "dogs"], [], [])
+
+    (data / "validation" / "horses").mkdir()
+    said = []
+    check_splits(data, folder([0, 1]), folder([0, 0]), said.append)
+    assert len(said) == 2 and "class 'dogs'" in said[0] and "horses is not a training class" in said[1]
 
 
 def test_resume_continues_from_the_kept_epoch_and_never_replaces_a_better_checkpoint(dataset, trained, tmp_path):

@@ -659,7 +659,7 @@ def train(
     from xconv.quiet import quiet_tensorflow
 
     quiet_tensorflow()  # before xconv.training imports Keras: its callbacks subclass Keras's
-    from xconv.training import TrainConfig, train as run_training
+    from xconv.training import TrainConfig, default_training_size, train as run_training
 
     if out.suffix != ".keras":
         raise XconvError(f"--out must end in .keras, got {out}")
@@ -675,7 +675,7 @@ def train(
         if not learning_rate > 0:
             raise XconvError(f"--learning-rate must be above 0, got {learning_rate}")
         config.learning_rate = learning_rate
-    size = (image_size, image_size) if image_size else tuple(model_cls.default_image_size)
+    size = (image_size, image_size) if image_size else default_training_size(model_cls, out, resume)
     explain = None
     if explain_every or explain_images or tensorboard:
         photos = xconv.images.expand_inputs(explain_images or [])

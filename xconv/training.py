@@ -124,6 +124,55 @@ def read_image_folder(directory: str | os.PathLike, image_size: tuple[int, int],
     return ImageFolder(images, labels, class_names, skipped, [path for _, _, path in good])
 
 
+def empty_classes(folder: ImageFolder) -> list[str]:
+    """The classes of ``folder`` with no readable image (an empty folder, or only broken files)."""
+    counts = np.bincount(folder.labels, minlength=len(folder.class_names))
+    return [name for name, count in zip(folder.class_names, counts) if count == 0]
+
+
+def check_splits(data: Path, train_split: ImageFolder, validation_split: ImageFolder, echo) -> None:
+    """A class with no training photo would be a class the model never sees: refused. Validation gaps only
+    make its accuracy partial, so they are said, not refused."""
+    empty = empty_classes(train_split)
+    if empty:
+        raise XconvError(f"{data / 'train'}: no readable images for classes {empty}; every class needs "
+                         "training photos (remove the folder to train without that class)")
+    for name in empty_classes(validation_split):
+        echo(f"warning: {data / 'validation' / name} holds no readable images: validation accuracy leaves "
+             f"class {name!r} out")
+    for name in sorted(set(class_folders(data / "validation")) - set(train_split.class_names)):
+        echo(f"warning: {data / 'validation' / name} is not a training class: left out")
+
+
+def default_training_size(model_cls, checkpoint: Path, resume: bool) -> tuple[int, int]:
+    """The size when ``--image-size`` is not given: a resumed run's own (from its checkpoint), else the model's."""
+    if resume:
+        from xconv.modelfile import read_metadata
+
+        trained_at = read_metadata(checkpoint).get("image_size")
+        if trained_at:
+            return int(trained_at[0]), int(trained_at[1])
+    return tuple(model_cls.default_image_size)
+
+
+def check_resume(checkpoint: Path, class_names: list[str], image_size: tuple[int, int]) -> None:
+    """Continuing a checkpoint on other classes would relabel its outputs, at another size fail in Keras:
+    both refused before anything is read or changed."""
+    from xconv.modelfile import read_metadata
+
+    if not checkpoint.is_file():
+        raise XconvError(f"--resume: no checkpoint at {checkpoint} to continue from")
+    metadata = read_metadata(checkpoint)
+    trained_on = metadata.get("class_names")
+    if trained_on and list(trained_on) != list(class_names):
+        raise XconvError(f"--resume: {checkpoint} was trained on classes {list(trained_on)}, the data holds "
+                         f"{list(class_names)}; train a new model (another --out) for other classes")
+    trained_at = metadata.get("image_size")
+    if trained_at and tuple(trained_at) != tuple(image_size):
+        raise XconvError(f"--resume: {checkpoint} trains at {trained_at[0]}x{trained_at[1]}, not "
+                         f"{image_size[0]}x{image_size[1]}; pass --image-size {trained_at[0]}")
+
+
 def moved_to_training(labels: np.ndarray, share: float) -> np.ndarray:
     """Which validation photos (in file order, by class label) ``split_validation`` moves into training:
     ``share`` of each class, evenly spread (0.5: the odd ranks), so the rest is a fixed held-out set."""
@@ -532,10 +581,13 @@ def train(data: str | os.PathLike, model_cls, out: str | os.PathLike, config: Tr
     from xconv.modelfile import load_keras_file, write_metadata
 
     data, out = Path(data), Path(out)
+    if resume:
+        check_resume(out, image_folder_files(data / "train")[1], image_size)
     train_split = read_image_folder(data / "train", image_size)
     validation_split = read_image_folder(data / "validation", image_size, train_split.class_names)
     for error in train_split.skipped + validation_split.skipped:
         echo(f"skipped {error}")
+    check_splits(data, train_split, validation_split, echo)
     if config.merge_validation:
         train_split, validation_split = split_validation(train_split, validation_split, config.merge_validation)
         use = "held out" if config.keep == "last" else "left for validation (they choose the checkpoint)"
@@ -559,8 +611,6 @@ def train(data: str | os.PathLike, model_cls, out: str | os.PathLike, config: Tr
              f"{distribution.learning_rate(config.learning_rate, config.scale_learning_rate):g}")
     with distribution.strategy.scope():  # the model's variables are mirrored on every replica
         if resume:
-            if not out.is_file():
-                raise XconvError(f"--resume: no checkpoint at {out} to continue from")
             keras_model = load_keras_file(out, safe_mode=True, compile=True)
             initial_epoch = completed_epochs(paths["history"])
             has_optimizer = getattr(keras_model, "compiled", False)
