@@ -369,12 +369,28 @@ def test_an_interrupted_one_phase_run_still_writes_the_gif_of_its_finished_epoch
     monkeypatch.setattr(ExplainCallback, "explain_strip", interrupted_at_epoch_three)
     out = tmp_path / "stopped.keras"
     photo = dataset / "validation" / "cats" / "cats0.jpg"
-    train("--data", dataset, "--epochs", "5", "--image-size", "32", "--batch-size", "8", "--out", out,
-          "--explain-every", "1", "--explain-images", photo)
+    stopped = train("--data", dataset, "--epochs", "5", "--image-size", "32", "--batch-size", "8", "--out", out,
+                    "--explain-every", "1", "--explain-images", photo)
     folder = tmp_path / "stopped.explanations"
     assert [p.name for p in sorted(folder.glob("epoch_*.png"))] == ["epoch_001.png", "epoch_002.png"]
+    assert stopped.exit_code == 130 and "interrupted: the best checkpoint so far is kept" in stopped.output
     with Image.open(folder / "attention.gif") as gif:
         assert gif.n_frames == 2
+
+
+def test_a_run_stopped_in_its_first_epoch_claims_no_files_and_exits_130(dataset, tmp_path, monkeypatch):
+    """It printed 'best val_accuracy nan' and 'wrote' three files that did not exist, then exited 0."""
+    from xconv.training import EpochTimer
+
+    def stopped(self, epoch, logs=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(EpochTimer, "on_epoch_begin", stopped)
+    out = tmp_path / "early.keras"
+    result = train("--data", dataset, "--epochs", "2", "--image-size", "32", "--out", out)
+    assert result.exit_code == 130 and "no checkpoint was written" in result.output, result.output
+    assert "wrote" not in result.output and "nan" not in result.output
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_explain_callback_costs_one_compiled_call_per_epoch(dataset, tmp_path):
@@ -521,6 +537,28 @@ def test_progressive_cutmix_run_keeps_the_last_epoch_at_the_full_size(dataset, t
 def test_recipe_options_reject_bad_values_in_one_line(dataset, tmp_path, arguments, message):
     result = train("--data", dataset, "--out", tmp_path / "m.keras", *arguments)
     assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
+
+
+def test_paths_and_strategy_mistakes_are_refused_before_training(dataset, tmp_path, monkeypatch):
+    """Each of these failed late: after every photo was decoded, after a whole epoch, or as a traceback."""
+    (tmp_path / "folder.keras").mkdir()
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "logs").write_text("a file, not a folder")
+    photo = dataset / "validation" / "cats" / "cats0.jpg"
+    monkeypatch.setenv("TF_CONFIG", "{bad json")
+    cases = [
+        (["--out", tmp_path / "folder.keras"], "is a folder"),
+        (["--out", tmp_path / "m.keras", "--explain-images", tmp_path / "empty"], "empty: no images there"),
+        (["--out", tmp_path / "m.keras", "--explain-images", photo, "--tensorboard", tmp_path / "logs"],
+         "logs is not a folder"),
+        (["--out", tmp_path / "m.keras", "--strategy", "nope"], "--strategy must be one of"),
+        (["--out", tmp_path / "m.keras", "--strategy", "multi-worker"], "TF_CONFIG is not valid JSON"),
+    ]
+    for arguments, message in cases:
+        result = train("--data", dataset, "--image-size", "32", *arguments)
+        assert result.exit_code == 1 and message in result.output, (arguments, result.output)
+        assert "decoded" not in result.output and "training and" not in result.output  # nothing read yet
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "folder.keras", "logs"]
 
 
 def test_an_any_size_checkpoint_predicts_at_its_recorded_training_size(dataset, tmp_path):

@@ -663,6 +663,8 @@ def train(
 
     if out.suffix != ".keras":
         raise XconvError(f"--out must end in .keras, got {out}")
+    if out.is_dir():
+        raise XconvError(f"--out {out} is a folder; give the checkpoint's file name")
     model_cls = get_registry().get("model", model)
     if not model_cls.trainable:
         trainable = [n for n in get_registry().names("model") if get_registry().get("model", n).trainable]
@@ -679,9 +681,12 @@ def train(
     explain = None
     if explain_every or explain_images or tensorboard:
         photos = xconv.images.expand_inputs(explain_images or [])
+        if not photos and explain_images:
+            raise XconvError(f"--explain-images {', '.join(map(str, explain_images))}: no images there")
         if not photos:
             raise XconvError("--explain-every and --tensorboard need photos: give --explain-images PHOTO (or a folder)")
         if tensorboard is not None:
+            check_output_folder(tensorboard)
             import importlib.util
 
             if importlib.util.find_spec("tensorboard") is None:
@@ -692,14 +697,19 @@ def train(
     summary = run_training(data, model_cls, out, config, size, weights=parse_weights(weights), resume=resume,
                            fine_tune=fine_tune, echo=typer.echo, explain=explain)
     kept = summary["kept"]
-    if summary["interrupted"]:
-        typer.echo("interrupted: the best checkpoint so far is kept" if kept == "best"
-                   else "interrupted: the last finished epoch's checkpoint is kept")
-    typer.echo(f"{kept} val_accuracy {summary[kept + '_val_accuracy']:.4f} after {summary['epochs_run']} epochs "
-               f"({summary['seconds_per_epoch']:.1f} s/epoch, {summary['train_images_per_second']:.1f} images/s)")
+    if summary["epochs_run"]:
+        if summary["interrupted"]:
+            typer.echo("interrupted: the best checkpoint so far is kept" if kept == "best"
+                       else "interrupted: the last finished epoch's checkpoint is kept")
+        typer.echo(f"{kept} val_accuracy {summary[kept + '_val_accuracy']:.4f} after {summary['epochs_run']} epochs "
+                   f"({summary['seconds_per_epoch']:.1f} s/epoch, {summary['train_images_per_second']:.1f} images/s)")
+    else:
+        typer.echo("interrupted before the first epoch ended: no checkpoint was written")
     for key in ("checkpoint", "history", "curves", "explanations"):
-        if key in summary:
+        if key in summary and Path(summary[key]).exists():
             typer.echo(f"wrote {summary[key]}")
+    if summary["interrupted"]:
+        raise typer.Exit(130)  # as explain does: a script can tell a stopped run from a finished one
 
 
 @app.command()

@@ -9,6 +9,8 @@ of Goyal et al. 2017, with the warm-up the schedule already has); ``scale_learni
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 
 from xconv.errors import XconvError
@@ -28,11 +30,23 @@ class Distribution:
         return base * self.replicas if scale else base
 
 
+def check_strategy(name: str) -> None:
+    """A wrong name or an unreadable TF_CONFIG, in one line, before any photo is decoded."""
+    if name not in STRATEGIES:
+        raise XconvError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {name!r}")
+    if name == "multi-worker" and os.environ.get("TF_CONFIG"):
+        try:
+            cluster = json.loads(os.environ["TF_CONFIG"])
+        except ValueError as error:
+            raise XconvError(f"TF_CONFIG is not valid JSON ({error}); see docs/scale.md for its form") from None
+        if not isinstance(cluster, dict):
+            raise XconvError("TF_CONFIG must be a JSON object with 'cluster' and 'task'; see docs/scale.md")
+
+
 def make_distribution(name: str = "default") -> Distribution:
     import tensorflow as tf
 
-    if name not in STRATEGIES:
-        raise XconvError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {name!r}")
+    check_strategy(name)
     if name == "default":
         strategy = tf.distribute.get_strategy()
     elif name == "mirrored":

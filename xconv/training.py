@@ -65,6 +65,9 @@ class TrainConfig:
             raise XconvError(f"--keep must be {' or '.join(KEEPS)}, got {self.keep!r}")
         if (self.small_size is None) != (self.small_epochs == 0):
             raise XconvError("progressive resizing needs both --small-size and --small-epochs")
+        from xconv.distribute import check_strategy
+
+        check_strategy(self.strategy)
 
     def phases(self) -> list[tuple[int | None, int, int]]:
         """(square size or None for the full size, first epoch, end epoch) of each training phase."""
@@ -376,6 +379,8 @@ def fit(model, train: ImageFolder, validation: ImageFolder, out: str | os.PathLi
         if callback.defer_finish or interrupted:  # an interrupted fit never reached on_train_end
             callback.finish()
     history = read_history(paths["history"])
+    if not history and paths["history"].is_file() and paths["history"].stat().st_size == 0:
+        paths["history"].unlink()  # Keras's logger opened it; no epoch ended to fill it
     best = max((row["val_accuracy"] for row in history), default=float("nan"))
     last = history[-1]["val_accuracy"] if history else float("nan")
     seconds = float(np.median(timer.durations)) if timer.durations else float("nan")
@@ -605,7 +610,7 @@ def train(data: str | os.PathLike, model_cls, out: str | os.PathLike, config: Tr
     from xconv.distribute import make_distribution
 
     distribution = make_distribution(config.strategy)
-    if distribution.replicas > 1:
+    if config.strategy != "default":  # said even for one replica, so a run on too few devices is noticed
         echo(f"{config.strategy}: {distribution.replicas} replicas, global batch "
              f"{distribution.global_batch(config.batch_size)}, learning rate "
              f"{distribution.learning_rate(config.learning_rate, config.scale_learning_rate):g}")
