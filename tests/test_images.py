@@ -28,6 +28,29 @@ def test_formats_decode_to_rgb_uint8(tmp_path, suffix, fmt):
     assert np.allclose(image.reshape(-1, 3).mean(0), RED, atol=12)
 
 
+def test_a_camera_mpo_and_a_ppm_decode_but_postscript_is_never_opened(tmp_path):
+    """EPS would run in Ghostscript, a program: the web page decodes strangers' uploads with this function."""
+    frames = [red_image(size=(12, 8)), red_image(size=(12, 8))]
+    frames[0].save(tmp_path / "camera.jpg", "MPO", save_all=True, append_images=frames[1:])
+    red_image().save(tmp_path / "red.ppm", "PPM")
+    for name in ("camera.jpg", "red.ppm"):
+        assert np.allclose(load_image(tmp_path / name).reshape(-1, 3).mean(0), RED, atol=12)
+    eps = tmp_path / "page.eps"
+    eps.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n")
+    with pytest.raises(ImageError, match="not an image file"):
+        load_image(eps)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_a_float_image_with_values_that_are_not_numbers_is_refused(tmp_path, value):
+    """Stretching NaN to 8 bits made a garbage photo that was classified without a word."""
+    pixels = np.linspace(0, 1, 50 * 40, dtype=np.float32).reshape(40, 50)
+    pixels[3, 4] = value
+    Image.fromarray(pixels, mode="F").save(tmp_path / "float.tif")
+    with pytest.raises(ImageError, match="not numbers"):
+        load_image(tmp_path / "float.tif")
+
+
 def test_gif_uses_first_frame(tmp_path):
     path = tmp_path / "anim.gif"
     frames = [Image.new("RGB", (6, 6), color) for color in [(255, 0, 0), (0, 0, 255)]]

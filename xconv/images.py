@@ -6,6 +6,7 @@ be decoded safely raise :class:`ImageError` carrying one readable line, never a 
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -92,6 +93,25 @@ def decode_bytes(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> np.nda
     return decode_image(io.BytesIO(data), name, max_pixels)
 
 
+#: The raster formats PIL may decode. PIL would also open PostScript (EPS, through Ghostscript, a program
+#: that runs the file) and scientific or game formats; a photo is none of those, and the web page decodes
+#: strangers' uploads. MPO is what many cameras and phones save as .jpg.
+DECODED_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "DIB", "TIFF", "WEBP", "PPM", "TGA", "ICO", "QOI", "AVIF")
+
+
+@functools.lru_cache(maxsize=1)
+def decoded_formats() -> tuple[str, ...]:
+    """``DECODED_FORMATS`` that this PIL build has (AVIF is optional), with their decoders registered."""
+    from PIL import Image
+
+    Image.init()
+    return tuple(name for name in DECODED_FORMATS if name in Image.OPEN)
+
+
+class UnusablePixels(ValueError):
+    """A file that decodes to values no photo has (NaN, infinity)."""
+
+
 def decode_image(source, name, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """PIL decoding of a path or file object, with every failure turned into one ImageError line."""
     from PIL import Image, ImageOps, UnidentifiedImageError
@@ -99,7 +119,7 @@ def decode_image(source, name, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(source) as image:
+            with Image.open(source, formats=decoded_formats()) as image:
                 if image.width * image.height > max_pixels:
                     raise ImageTooLargeError(name, f"image too large to decode safely ({image.width}x{image.height})")
                 image.seek(0)  # first frame of an animated GIF/WebP/TIFF
@@ -114,6 +134,8 @@ def decode_image(source, name, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise ImageError(name, f"cannot read it ({exc.strerror})") from None
     except UnidentifiedImageError:
         raise ImageError(name, "not an image file (unrecognized format)") from None
+    except UnusablePixels as exc:
+        raise ImageError(name, str(exc)) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(name, f"corrupt or truncated image ({first_line(exc)})") from None
     except Exception as exc:  # noqa: BLE001 - decoders raise struct.error, KeyError, ... on odd files
@@ -125,6 +147,8 @@ def to_rgb(image) -> np.ndarray:
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         # Integer and float images: stretch their real range to 8 bits instead of clipping at 255.
         array = np.asarray(image, dtype=np.float64)
+        if not np.isfinite(array).all():
+            raise UnusablePixels("pixel values that are not numbers (NaN or infinite)")
         low, high = float(array.min()), float(array.max())
         scaled = (array - low) / (high - low) * 255.0 if high > low else np.zeros_like(array)
         gray = np.round(scaled).astype(np.uint8)
