@@ -18,7 +18,7 @@ from PIL import Image
 
 import xconv
 from conftest import REPO
-from web_helpers import LiveServer, free_port, launch_browser, screenshot
+from web_helpers import LiveServer, launch_browser, screenshot
 from xconv.demo import chelsea
 
 httpx = pytest.importorskip("httpx")
@@ -105,6 +105,8 @@ def test_explain_returns_an_overlay_per_class_and_the_activation_grid(server, ph
     ("chelsea.jpg", {"layer": "rescale"}, 400, "'rescale' (Rescaling) is the input itself"),  # was TF internals
     ("too large.jpg", {}, 400, "too large.jpg: not an image file"),  # the status is not read from the name
     ("chelsea.jpg", {"classes": "some"}, 400, "classes must be"),
+    ("chelsea.jpg", {"method": "saliency", "layer": "block1_pool"}, 400, "it takes no layer"),  # was ignored
+    ("chelsea.jpg", {"method": "nope"}, 400, "smoothgrad, xgradcam"),  # the whole list, not 200 characters
 ])
 def test_bad_requests_get_one_line_and_a_4xx(server, photos, name, fields, status, message):
     response = post(f"{server.url}/api/explain", photos / name, **fields)
@@ -167,6 +169,9 @@ def test_filter_patterns_are_computed_once_per_layer(server):
     assert len(first["robustness"]) == 16 and decode_data_url(first["png"]).size
     response = httpx.get(f"{server.url}/api/filters", params={"layer": "predictions"})
     assert response.status_code == 400
+    # An empty value is the default layer, as no value is (it blamed the heatmaps' default layer).
+    assert httpx.get(f"{server.url}/api/filters", params={"layer": ""}, timeout=120).json()["layer"] == \
+        httpx.get(f"{server.url}/api/filters", timeout=120).json()["layer"] == "block2_sepconv1"
 
 
 def test_requests_without_a_layer_get_defaults_that_work(catsdogs):
@@ -256,15 +261,64 @@ def test_requests_cancelled_at_shutdown_leave_no_traceback_in_the_log():
     assert drop_cancelled_at_shutdown(record(None))
 
 
-def test_serve_command_needs_a_token_off_loopback_and_stops_on_ctrl_c():
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "xconv.cli", "serve", "--host", "0.0.0.0", "--port", str(port)],
+def test_a_client_that_hangs_up_has_its_queued_work_dropped(server, photos, monkeypatch):
+    """A page that moved on, or a script that timed out, left its request to be computed anyway, delaying
+    every answer after it."""
+    import xconv.web.app as web_app
+
+    real = web_app.run_batch
+
+    def slow(service, key, uploads):
+        time.sleep(1.5)
+        return real(service, key, uploads)
+
+    monkeypatch.setattr(web_app, "run_batch", slow)
+    data = (photos / "chelsea.jpg").read_bytes()
+    before = httpx.get(f"{server.url}/api/stats").json()["items"]
+
+    def impatient(delay):
+        time.sleep(delay)
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(f"{server.url}/api/predict", files={"file": ("c.jpg", data)}, timeout=0.6)
+
+    running = threading.Thread(target=impatient, args=(0,))  # its call starts at once: it runs to the end
+    queued = threading.Thread(target=impatient, args=(0.3,))  # waits behind it, then its client leaves
+    running.start(), queued.start()
+    running.join(), queued.join()
+    time.sleep(2.5)  # the first call ends; the queued one would have run by now
+    assert httpx.get(f"{server.url}/api/stats").json()["items"] - before == 1
+
+
+def test_a_busy_port_is_one_line_before_the_url_is_printed():
+    import socket
+
+    from xconv.web.server import listening_socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        with pytest.raises(xconv.XconvError, match=rf"cannot serve on 127.0.0.1:{taken.getsockname()[1]}: "):
+            listening_socket("127.0.0.1", taken.getsockname()[1])
+    finally:
+        taken.close()
+    with pytest.raises(xconv.XconvError, match="cannot serve on nosuch.invalid:80"):
+        listening_socket("nosuch.invalid", 80)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_serve_command_needs_a_token_off_loopback_and_stops_cleanly(stop, tmp_path):
+    """Ctrl-C, and SIGTERM (docker stop, systemd), exit 0 and leave TensorFlow's temporary files removed:
+    SIGTERM killed the process (143) before its exit handlers ran."""
+    process = subprocess.Popen([sys.executable, "-m", "xconv.cli", "serve", "--host", "0.0.0.0", "--port", "0"],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, cwd=REPO)
+                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TMPDIR": str(tmp_path)}, cwd=REPO)
     try:
         line = process.stdout.readline()
         match = re.search(r"\?token=(\S+)", line)
         assert match, line
+        port = int(re.search(r"0\.0\.0\.0:(\d+)/", line)[1])  # --port 0: the port actually bound
+        assert port > 0
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -275,9 +329,12 @@ def test_serve_command_needs_a_token_off_loopback_and_stops_on_ctrl_c():
                 time.sleep(0.2)
         assert response.status_code == 401
         assert httpx.get(f"http://127.0.0.1:{port}/api/models", params={"token": match[1]}).status_code == 200
-        process.send_signal(signal.SIGINT)
+        assert httpx.post(f"http://127.0.0.1:{port}/api/explain", data={"sample": "chelsea"},
+                          params={"token": match[1]}, timeout=60).status_code == 200  # TensorFlow traced a step
+        process.send_signal(stop)
         assert process.wait(timeout=30) == 0
         assert "Traceback" not in process.stdout.read()
+        assert list(tmp_path.iterdir()) == []
     finally:
         if process.poll() is None:
             process.kill()

@@ -36,6 +36,9 @@ TOKEN_COOKIE = "xconv_token"
 #: Uploads decoded at full size at the same time (the others wait; see ``create_app``).
 DECODES_AT_ONCE = 4
 
+#: nginx's status for a request whose client closed the connection first; no client reads it.
+CLIENT_CLOSED_REQUEST = 499
+
 
 def data_url(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
@@ -111,7 +114,8 @@ def create_app(service: ExplainService, token: str | None = None, max_batch: int
         # By type, not by text: an ImageError's message starts with the client's own file name.
         unknown_sample = isinstance(error, UnknownNameError) and error.kind == "sample"
         status = 413 if isinstance(error, ImageTooLargeError) else 404 if unknown_sample else 400
-        return JSONResponse({"error": first_line(error)}, status_code=status)
+        # Whole: the CLI prints the whole line, and an unknown name's line lists every valid one.
+        return JSONResponse({"error": first_line(error, limit=4000)}, status_code=status)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request, error: StarletteHTTPException):
@@ -169,13 +173,15 @@ def create_app(service: ExplainService, token: str | None = None, max_batch: int
             photo = await asyncio.to_thread(sample_photo, sample)
             return await asyncio.to_thread(service.upload, photo, sample)  # resizing is work: off the loop
         name = (file.filename or "upload").replace("/", "_")[-80:]
-        try:
-            data = await file.read(max_upload_bytes + 1)
-        finally:
-            await file.close()
-        if len(data) > max_upload_bytes:
-            raise ImageTooLargeError(name, f"upload too large (over {max_upload_bytes // (1024 * 1024)} MB)")
+        # Read inside the bound too: until then the upload waits in the parser's spooled file, on disk past
+        # 1 MB, so a thousand connections waiting here do not hold a thousand uploads in memory.
         async with decoding:
+            try:
+                data = await file.read(max_upload_bytes + 1)
+            finally:
+                await file.close()
+            if len(data) > max_upload_bytes:
+                raise ImageTooLargeError(name, f"upload too large (over {max_upload_bytes // (1024 * 1024)} MB)")
             photo = await asyncio.to_thread(decode_bytes, data, name, max_pixels)
             return await asyncio.to_thread(service.upload, photo, name)
 
@@ -215,13 +221,13 @@ def create_app(service: ExplainService, token: str | None = None, max_batch: int
         return Response(await asyncio.to_thread(encode_rgb_png, photo), media_type="image/png")
 
     @app.post("/api/predict", summary="Every class's probability for one photo")
-    async def predict(file: Optional[UploadFile] = File(None), sample: Optional[str] = Form(None)):
+    async def predict(request: Request, file: Optional[UploadFile] = File(None), sample: Optional[str] = Form(None)):
         upload = await read_upload(file, sample)
-        result = await batcher.submit(("predict",), upload)
-        return {"model": service.model.display_name, **result}
+        result = await while_connected(request, batcher.submit(("predict",), upload))
+        return result if isinstance(result, Response) else {"model": service.model.display_name, **result}
 
     @app.post("/api/explain", summary="Prediction, a heatmap overlay per class, optionally an activation grid")
-    async def explain(file: Optional[UploadFile] = File(None), sample: Optional[str] = Form(None),
+    async def explain(request: Request, file: Optional[UploadFile] = File(None), sample: Optional[str] = Form(None),
                       method: str = Form("gradcam"), layer: Optional[str] = Form(None),
                       activations: Optional[str] = Form(None), grid: bool = Form(False),
                       classes: str = Form("all")):
@@ -229,7 +235,9 @@ def create_app(service: ExplainService, token: str | None = None, max_batch: int
             raise XconvError("classes must be 'all' or 'predicted'")
         key = service.check(ExplainKey(method, layer or None, activations or None, grid, classes == "all"))
         upload = await read_upload(file, sample)
-        result = await batcher.submit(key, upload)
+        result = await while_connected(request, batcher.submit(key, upload))
+        if isinstance(result, Response):
+            return result
         return with_data_urls({"model": service.model.display_name, "name": upload.name, **result})
 
     @app.get("/api/filters", summary="Filter patterns of a layer (computed once per layer, then cached)")
@@ -242,6 +250,25 @@ def create_app(service: ExplainService, token: str | None = None, max_batch: int
         return vars(service.stats)
 
     return app
+
+
+async def while_connected(request: Request, work):
+    """``work``'s result; a client that hangs up first cancels it, so its queued model call is dropped
+    (a page that moved on, a script that timed out) instead of delaying every answer after it."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(disconnected(request))
+    await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        gone.cancel()
+        return task.result()
+    task.cancel()
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
+async def disconnected(request: Request) -> None:
+    """Returns when the client has closed the connection (the body is read: nothing else can arrive)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def run_batch(service: ExplainService, key, uploads):

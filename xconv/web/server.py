@@ -6,6 +6,8 @@ import asyncio
 import ipaddress
 import logging
 import secrets
+import signal
+import socket
 
 try:
     from builtins import BaseExceptionGroup
@@ -41,17 +43,52 @@ def serve(model, host: str = "127.0.0.1", port: int = 8000, token: str | None = 
     token = access_token(host, token, no_token)
     app = create_app(ExplainService(model), token=token, max_batch=max_batch,
                      local_only=token is None and is_loopback(host))
+    listening = listening_socket(host, port)  # before the URL is printed: a busy port fails here, in one line
     shown = f"[{host}]" if ":" in host else host
-    url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+    url = f"http://{shown}:{listening.getsockname()[1]}/" + (f"?token={token}" if token else "")
     echo(f"xconv serving {model.display_name} at {url}  (API docs: {url.split('?')[0]}docs; Ctrl-C stops)")
     if not token and not is_loopback(host):
         echo("warning: no access token and not on loopback: anyone who can reach this port can use it")
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
     logging.getLogger("uvicorn.error").addFilter(drop_cancelled_at_shutdown)  # after Config set logging up
+    previous = signal.signal(signal.SIGTERM, stop_requested)
     try:
-        uvicorn.Server(config).run()
-    except KeyboardInterrupt:  # uvicorn raises the Ctrl-C it caught again once it has shut down cleanly
+        uvicorn.Server(config).run(sockets=[listening])
+    except (KeyboardInterrupt, StopRequested):
+        # uvicorn shuts down cleanly, then raises the signal it caught again: Ctrl-C arrives as
+        # KeyboardInterrupt, SIGTERM (docker stop, systemd) here, instead of killing the process before
+        # its exit handlers remove TensorFlow's temporary files.
         pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        listening.close()
+
+
+class StopRequested(Exception):
+    """SIGTERM: stop like Ctrl-C."""
+
+
+def stop_requested(signum, frame):
+    raise StopRequested
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A bound socket for uvicorn, so the port actually used (``--port 0``: any free one) is known before the
+    URL is printed, and a busy port or an unknown host name is one readable error instead of uvicorn's log."""
+    from xconv.errors import XconvError
+
+    try:
+        family, kind, protocol, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        listening = socket.socket(family, kind, protocol)
+    except OSError as error:
+        raise XconvError(f"cannot serve on {host}:{port}: {error.strerror or error}") from None
+    try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind(address)
+    except OSError as error:
+        listening.close()
+        raise XconvError(f"cannot serve on {host}:{port}: {error.strerror or error}") from None
+    return listening
 
 
 def drop_cancelled_at_shutdown(record: logging.LogRecord) -> bool:

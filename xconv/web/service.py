@@ -105,7 +105,10 @@ class ExplainService:
         if key.method not in names:
             raise XconvError(f"unknown method {key.method!r}; choose one of {', '.join(names)}")
         # The default layer by its path, so requests that name it and requests that leave it out share a batch.
-        layer = self.model.layer_path(key.layer) if names[key.method]["takes_layer"] else None
+        takes_layer = names[key.method]["takes_layer"]
+        if key.layer and not takes_layer:  # the CLI refuses it too: an answer for another layer would mislead
+            raise XconvError(f"method {key.method!r} works on the input itself; it takes no layer")
+        layer = self.model.layer_path(key.layer) if takes_layer else None
         if layer is not None:  # checked here too, for plugin methods that do not check it themselves
             xconv.layers.spatial_layer(self.model.keras_model, layer, key.method)
         activation_layer = self.model.layer_path(key.activation_layer) if key.activation_layer else None
@@ -187,7 +190,7 @@ class ExplainService:
         :class:`xconv.layers.LayerInfo`; else one readable XconvError. None: the conv or pooling layer a
         third of the way in, where patterns are textures already (the model's default layer, the one its
         heatmaps explain, may be an activation, and its patterns are objects too blurred to read)."""
-        path = self.layers[len(self.layers) // 3] if name is None and self.layers else self.model.layer_path(name)
+        path = self.layers[len(self.layers) // 3] if not name and self.layers else self.model.layer_path(name)
         info = next((i for i in xconv.layers.feature_layers(self.model.keras_model) if i.path == path), None)
         if info is None:
             raise XconvError(f"layer {name or path!r} is not a conv or pooling layer; filter patterns need one")

@@ -3,6 +3,7 @@
 const $ = (id) => document.getElementById(id);
 let current = null;        // {file} or {sample}: what the page explains again when a setting changes
 let requestNumber = 0;     // answers to superseded requests are dropped
+let pending = null;        // the explain request in flight, aborted when a newer one starts
 
 async function getJSON(url) {
   const response = await fetch(url);
@@ -66,8 +67,10 @@ async function explain() {
   showError("");
   $("status").textContent = "explaining...";
   document.body.dataset.state = "busy";
+  if (pending) pending.abort();  // the server then drops its queued work instead of computing it
+  pending = new AbortController();
   try {
-    const response = await fetch("/api/explain", {method: "POST", body: form});
+    const response = await fetch("/api/explain", {method: "POST", body: form, signal: pending.signal});
     const answer = await response.json();
     if (number !== requestNumber) return;
     if (!response.ok) throw new Error(answer.error || response.statusText);
