@@ -129,6 +129,15 @@ def test_limits_refuse_big_uploads_bombs_and_paths(server, photos, tmp_path):
     assert httpx.get(f"{server.url}/api/samples/chelsea").headers["content-type"] == "image/png"
 
 
+def test_two_photos_or_a_photo_and_a_sample_are_refused_not_half_used(server, photos):
+    """The last 'file' field was explained and the first dropped; a file beside a sample won silently."""
+    cat, broken = (photos / "chelsea.jpg").read_bytes(), (photos / "broken.jpg").read_bytes()
+    two = httpx.post(f"{server.url}/api/explain", files=[("file", ("a.jpg", cat)), ("file", ("b.jpg", broken))])
+    assert two.status_code == 400 and "one photo per request (2 'file' fields" in two.json()["error"]
+    both = httpx.post(f"{server.url}/api/predict", files={"file": ("a.jpg", cat)}, data={"sample": "chelsea"})
+    assert both.status_code == 400 and "not both" in both.json()["error"]
+
+
 def test_a_one_pixel_strip_is_explained(server, photos):
     answer = post(f"{server.url}/api/explain", photos / "strip.png", classes="predicted")
     assert answer.status_code == 200, answer.text
@@ -139,6 +148,7 @@ def test_loopback_server_refuses_other_hosts_and_cross_site_uploads(server, phot
     """DNS rebinding (a page at evil.example whose name now points at 127.0.0.1) and cross-site forms."""
     port = server.port
     assert httpx.get(f"{server.url}/api/models", headers={"Host": f"evil.example:{port}"}).status_code == 403
+    assert httpx.get(f"{server.url}/api/models", headers={"Host": "[::1]evil.example"}).status_code == 403
     for host in ("localhost", "127.0.0.1", "127.0.0.2", "[::1]"):  # what browsers send on loopback
         assert httpx.get(f"{server.url}/api/models", headers={"Host": f"{host}:{port}"}).status_code == 200
     with open(photos / "chelsea.jpg", "rb") as handle:

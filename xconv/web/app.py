@@ -59,7 +59,10 @@ def request_host(value: str) -> str:
     """The host name of a Host header or of an Origin's authority, without port or IPv6 brackets."""
     value = value.strip().lower()
     if value.startswith("["):
-        return value[1:value.find("]")] if "]" in value else value
+        end = value.find("]")
+        port = value[end + 1:]
+        # Only "[addr]" or "[addr]:port" names an IPv6 host; "[::1]evil.example" is no address at all.
+        return value[1:end] if end > 0 and (not port or (port[0] == ":" and port[1:].isdigit())) else value
     return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
 
 
@@ -165,10 +168,15 @@ def create_app(service: ExplainService, token: str | None = None, max_batch: int
             response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
         return response
 
-    async def read_upload(file: Optional[UploadFile], sample: Optional[str]):
+    async def read_upload(request: Request, file: Optional[UploadFile], sample: Optional[str]):
         """Decode an upload (or look up a sample) off the event loop, with size and pixel caps."""
         if file is None and not sample:
             raise XconvError("send a photo as 'file', or name a sample")
+        if file is not None and sample:
+            raise XconvError("send a photo as 'file' or name a sample, not both")
+        files = len((await request.form()).getlist("file"))  # parsed already: FastAPI keeps the last
+        if files > 1:
+            raise XconvError(f"send one photo per request ({files} 'file' fields came)")
         if file is None:
             photo = await asyncio.to_thread(sample_photo, sample)
             return await asyncio.to_thread(service.upload, photo, sample)  # resizing is work: off the loop
@@ -222,7 +230,7 @@ def create_app(service: ExplainService, token: str | None = None, max_batch: int
 
     @app.post("/api/predict", summary="Every class's probability for one photo")
     async def predict(request: Request, file: Optional[UploadFile] = File(None), sample: Optional[str] = Form(None)):
-        upload = await read_upload(file, sample)
+        upload = await read_upload(request, file, sample)
         result = await while_connected(request, batcher.submit(("predict",), upload))
         return result if isinstance(result, Response) else {"model": service.model.display_name, **result}
 
@@ -234,7 +242,7 @@ def create_app(service: ExplainService, token: str | None = None, max_batch: int
         if classes not in ("all", "predicted"):
             raise XconvError("classes must be 'all' or 'predicted'")
         key = service.check(ExplainKey(method, layer or None, activations or None, grid, classes == "all"))
-        upload = await read_upload(file, sample)
+        upload = await read_upload(request, file, sample)
         result = await while_connected(request, batcher.submit(key, upload))
         if isinstance(result, Response):
             return result
