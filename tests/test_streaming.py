@@ -166,6 +166,33 @@ def test_photos_with_long_names_get_short_distinct_output_names(model_file, tmp_
     assert safe_name("a" * 300) != safe_name("a" * 299) and safe_name("layer_1") == "layer_1"
 
 
+def test_a_rerun_into_an_output_folder_inside_the_inputs_does_not_explain_its_own_pictures(model_file, tmp_path):
+    """--resume with the same arguments picked up the first run's PNGs as photos and renumbered the rest;
+    a class named twice (-t 0 -t 0) was explained, written and recorded twice."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(2):
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(photos / f"p{index}.png")
+    out = photos / "out"
+    arguments = ["explain", str(photos), "--model", str(model_file), "--out", str(out), "-t", "0", "-t", "0"]
+    runner, app = CliRunner(), build_app()
+    first = runner.invoke(app, arguments)
+    assert first.exit_code == 0 and "2 files in" in first.output, first.output
+    again = runner.invoke(app, [*arguments, "--resume"])
+    assert again.exit_code == 0 and "left out 2 files inside the output folder" in again.output
+    assert "explained 0 of 2 inputs" in again.output and "2 already done" in again.output
+    assert len(list(out.glob("*.png"))) == 2 and len((out / "manifest.jsonl").read_text().splitlines()) == 2
+
+
+def test_an_empty_folder_is_one_line_naming_it_and_no_manifest(model_file, tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(build_app(), ["explain", str(tmp_path / "empty"), "--model", str(model_file),
+                                              "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1 and f"no input images in {tmp_path / 'empty'}" in result.output
+    assert "manifest" not in result.output and not (tmp_path / "out").exists()
+
+
 def test_resume_redoes_an_input_whose_file_another_input_wrote_since(tmp_path):
     """Two runs into one folder, a/photo.jpg then b/photo.jpg, both write photo.png: a's record is stale."""
     manifest = Manifest(tmp_path)

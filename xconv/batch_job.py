@@ -72,7 +72,8 @@ class ExplainJob:
         self.spec = spec
         self.model = model if model is not None else spec.load_model()
         # Targets as class indices; the spec may name them (the Ray engine's workers resolve names themselves).
-        self.targets = [None if t is None else self.model.class_index(t) for t in spec.targets]
+        # "-t cat -t 0" name one class twice: explained once, or its files and records come twice.
+        self.targets = list(dict.fromkeys(None if t is None else self.model.class_index(t) for t in spec.targets))
         registry = get_registry()
         self.classes = {name: registry.get("explainer", name) for name in spec.methods}
 

@@ -399,7 +399,10 @@ def explain(
     if not images:
         fail("no input images (folders are searched recursively for .jpg, .png, .bmp, .webp, .tif and .gif files)")
     spec.targets = list(target) if target else [None]
-    paths = xconv.images.expand_inputs(images or [])
+    paths = input_photos(images, out)
+    if not paths:
+        fail(f"no input images in {', '.join(map(str, images))} (folders are searched recursively for .jpg, "
+             ".png, .bmp, .webp, .tif and .gif files)")
 
     def show(records):
         for record in records:
@@ -426,6 +429,15 @@ def explain(
     hint = ("rerun with the local engine and --resume, which skips what the manifest records" if engine == "ray"
             else "rerun with --resume to continue")
     finish_stream(summary, out, as_json, hint)
+
+
+def input_photos(images: list[Path], out: Path) -> list[Path]:
+    """The photos named or inside the folders named, except those in ``out``: a rerun into an output folder
+    placed inside its input folder would take its own pictures for photos (and renumber the rest)."""
+    paths, own = xconv.images.outside_of(xconv.images.expand_inputs(images), out)
+    if own:
+        typer.echo(f"left out {own} files inside the output folder {out}", err=True)
+    return paths
 
 
 def describe_record(record: dict) -> None:
@@ -467,7 +479,8 @@ def finish_stream(summary, out: Path, as_json: bool, resume_hint: str = "rerun w
         line += f"; {summary.resumed} already done (--resume)"
     if summary.failed:
         line += f"; {summary.failed} failed"
-    line += f"; manifest {out / 'manifest.jsonl'}"
+    if (out / "manifest.jsonl").is_file():  # not when nothing was written (stopped before the first batch)
+        line += f"; manifest {out / 'manifest.jsonl'}"
     if not as_json:  # with --json every line on stdout is one input's record
         typer.echo(line)
     if summary.interrupted:
@@ -528,7 +541,7 @@ def score(
     routed = routed_options(assignments, components, {"method": methods, "metric": metrics})
     check_output_folder(out)
     loaded = open_model(model, weights, unsafe, preprocess, routed["model"])
-    paths = xconv.images.expand_inputs(images)
+    paths = input_photos(images, out)
     if not paths:
         finish(0, 0)
     table = ScoreTable()

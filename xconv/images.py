@@ -42,6 +42,14 @@ class ImageTooLargeError(ImageError):
     """An image over the size or pixel limit (a web upload answers it with 413, not 400)."""
 
 
+def outside_of(paths: list[Path], folder: str | os.PathLike) -> tuple[list[Path], int]:
+    """``paths`` without those inside ``folder`` (a command's output folder placed inside its input folder),
+    and how many were left out."""
+    inside = os.path.join(os.path.abspath(folder), "")
+    kept = [path for path in paths if not os.path.abspath(path).startswith(inside)]
+    return kept, len(paths) - len(kept)
+
+
 def expand_inputs(inputs: list[str | os.PathLike]) -> list[Path]:
     """Expand folders to the images inside them and their sub-folders (``data/validation/cats/...``), sorted
     by relative path so runs are repeatable; hidden files and folders are skipped; files stay as given. A
