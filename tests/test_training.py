@@ -393,6 +393,35 @@ def test_a_run_stopped_in_its_first_epoch_claims_no_files_and_exits_130(dataset,
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("settings, message", [
+    ({"target": "horse"}, "unknown class 'horse'"),
+    ({"target": ["a"]}, "targets"),  # one target for two photos
+    ({"layer": "nope"}, "unknown layer 'nope'"),
+    ({"layer": "predictions", "method": "gradcam"}, "spatial"),
+    ({"layer": "conv2", "method": "saliency"}, "takes no layer"),
+])
+def test_explain_callback_mistakes_are_found_before_the_first_epoch(tmp_path, settings, message):
+    """They surfaced after a whole epoch of training."""
+    from xconv.callbacks import ExplainCallback
+    from xconv.testing import tiny_keras_convnet
+
+    model = tiny_keras_convnet((32, 32), classes=2, seed=0)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    images = np.zeros((2, 32, 32, 3), np.uint8)
+    callback = ExplainCallback(images, tmp_path / "strips", ["a", "b"], **settings)
+    epochs = []
+    watcher = keras_callback(on_epoch_begin=lambda epoch, logs=None: epochs.append(epoch))
+    with pytest.raises(xconv.XconvError, match=message):
+        model.fit(images.astype("float32"), np.array([0, 1]), epochs=1, verbose=0, callbacks=[callback, watcher])
+    assert epochs == []
+
+
+def keras_callback(**methods):
+    import keras
+
+    return keras.callbacks.LambdaCallback(**methods)
+
+
 def test_explain_callback_costs_one_compiled_call_per_epoch(dataset, tmp_path):
     """After the first epoch no new trace: the callback reuses the explainer's compiled function."""
     import keras

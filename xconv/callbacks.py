@@ -99,11 +99,25 @@ class ExplainCallback(_callback_base()):
         return self._wrapped
 
     def on_train_begin(self, logs=None):
+        self.check_settings()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.tensorboard_dir is not None and self._writer is None:  # one writer over several fit calls
             import tensorflow as tf
 
             self._writer = tf.summary.create_file_writer(str(self.tensorboard_dir / "xconv"))
+
+    def check_settings(self) -> None:
+        """A wrong target, a target list of the wrong length or a wrong layer: found before the first epoch
+        (they need the model, which the callback meets here), not after it."""
+        from xconv.api import heatmap_method, resolve_targets
+        from xconv.layers import spatial_layer
+
+        model = self.wrapped_model()
+        resolve_targets(model, self.target, len(self.photos))
+        if self.layer is not None:
+            if not heatmap_method(self.method, "").takes_layer:
+                raise XconvError(f"method {self.method!r} works on the input itself; it takes no layer")
+            spatial_layer(model.keras_model, model.layer_path(self.layer), self.method)
 
     def on_epoch_end(self, epoch, logs=None):
         self._last_epoch = epoch + 1
