@@ -421,7 +421,8 @@ def explain(
         spec.out = str(out.resolve())
         spec.model, spec.weights = (str(Path(value).resolve()) if isinstance(value, str) and Path(value).is_file()
                                     else value for value in (spec.model, spec.weights))
-        summary = explain_on_ray(paths, spec, address=address, concurrency=concurrency, on_records=show)
+        summary = explain_on_ray(paths, spec, address=address, concurrency=concurrency, on_records=show,
+                                 out_as_given=str(out))
     else:
         job = ExplainJob(spec)
         summary = stream_with_progress(paths, out, job.decode, job.compute, job.write, show, resume, f"{method}",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -96,8 +97,11 @@ def limit_tensorflow_threads() -> None:
 
 
 def explain_on_ray(paths: list, spec: JobSpec, address: str | None = None, batch_size: int = 16,
-                   concurrency: int | None = None, on_records=None) -> StreamSummary:
+                   concurrency: int | None = None, on_records=None, out_as_given: str | None = None) -> StreamSummary:
     """Run the job over ``paths`` on Ray (``address``: a cluster, else RAY_ADDRESS, else a local instance).
+
+    ``spec.out`` must be absolute (workers have their own working directory); ``out_as_given``, the folder
+    as the user wrote it, is what the manifest's file names start with, as the local engine's do.
 
     This process does no TensorFlow work: the workers load the model, and a mistake they meet (a wrong
     weights file, layer or class) comes back as the error itself, raised here to print in one line.
@@ -134,6 +138,8 @@ def explain_on_ray(paths: list, spec: JobSpec, address: str | None = None, batch
         ray_data_log.setLevel(logging.CRITICAL)
         for batch in mapped.iter_batches(batch_size=None, batch_format="numpy"):
             records = [json.loads(text) for text in batch["record"]]
+            if out_as_given is not None:
+                records = [outputs_under(record, spec.out, out_as_given) for record in records]
             manifest.append(records)
             for record in records:
                 if record["status"] == "ok":
@@ -154,3 +160,9 @@ def explain_on_ray(paths: list, spec: JobSpec, address: str | None = None, batch
         ray_data_log.setLevel(level)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def outputs_under(record: dict, written_in: str, shown_in: str) -> dict:
+    """``record`` with its files named under ``shown_in`` instead of ``written_in``, the same folder."""
+    renamed = [os.path.join(shown_in, os.path.relpath(path, written_in)) for path in record.get("outputs", [])]
+    return {**record, "outputs": renamed} if "outputs" in record else record
