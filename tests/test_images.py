@@ -28,17 +28,21 @@ def test_formats_decode_to_rgb_uint8(tmp_path, suffix, fmt):
     assert np.allclose(image.reshape(-1, 3).mean(0), RED, atol=12)
 
 
-def test_a_camera_mpo_and_a_ppm_decode_but_postscript_is_never_opened(tmp_path):
-    """EPS would run in Ghostscript, a program: the web page decodes strangers' uploads with this function."""
+def test_rarer_formats_decode_but_postscript_is_never_opened(tmp_path):
+    """EPS would run in Ghostscript, a program: the web page decodes strangers' uploads with this function.
+    Every other format PIL reads still decodes (a first fix allowed a list, and refused JPEG 2000 and PCX)."""
     frames = [red_image(size=(12, 8)), red_image(size=(12, 8))]
     frames[0].save(tmp_path / "camera.jpg", "MPO", save_all=True, append_images=frames[1:])
-    red_image().save(tmp_path / "red.ppm", "PPM")
-    for name in ("camera.jpg", "red.ppm"):
+    for name, fmt in (("red.ppm", "PPM"), ("red.pcx", "PCX"), ("red.sgi", "SGI")):
+        red_image().save(tmp_path / name, fmt)
+    for name in ("camera.jpg", "red.ppm", "red.pcx", "red.sgi"):
         assert np.allclose(load_image(tmp_path / name).reshape(-1, 3).mean(0), RED, atol=12)
     eps = tmp_path / "page.eps"
     eps.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n")
-    with pytest.raises(ImageError, match="not an image file"):
+    with pytest.raises(ImageError, match="EPS files are not decoded"):
         load_image(eps)
+    with pytest.raises(ImageError, match="EPS files are not decoded"):
+        xconv.images.decode_bytes(eps.read_bytes(), "upload.eps")
 
 
 @pytest.mark.parametrize("value", [np.nan, np.inf])

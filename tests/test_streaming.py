@@ -183,6 +183,13 @@ def test_a_rerun_into_an_output_folder_inside_the_inputs_does_not_explain_its_ow
     assert again.exit_code == 0 and "left out 2 files inside the output folder" in again.output
     assert "explained 0 of 2 inputs" in again.output and "2 already done" in again.output
     assert len(list(out.glob("*.png"))) == 2 and len((out / "manifest.jsonl").read_text().splitlines()) == 2
+    from xconv.images import expand_inputs
+
+    (tmp_path / "link").symlink_to(out)
+    assert len(expand_inputs([photos], output_folder=tmp_path / "link")) == 2  # the same folder by a link
+    for folder in (photos, tmp_path, photos / "p0.png"):  # the input folder itself, a parent: nothing left out
+        assert len(expand_inputs([photos], output_folder=folder)) == 4
+    assert expand_inputs([out / "000_p0_gradcam_class_0.png"], output_folder=out) != []  # a file named: kept
 
 
 def test_an_empty_folder_is_one_line_naming_it_and_no_manifest(model_file, tmp_path):

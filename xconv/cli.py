@@ -433,11 +433,15 @@ def explain(
 
 
 def input_photos(images: list[Path], out: Path) -> list[Path]:
-    """The photos named or inside the folders named, except those in ``out``: a rerun into an output folder
-    placed inside its input folder would take its own pictures for photos (and renumber the rest)."""
-    paths, own = xconv.images.outside_of(xconv.images.expand_inputs(images), out)
-    if own:
-        typer.echo(f"left out {own} files inside the output folder {out}", err=True)
+    """The photos named or inside the folders named, except the files of an output folder placed inside an
+    input folder: a rerun would take its own pictures for photos (and renumber the rest)."""
+    paths = xconv.images.expand_inputs(images, output_folder=out)
+    inside = os.path.join(os.path.realpath(out), "")
+    folders = [os.path.join(os.path.realpath(item), "") for item in images if os.path.isdir(item)]
+    if any(inside != folder and inside.startswith(folder) for folder in folders):
+        own = len(xconv.images.expand_inputs(images)) - len(paths)  # counted only where there can be some
+        if own:
+            typer.echo(f"left out {own} files inside the output folder {out}", err=True)
     return paths
 
 

@@ -6,7 +6,6 @@ be decoded safely raise :class:`ImageError` carrying one readable line, never a 
 
 from __future__ import annotations
 
-import functools
 import os
 import warnings
 from pathlib import Path
@@ -42,25 +41,24 @@ class ImageTooLargeError(ImageError):
     """An image over the size or pixel limit (a web upload answers it with 413, not 400)."""
 
 
-def outside_of(paths: list[Path], folder: str | os.PathLike) -> tuple[list[Path], int]:
-    """``paths`` without those inside ``folder`` (a command's output folder placed inside its input folder),
-    and how many were left out."""
-    inside = os.path.join(os.path.abspath(folder), "")
-    kept = [path for path in paths if not os.path.abspath(path).startswith(inside)]
-    return kept, len(paths) - len(kept)
-
-
-def expand_inputs(inputs: list[str | os.PathLike]) -> list[Path]:
+def expand_inputs(inputs: list[str | os.PathLike], output_folder: str | os.PathLike | None = None) -> list[Path]:
     """Expand folders to the images inside them and their sub-folders (``data/validation/cats/...``), sorted
     by relative path so runs are repeatable; hidden files and folders are skipped; files stay as given. A
-    link to a photo that is gone is kept, so reading it reports it, as a missing file given by name is."""
+    link to a photo that is gone is kept, so reading it reports it, as a missing file given by name is.
+
+    ``output_folder``: a command's output folder; when it lies inside a folder of ``inputs``, its files are
+    not inputs (a rerun would take its own pictures for photos, and renumber the rest)."""
     paths: list[Path] = []
+    own = None if output_folder is None else os.path.join(os.path.realpath(output_folder), "")
     for item in inputs:
         path = Path(item)
         if is_folder(path):
             found = (p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
                      and (p.is_file() or (p.is_symlink() and not p.exists())))
             visible = (p for p in found if not any(part.startswith(".") for part in p.relative_to(path).parts))
+            folder = os.path.join(os.path.realpath(path), "")
+            if own is not None and own != folder and own.startswith(folder):  # strictly inside
+                visible = (p for p in visible if not os.path.realpath(p).startswith(own))
             paths.extend(sorted(visible, key=lambda p: p.relative_to(path).parts))
         else:
             paths.append(path)
@@ -101,19 +99,31 @@ def decode_bytes(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> np.nda
     return decode_image(io.BytesIO(data), name, max_pixels)
 
 
-#: The raster formats PIL may decode. PIL would also open PostScript (EPS, through Ghostscript, a program
-#: that runs the file) and scientific or game formats; a photo is none of those, and the web page decodes
-#: strangers' uploads. MPO is what many cameras and phones save as .jpg.
-DECODED_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "DIB", "TIFF", "WEBP", "PPM", "TGA", "ICO", "QOI", "AVIF")
+#: Formats PIL can open that are never decoded here: PostScript goes through Ghostscript, a program that
+#: runs the file, and the web page decodes strangers' uploads. Every other format PIL has is decoded,
+#: those of plugins registered later (pillow-heif's HEIC) included.
+REFUSED_FORMATS = frozenset({"EPS"})
 
 
-@functools.lru_cache(maxsize=1)
-def decoded_formats() -> tuple[str, ...]:
-    """``DECODED_FORMATS`` that this PIL build has (AVIF is optional), with their decoders registered."""
+def decoded_formats() -> list[str]:
+    """Every format PIL can open now, except ``REFUSED_FORMATS``."""
     from PIL import Image
 
     Image.init()
-    return tuple(name for name in DECODED_FORMATS if name in Image.OPEN)
+    return [name for name in Image.ID if name not in REFUSED_FORMATS]  # in PIL's own order of trying
+
+
+def refused_format(source) -> str | None:
+    """The name of the refused format ``source`` is in, if it is in one; PIL only reads its header."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        if hasattr(source, "seek"):
+            source.seek(0)
+        with Image.open(source, formats=sorted(REFUSED_FORMATS)) as image:
+            return image.format
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return None
 
 
 class UnusablePixels(ValueError):
@@ -141,6 +151,10 @@ def decode_image(source, name, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
         raise ImageError(name, f"cannot read it ({exc.strerror})") from None
     except UnidentifiedImageError:
+        refused = refused_format(source)
+        if refused:
+            raise ImageError(name, f"{refused} files are not decoded (they run in Ghostscript); convert it "
+                                   "to PNG or JPEG") from None
         raise ImageError(name, "not an image file (unrecognized format)") from None
     except UnusablePixels as exc:
         raise ImageError(name, str(exc)) from None
