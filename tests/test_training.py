@@ -113,6 +113,9 @@ def test_a_class_without_readable_training_photos_is_refused_and_validation_gaps
     result = train("--data", data, "--epochs", "1", "--image-size", "32", "--out", tmp_path / "m.keras")
     assert result.exit_code == 1 and "no readable images for classes ['dogs']" in result.output
     assert not (tmp_path / "m.keras").exists()
+    merged = train("--data", data, "--epochs", "1", "--image-size", "32", "--batch-size", "8",
+                   "--merge-validation", "0.5", "--out", tmp_path / "m.keras")  # validation's dogs fill the class
+    assert merged.exit_code == 0 and "moved 50% of the validation photos" in merged.output, merged.output
 
     def folder(labels):
         return ImageFolder(np.zeros((len(labels), 4, 4, 3), np.uint8), np.array(labels), ["cats", "dogs"], [], [])
@@ -378,19 +381,33 @@ def test_an_interrupted_one_phase_run_still_writes_the_gif_of_its_finished_epoch
         assert gif.n_frames == 2
 
 
-def test_a_run_stopped_in_its_first_epoch_claims_no_files_and_exits_130(dataset, tmp_path, monkeypatch):
-    """It printed 'best val_accuracy nan' and 'wrote' three files that did not exist, then exited 0."""
+def test_a_run_stopped_in_its_first_epoch_claims_no_files_and_exits_130(dataset, trained, tmp_path, monkeypatch):
+    """It printed 'best val_accuracy nan' and 'wrote' three files that did not exist, then exited 0; over an
+    earlier run's files it named them as its own, and stamped its classes into that run's checkpoint."""
+    import shutil
+
     from xconv.training import EpochTimer
 
     def stopped(self, epoch, logs=None):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(EpochTimer, "on_epoch_begin", stopped)
-    out = tmp_path / "early.keras"
-    result = train("--data", dataset, "--epochs", "2", "--image-size", "32", "--out", out)
+    fresh, earlier = tmp_path / "fresh", tmp_path / "earlier"
+    fresh.mkdir(), earlier.mkdir()
+    result = train("--data", dataset, "--epochs", "2", "--image-size", "32", "--out", fresh / "early.keras")
     assert result.exit_code == 130 and "no checkpoint was written" in result.output, result.output
     assert "wrote" not in result.output and "nan" not in result.output
-    assert list(tmp_path.iterdir()) == []
+    assert list(fresh.iterdir()) == []
+
+    out = copy_run(trained[0], earlier)
+    checkpoint = out.read_bytes()
+    other = tmp_path / "other"
+    shutil.copytree(dataset, other)
+    for split in ("train", "validation"):
+        (other / split / "cats").rename(other / split / "zebras")
+    result = train("--data", other, "--epochs", "2", "--image-size", "32", "--out", out)
+    assert result.exit_code == 130 and "wrote" not in result.output, result.output
+    assert out.read_bytes() == checkpoint and read_metadata(out)["class_names"] == ["cats", "dogs"]
 
 
 @pytest.mark.parametrize("settings, message", [
@@ -399,6 +416,7 @@ def test_a_run_stopped_in_its_first_epoch_claims_no_files_and_exits_130(dataset,
     ({"layer": "nope"}, "unknown layer 'nope'"),
     ({"layer": "predictions", "method": "gradcam"}, "spatial"),
     ({"layer": "conv2", "method": "saliency"}, "takes no layer"),
+    ({"layer": ["conv2", "conv3"]}, "one layer at a time"),
 ])
 def test_explain_callback_mistakes_are_found_before_the_first_epoch(tmp_path, settings, message):
     """They surfaced after a whole epoch of training."""
@@ -414,6 +432,18 @@ def test_explain_callback_mistakes_are_found_before_the_first_epoch(tmp_path, se
     with pytest.raises(xconv.XconvError, match=message):
         model.fit(images.astype("float32"), np.array([0, 1]), epochs=1, verbose=0, callbacks=[callback, watcher])
     assert epochs == []
+
+
+def test_explain_callback_takes_a_layer_as_a_list_of_one_as_explain_does(tmp_path):
+    from xconv.callbacks import ExplainCallback
+    from xconv.testing import tiny_keras_convnet
+
+    model = tiny_keras_convnet((32, 32), classes=2, seed=0)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    images = np.zeros((2, 32, 32, 3), np.uint8)
+    callback = ExplainCallback(images, tmp_path / "strips", ["a", "b"], layer=["conv2"])
+    model.fit(images.astype("float32"), np.array([0, 1]), epochs=1, verbose=0, callbacks=[callback])
+    assert [p.name for p in callback.strips] == ["epoch_001.png"]
 
 
 def keras_callback(**methods):

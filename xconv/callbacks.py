@@ -117,7 +117,10 @@ class ExplainCallback(_callback_base()):
         if self.layer is not None:
             if not heatmap_method(self.method, "").takes_layer:
                 raise XconvError(f"method {self.method!r} works on the input itself; it takes no layer")
-            spatial_layer(model.keras_model, model.layer_path(self.layer), self.method)
+            layers = list(self.layer) if isinstance(self.layer, (list, tuple)) else [self.layer]
+            if len(layers) != 1:  # as xconv.explain says it, which takes a list of one
+                raise XconvError(f"method {self.method!r} explains one layer at a time; got {len(layers)}")
+            spatial_layer(model.keras_model, model.layer_path(layers[0]), self.method)
 
     def on_epoch_end(self, epoch, logs=None):
         self._last_epoch = epoch + 1

@@ -723,9 +723,8 @@ def train(
                    f"({summary['seconds_per_epoch']:.1f} s/epoch, {summary['train_images_per_second']:.1f} images/s)")
     else:
         typer.echo("interrupted before the first epoch ended: no checkpoint was written")
-    for key in ("checkpoint", "history", "curves", "explanations"):
-        if key in summary and Path(summary[key]).exists():
-            typer.echo(f"wrote {summary[key]}")
+    for path in summary["written"] + ([summary["explanations"]] if "explanations" in summary else []):
+        typer.echo(f"wrote {path}")
     if summary["interrupted"]:
         raise typer.Exit(130)  # as explain does: a script can tell a stopped run from a finished one
 

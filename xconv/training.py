@@ -309,6 +309,18 @@ def truncate_history(history_csv: Path, epochs: int) -> None:
     history_csv.write_text("".join(lines[:1 + epochs]))
 
 
+def file_stamps(paths: dict[str, Path]) -> dict[str, tuple | None]:
+    """Each file's (modification time, size, inode), None where it does not exist: what a run changed."""
+    stamps = {}
+    for key, path in paths.items():
+        try:
+            status = path.stat()
+            stamps[key] = (status.st_mtime_ns, status.st_size, status.st_ino)
+        except OSError:
+            stamps[key] = None
+    return stamps
+
+
 def artifact_paths(out: Path) -> dict[str, Path]:
     stem = out.with_suffix("")
     return {
@@ -592,12 +604,12 @@ def train(data: str | os.PathLike, model_cls, out: str | os.PathLike, config: Tr
     validation_split = read_image_folder(data / "validation", image_size, train_split.class_names)
     for error in train_split.skipped + validation_split.skipped:
         echo(f"skipped {error}")
-    check_splits(data, train_split, validation_split, echo)
     if config.merge_validation:
         train_split, validation_split = split_validation(train_split, validation_split, config.merge_validation)
         use = "held out" if config.keep == "last" else "left for validation (they choose the checkpoint)"
         echo(f"moved {config.merge_validation:.0%} of the validation photos into training; "
              f"{len(validation_split.labels)} {use}")
+    check_splits(data, train_split, validation_split, echo)  # after the move, which may fill a class
     echo(f"{len(train_split.labels)} training and {len(validation_split.labels)} validation images, "
          f"classes {train_split.class_names}, size {image_size[0]}x{image_size[1]}")
     phases = config.phases()
@@ -648,6 +660,7 @@ def train(data: str | os.PathLike, model_cls, out: str | os.PathLike, config: Tr
         extra.append(ExplainCallback(class_names=train_split.class_names,
                                      validation=(validation_split.images, validation_split.labels),
                                      image_size=image_size, resumed_after=initial_epoch, **explain))
+    before = file_stamps(paths)  # an earlier run's files this one may not replace (stopped in its first epoch)
     try:
         summary = fit(keras_model, train_split, validation_split, out, config, initial_epoch, progress,
                       fresh_optimizer=not has_optimizer,
@@ -660,8 +673,10 @@ def train(data: str | os.PathLike, model_cls, out: str | os.PathLike, config: Tr
             summary = fit(keras_model, train_split, validation_split, out, tuning, summary["epochs_run"],
                           RichProgress(tuning.epochs, steps, echo), extra_callbacks=extra, distribution=distribution)
     finally:
-        if out.is_file():
+        written = [key for key, stamp in file_stamps(paths).items() if stamp is not None and stamp != before[key]]
+        if "checkpoint" in written:  # never another run's checkpoint: its classes would be relabelled
             write_metadata(out, metadata)
+    summary["written"] = [str(paths[key]) for key in written]
     if progressive and out.is_file() and not summary["interrupted"]:
         # The finished model takes the training size, like any other checkpoint (no optimizer state left:
         # the run is over). An interrupted run keeps its any-size checkpoint, so --resume continues it.
