@@ -132,3 +132,14 @@ def test_ray_engine_reports_a_wrong_layer_or_class_in_one_line(local_ray, model_
     assert result.exit_code == 1 and len(errors) == 1 and message in errors[0], result.output
     # Not Ray's wrapping of it (Ray's logging to the test runner's closed streams adds noise of its own).
     assert "RayTaskError" not in result.output and "UserCodeException" not in result.output, result.output
+
+
+def test_manifest_names_follow_the_folder_as_given_like_the_local_engine():
+    """Workers write under the absolute folder; the records name files as the local engine does, shared
+    pictures (a chunk's grid) included, and "." gives bare names, since --resume compares them as text."""
+    from xconv.ray_engine import outputs_under
+
+    record = {"status": "ok", "outputs": ["/abs/out/000_a.png"], "shared_outputs": ["/abs/out/grid.png"]}
+    assert outputs_under(record, "/abs/out", "out") == {
+        "status": "ok", "outputs": ["out/000_a.png"], "shared_outputs": ["out/grid.png"]}
+    assert outputs_under(record, "/abs/out", ".")["outputs"] == [str(Path(".") / "000_a.png")] == ["000_a.png"]

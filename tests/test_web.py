@@ -299,21 +299,35 @@ def test_a_client_that_hangs_up_has_its_queued_work_dropped(server, photos, monk
     assert httpx.get(f"{server.url}/api/stats").json()["items"] - before == 1
 
 
-def test_a_busy_port_is_one_line_before_the_url_is_printed():
+def test_a_busy_port_is_one_line_before_the_url_is_printed(monkeypatch):
     import socket
 
-    from xconv.web.server import listening_socket
+    from xconv.web.server import listening_sockets
 
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen()
     try:
         with pytest.raises(xconv.XconvError, match=rf"cannot serve on 127.0.0.1:{taken.getsockname()[1]}: "):
-            listening_socket("127.0.0.1", taken.getsockname()[1])
+            listening_sockets("127.0.0.1", taken.getsockname()[1])
     finally:
         taken.close()
     with pytest.raises(xconv.XconvError, match="cannot serve on nosuch.invalid:80"):
-        listening_socket("nosuch.invalid", 80)
+        listening_sockets("nosuch.invalid", 80)
+    # "localhost" resolving to ::1 first, as on stock Debian: every address is served, on one port.
+    resolve = socket.getaddrinfo
+    both = [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", 0, 0, 0)),
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 0))]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, port, **kw: both if host == "localhost" else
+                        resolve(host, port, **kw))
+    bound = listening_sockets("localhost", 0)
+    try:
+        assert {s.getsockname()[0] for s in bound} <= {"::1", "127.0.0.1"} and "127.0.0.1" in \
+            {s.getsockname()[0] for s in bound}
+        assert len({s.getsockname()[1] for s in bound}) == 1
+    finally:
+        for listening in bound:
+            listening.close()
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])

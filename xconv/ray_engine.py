@@ -163,6 +163,8 @@ def explain_on_ray(paths: list, spec: JobSpec, address: str | None = None, batch
 
 
 def outputs_under(record: dict, written_in: str, shown_in: str) -> dict:
-    """``record`` with its files named under ``shown_in`` instead of ``written_in``, the same folder."""
-    renamed = [os.path.join(shown_in, os.path.relpath(path, written_in)) for path in record.get("outputs", [])]
-    return {**record, "outputs": renamed} if "outputs" in record else record
+    """``record`` with its files named under ``shown_in`` instead of ``written_in``, the same folder, the
+    way the local engine names them (``Path(out) / name``: "./x.png" is "x.png")."""
+    renamed = {key: [str(Path(shown_in) / os.path.relpath(path, written_in)) for path in record[key]]
+               for key in ("outputs", "shared_outputs") if key in record}
+    return {**record, **renamed}

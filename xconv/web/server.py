@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
 import secrets
@@ -43,9 +44,9 @@ def serve(model, host: str = "127.0.0.1", port: int = 8000, token: str | None = 
     token = access_token(host, token, no_token)
     app = create_app(ExplainService(model), token=token, max_batch=max_batch,
                      local_only=token is None and is_loopback(host))
-    listening = listening_socket(host, port)  # before the URL is printed: a busy port fails here, in one line
+    listening = listening_sockets(host, port)  # before the URL is printed: a busy port fails here, in one line
     shown = f"[{host}]" if ":" in host else host
-    url = f"http://{shown}:{listening.getsockname()[1]}/" + (f"?token={token}" if token else "")
+    url = f"http://{shown}:{listening[0].getsockname()[1]}/" + (f"?token={token}" if token else "")
     echo(f"xconv serving {model.display_name} at {url}  (API docs: {url.split('?')[0]}docs; Ctrl-C stops)")
     if not token and not is_loopback(host):
         echo("warning: no access token and not on loopback: anyone who can reach this port can use it")
@@ -53,7 +54,7 @@ def serve(model, host: str = "127.0.0.1", port: int = 8000, token: str | None = 
     logging.getLogger("uvicorn.error").addFilter(drop_cancelled_at_shutdown)  # after Config set logging up
     previous = signal.signal(signal.SIGTERM, stop_requested)
     try:
-        uvicorn.Server(config).run(sockets=[listening])
+        uvicorn.Server(config).run(sockets=listening)
     except (KeyboardInterrupt, StopRequested):
         # uvicorn shuts down cleanly, then raises the signal it caught again: Ctrl-C arrives as
         # KeyboardInterrupt, SIGTERM (docker stop, systemd) here, instead of killing the process before
@@ -61,7 +62,8 @@ def serve(model, host: str = "127.0.0.1", port: int = 8000, token: str | None = 
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
-        listening.close()
+        for bound in listening:
+            bound.close()
 
 
 class StopRequested(Exception):
@@ -72,23 +74,43 @@ def stop_requested(signum, frame):
     raise StopRequested
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
-    """A bound socket for uvicorn, so the port actually used (``--port 0``: any free one) is known before the
+def listening_sockets(host: str, port: int) -> list[socket.socket]:
+    """Bound sockets for uvicorn, one per address ``host`` names ("localhost" is often both ::1 and
+    127.0.0.1), all on one port, so the port actually used (``--port 0``: any free one) is known before the
     URL is printed, and a busy port or an unknown host name is one readable error instead of uvicorn's log."""
     from xconv.errors import XconvError
 
+    def refused(error: OSError):
+        return XconvError(f"cannot serve on {host}:{port}: {error.strerror or error}")
+
     try:
-        family, kind, protocol, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as error:  # socket.gaierror: a name that does not resolve
+        raise refused(error) from None
+    addresses = list(dict.fromkeys((family, kind, protocol, address) for family, kind, protocol, _, address in found))
+    sockets: list[socket.socket] = []
+    failure = None
+    for family, kind, protocol, address in addresses:
         listening = socket.socket(family, kind, protocol)
-    except OSError as error:
-        raise XconvError(f"cannot serve on {host}:{port}: {error.strerror or error}") from None
-    try:
-        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listening.bind(address)
-    except OSError as error:
-        listening.close()
-        raise XconvError(f"cannot serve on {host}:{port}: {error.strerror or error}") from None
-    return listening
+        try:
+            listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                listening.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # its IPv4 twin binds apart
+            if sockets:  # the others on the first one's port (--port 0 drew it)
+                address = (address[0], sockets[0].getsockname()[1], *address[2:])
+            listening.bind(address)
+            sockets.append(listening)
+        except OSError as error:
+            listening.close()
+            failure = error
+            if error.errno == errno.EADDRINUSE:
+                break
+            # else an address this machine cannot bind (::1 without IPv6): served on the others
+    if not sockets or (failure is not None and failure.errno == errno.EADDRINUSE):
+        for bound in sockets:
+            bound.close()
+        raise refused(failure) from None
+    return sockets
 
 
 def drop_cancelled_at_shutdown(record: logging.LogRecord) -> bool:
