@@ -481,3 +481,16 @@ def test_filter_patterns_check_the_output_folder_before_the_work(model_file, tmp
     blocker.write_text("")
     result = invoke("explain", "--method", "filters", "--model", model_file, "--out", blocker)
     assert_one_line_error(result, "a-file is not a folder")
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(model_file, tmp_path):
+    """`xconv predict DIR --json | head` printed 'internal error: BrokenPipeError' once head had its lines."""
+    for index in range(160):
+        Image.fromarray(np.full((8, 8, 3), index, np.uint8)).save(tmp_path / f"p{index:03d}.png")
+    process = subprocess.Popen([sys.executable, "-m", "xconv.cli", "predict", str(tmp_path), "--model",
+                                str(model_file), "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert json.loads(process.stdout.readline())["path"].endswith("p000.png")
+    process.stdout.close()  # as head does after its lines
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141 and "error" not in stderr, stderr

@@ -14,6 +14,7 @@ import functools
 import json
 import logging
 import os
+import stat
 import sys
 import traceback
 import warnings
@@ -82,6 +83,14 @@ def user_errors(command):
             fail(str(error))
         except KeyboardInterrupt:
             fail("interrupted", 130)
+        except BrokenPipeError as error:
+            if not stdout_is_a_pipe():
+                show_traceback(error)
+                fail(f"internal error: {one_line(error)} (run with --debug for the traceback)", 2)
+            # The reader stopped (`xconv predict DIR --json | head`): end quietly as other tools do, with the
+            # status of a process SIGPIPE ended; output still buffered goes nowhere instead of failing again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(141) from None
         except Exception as error:  # noqa: BLE001 - a bug, not a user mistake: still one line by default
             show_traceback(error)
             if isinstance(error, OSError) and error.errno in USER_FILE_ERRORS:  # where the user reads or writes
@@ -89,6 +98,13 @@ def user_errors(command):
             fail(f"internal error: {one_line(error)} (run with --debug for the traceback)", 2)
 
     return wrapper
+
+
+def stdout_is_a_pipe() -> bool:
+    try:
+        return stat.S_ISFIFO(os.fstat(sys.stdout.fileno()).st_mode)
+    except (OSError, ValueError, AttributeError):  # no real file behind it (a test runner's capture)
+        return False
 
 
 def show_traceback(error: BaseException) -> None:
