@@ -104,8 +104,11 @@ class AblationCAM(PerturbationCAM):
         for index, target in enumerate(chosen):
             image_features, target = tf.constant(features[index]), tf.constant(int(target))
             whole = float(step(image_features, tf.constant([-1]), target)[0])
-            ablated = np.concatenate([step(image_features, tf.constant(part), target).numpy()
-                                      for part in chunked(channels, self.chunk)])
+            ablated = []
+            for part in chunked(channels, self.chunk):
+                xconv.stop_if_cancelled()
+                ablated.append(step(image_features, tf.constant(part), target).numpy())
+            ablated = np.concatenate(ablated)
             weights[index] = (whole - ablated) / whole if whole else 0.0
         return weights
 

@@ -515,3 +515,23 @@ def test_a_sequential_file_ending_in_one_unit_is_a_two_class_model(tmp_path, act
     keras.Model(inputs, [layers.Dense(2, activation="softmax")(pooled), layers.Dense(3)(pooled)]).save(tmp_path / "two.keras")
     with pytest.raises(xconv.XconvError, match="one input and one output; this model has 1 inputs and 2 outputs"):
         xconv.load_model(tmp_path / "two.keras")  # was an internal error at the first prediction
+
+
+@pytest.mark.parametrize("method, options", [("rise", {"masks": 64}), ("occlusion", {}), ("scorecam", {}),
+                                             ("ablationcam", {}), ("smoothgrad", {}),
+                                             ("integrated-gradients", {})])
+def test_long_methods_stop_between_chunks_once_their_caller_abandons_them(tiny, images, method, options):
+    """The web page aborts a request when the user picks another method: a RISE call nobody waits for
+    kept the model thread busy for half a minute before the method picked next could start."""
+    from xconv.cancel import Cancelled, cancellable
+
+    calls = []
+
+    def abandoned():
+        calls.append(1)
+        return True
+
+    with cancellable(abandoned), pytest.raises(Cancelled):
+        xconv.explain(tiny, images[:1], method, **options)
+    assert len(calls) == 1  # stopped at the first check, before any chunk ran
+    assert xconv.explain(tiny, images[:1], method, **options).heatmaps.shape[0] == 1  # nothing left set

@@ -256,6 +256,35 @@ def test_stopping_never_waits_for_the_model_call_in_progress():
     assert all(thread.daemon for thread in threading.enumerate() if thread.name == "xconv-model")
 
 
+def test_a_call_whose_requests_are_all_cancelled_stops_between_its_chunks():
+    """The page aborts its request when the user picks another method; the running call stops at its next
+    chunk instead of holding the model thread (a RISE call: half a minute), and the next request runs."""
+    from xconv.cancel import stop_if_cancelled
+    from xconv.web.batching import MicroBatcher
+
+    chunks_run = []
+
+    def run(key, items):
+        for chunk in range(200 if key == "slow" else 1):
+            stop_if_cancelled()
+            chunks_run.append(key)
+            time.sleep(0.01)
+        return items
+
+    batcher = MicroBatcher(run)
+
+    async def scenario():
+        slow = asyncio.ensure_future(batcher.submit("slow", 1))
+        await asyncio.sleep(0.3)
+        slow.cancel()  # what while_connected does when the client hangs up
+        started = time.perf_counter()
+        answer = await batcher.submit("fast", 2)
+        return answer, time.perf_counter() - started
+
+    answer, waited = asyncio.run(scenario())
+    assert answer == 2 and waited < 1 and chunks_run.count("slow") < 100
+
+
 def test_requests_cancelled_at_shutdown_leave_no_traceback_in_the_log():
     import logging
 

@@ -16,6 +16,7 @@ prefer_onednn_kernels()  # before anything imports TensorFlow
 from xconv import layers, perturbation, preprocessing  # noqa: E402
 from xconv.api import compare, explain, load_images, load_model, predict, render, score
 from xconv.cam import CAMExplainer, heatmap_explanation
+from xconv.cancel import Cancelled, stop_if_cancelled
 from xconv.colors import COLORMAPS, apply_colormap, overlay_heatmap, tile
 from xconv.gradients import InputGradientExplainer, attribution_explanation, unit_maps
 from xconv.errors import PluginError, UnknownNameError, XconvError, XconvWarning, first_line
@@ -29,7 +30,7 @@ from xconv.interfaces import Explainer, Explanation, Metric, MetricResult, Model
 __version__ = "0.1.0"
 
 __all__ = [
-    "API_VERSION", "COLORMAPS", "CAMExplainer", "InputGradientExplainer", "attribution_explanation", "compare", "Explainer", "Explanation", "ImageError", "Metric", "MetricResult", "Model", "Option", "Output",
+    "API_VERSION", "COLORMAPS", "CAMExplainer", "Cancelled", "stop_if_cancelled", "InputGradientExplainer", "attribution_explanation", "compare", "Explainer", "Explanation", "ImageError", "Metric", "MetricResult", "Model", "Option", "Output",
     "PluginError", "Renderer", "UnknownNameError", "XconvError", "XconvWarning", "apply_colormap", "explain",
     "first_line", "heatmap_explanation", "hookimpl", "layers", "load_image", "load_images", "load_keras_file",
     "load_model", "load_weights_file", "overlay_heatmap", "perturbation", "predict", "preprocessing", "read_metadata", "render", "score", "safe_name", "save_image", "put_text", "text_width", "tile", "unit_maps",

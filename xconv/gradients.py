@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from xconv.cam import heatmap_explanation
+from xconv.cancel import stop_if_cancelled
 from xconv.interfaces import Explainer
 from xconv.options import Option
 from xconv.scores import SCORE_OPTION, class_scores, resolve_score
@@ -101,6 +102,7 @@ class InputGradientExplainer(Explainer):
         saliency = np.zeros(inputs.shape[:3], np.float64)
         total = len(inputs) * copies
         for start in range(0, total, self.batch_size):
+            stop_if_cancelled()
             pairs = np.arange(start, min(start + self.batch_size, total))
             owners, indices = pairs // copies, pairs % copies
             first = owners[0]  # a chunk's pairs are consecutive, so its owners are first .. first + count - 1

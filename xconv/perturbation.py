@@ -15,6 +15,8 @@ from typing import Iterable
 
 import numpy as np
 
+from xconv.cancel import stop_if_cancelled
+
 
 def masked_probability_step(model, normalize: bool):
     """tf.function (image (H, W, 3), baseline (H, W, 3), masks (B, h, w), target ()) -> (probabilities (B,),
@@ -60,7 +62,10 @@ def masked_probabilities(model, image: np.ndarray, baseline: np.ndarray, masks: 
     step = masked_probability_step(model, normalize)
     image, baseline = tf.constant(image, tf.float32), tf.constant(baseline, tf.float32)
     target = tf.constant(int(target), tf.int32)
-    results = [step(image, baseline, tf.constant(chunk, tf.float32), target) for chunk in masks]
+    results = []
+    for chunk in masks:
+        stop_if_cancelled()
+        results.append(step(image, baseline, tf.constant(chunk, tf.float32), target))
     if not results:
         return np.zeros(0, np.float32), np.zeros(0, bool)
     return (np.concatenate([r[0].numpy() for r in results]), np.concatenate([r[1].numpy() for r in results]))

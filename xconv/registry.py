@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
+from xconv.cancel import Cancelled
 from xconv.errors import PluginError, UnknownNameError, XconvError, one_line
 from xconv.interfaces import Explainer, Metric, Model, Renderer
 from xconv.options import reserved_names
@@ -44,7 +45,7 @@ class Entry:
         this plugin and its distribution (the original stays as ``__cause__`` for ``--debug``)."""
         try:
             yield
-        except XconvError:
+        except (XconvError, Cancelled):  # Cancelled: the caller abandoned the work, the plugin did not fail
             raise
         except Exception as error:  # noqa: BLE001 - third-party code may raise anything
             raise PluginError(f"{self.cls.name!r} from plugin {self.plugin!r} ({self.distribution}) failed in "

@@ -15,6 +15,8 @@ from collections import defaultdict
 from concurrent.futures import Executor, Future
 from typing import Any, Callable, Hashable
 
+from xconv.cancel import cancellable
+
 
 class ModelThread(Executor):
     """One daemon worker thread for model calls. A ThreadPoolExecutor's threads are joined when the
@@ -86,7 +88,7 @@ class MicroBatcher:
                 if not live:
                     continue
                 try:
-                    results = await loop.run_in_executor(self.executor, self.run, key, [item for item, _ in live])
+                    results = await loop.run_in_executor(self.executor, self._run_while_wanted, key, live)
                 except asyncio.CancelledError:  # closed (the queued call dropped) or this task cancelled
                     for _, future in live:
                         future.cancel()  # its requests must not wait forever
@@ -103,6 +105,13 @@ class MicroBatcher:
             self._draining.pop(key, None)
             if not self._pending.get(key):
                 self._pending.pop(key, None)
+
+    def _run_while_wanted(self, key: Hashable, live: list) -> list:
+        """On the worker thread: the call, stopped between its chunks (``xconv.stop_if_cancelled``) once
+        every request it serves is cancelled (their clients left: the page moved on to another method)."""
+        futures = [future for _, future in live]
+        with cancellable(lambda: all(future.cancelled() for future in futures)):
+            return self.run(key, [item for item, _ in live])
 
     def close(self) -> None:
         """Drop the queued calls and return at once, without waiting for the call in progress. Called on the
