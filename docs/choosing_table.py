@@ -66,8 +66,9 @@ def markdown_table(table, methods: list[str], source: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def make_choosing_table(out: Path, per_class: int | None = 12, steps: int = 10, progress: bool = False) -> Path:
-    """Score METHODS with METRICS; write table.txt, summary.json and score.png into ``out``."""
+def make_choosing_table(out: Path, per_class: int | None = 12, steps: int = 10, progress: bool = False,
+                        methods: list[str] = METHODS) -> Path:
+    """Score ``methods`` with METRICS; write table.txt, summary.json and score.png into ``out``."""
     import xconv
     from xconv.demo import chelsea
     from xconv.images import resize
@@ -78,7 +79,7 @@ def make_choosing_table(out: Path, per_class: int | None = 12, steps: int = 10, 
     images = [str(p) for p in photos] or resize(chelsea(), model.input_size)[None]
     track = _progress_bar if progress else None
     table, started = ScoreTable(), time.perf_counter()
-    xconv.score(model, images, METHODS, METRICS, table=table, track=track,
+    xconv.score(model, images, methods, METRICS, table=table, track=track,
                 metric_options={"deletion": {"steps": steps}, "insertion": {"steps": steps},
                                 "randomization": {"layers": RANDOMIZED_LAYERS}})
     seconds = time.perf_counter() - started
@@ -89,13 +90,13 @@ def make_choosing_table(out: Path, per_class: int | None = 12, steps: int = 10, 
     shutil.rmtree(scratch)
     source = (f"{len(photos)} validation photos, deletion and insertion at {steps} steps" if photos
               else "Chelsea (the validation photos are absent)")
-    (out / "table.txt").write_text(markdown_table(table, METHODS, source))
+    (out / "table.txt").write_text(markdown_table(table, methods, source))
     if per_class is None and photos:
         held = held_out_photos(photos)
         subset = ScoreTable(rows=[row for row in table.rows if row["image"] in held],
                             higher_is_better=table.higher_is_better)
         (out / "table-held-out.txt").write_text(markdown_table(
-            subset, METHODS, f"the {len(held)} of those photos the bundled model did not train on (even ranks per class)"))
+            subset, methods, f"the {len(held)} of those photos the bundled model did not train on (even ranks per class)"))
     (out / "summary.json").write_text(json.dumps({"photos": len(photos), "steps": steps, "seconds": round(seconds),
                                                   "skipped": [str(s) for s in table.skipped],
                                                   "summary": table.summary(), "mean_curves": mean_curves(table)},

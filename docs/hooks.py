@@ -6,9 +6,10 @@ Chelsea otherwise), so the docs never hold stale pictures or copies of training 
 turned into MathML at build time (latex2mathml), which browsers draw natively: the site needs no math
 script and no network.
 Pictures are made once and kept between builds, until the bundled model changes (a stamp of its bytes
-is kept beside them). With ``XCONV_DOCS_DRAFT=1`` (the test suite's build) missing pictures are drafts:
-the scoring table on 4 photos, filter patterns from 8 ascent steps and RISE from 250 masks, as the suite runs the docs'
-commands with fewer epochs and steps; drafts are stamped as such, and a build without it remakes them.
+is kept beside them). With ``XCONV_DOCS_DRAFT=1`` (the test suite's build) missing pictures are drafts,
+as the suite runs the docs' commands with fewer epochs and steps: every maker runs, on less work (the
+scoring table of two methods on 2 photos, filter patterns from 2 ascent steps, RISE from 100 masks);
+drafts are stamped as such, and a build without it remakes them.
 """
 
 from __future__ import annotations
@@ -65,12 +66,14 @@ def on_pre_build(config, **kwargs):
 DEMO_FILTERS = "catsdogs_block2_sepconv2_filters_0-15.png"  # xconv demo's filter patterns, on the filters page
 
 
-def make_pictures():
+def make_pictures(filter_steps: int | None = None):
+    """xconv demo's pictures, and Chelsea's receptive-field grid and activations; ``filter_steps`` None: the
+    filter method's default."""
     import xconv
     from xconv.demo import chelsea, run_demo
     from xconv.images import resize
 
-    run_demo(GENERATED)
+    run_demo(GENERATED, filter_options={"steps": filter_steps} if filter_steps else None)
     model = xconv.load_model("catsdogs")
     photo = chelsea()
     explained = xconv.explain(model, resize(photo, model.input_size)[None], target="cat", originals=[photo],
@@ -152,21 +155,22 @@ def drop_pictures_of_another_model(draft: bool = False):
     STAMP.write_text(f"{digest} {'draft' if draft else 'full'}\n")
 
 
-def make_choosing_table(per_class: int = 12, steps: int = 10):
+def make_choosing_table(per_class: int = 12, steps: int = 10, methods: list[str] | None = None):
     """xconv score on ``per_class`` validation photos of each class: the build-time table and figure of the
-    'Choosing' page."""
+    'Choosing' page (``methods`` None: the page's eight)."""
     sys.path.insert(0, str(Path(__file__).parent))
+    from choosing_table import METHODS
     from choosing_table import make_choosing_table as make
 
-    out = make(GENERATED / "choosing", per_class=per_class, steps=steps)
+    out = make(GENERATED / "choosing", per_class=per_class, steps=steps, methods=methods or METHODS)
     shutil.copy(out / "table.txt", GENERATED / "choosing_table.txt")
     shutil.copy(out / "score.png", GENERATED / "choosing_score.png")
 
 
 #: What each picture maker writes (it runs when one is missing) and its options in a draft build.
 PICTURES = [
-    (("chelsea_gradcam_cat.png", DEMO_FILTERS), make_pictures, {}),
-    (("cams_compare.png",), make_method_pictures, {"rise_masks": 250}),
-    (("choosing_table.txt",), make_choosing_table, {"per_class": 2, "steps": 4}),
-    (("filters_table.txt",), make_filter_pictures, {"steps": 8}),
+    (("chelsea_gradcam_cat.png", DEMO_FILTERS), make_pictures, {"filter_steps": 2}),
+    (("cams_compare.png",), make_method_pictures, {"rise_masks": 100}),
+    (("choosing_table.txt",), make_choosing_table, {"per_class": 1, "steps": 2, "methods": ["gradcam", "saliency"]}),
+    (("filters_table.txt",), make_filter_pictures, {"steps": 2}),
 ]

@@ -16,8 +16,9 @@ def chelsea() -> np.ndarray:
     return np.asarray(data.chelsea(), dtype=np.uint8)
 
 
-def run_demo(out: str | Path, model_name: str = "catsdogs") -> list[str]:
-    """Predict, Grad-CAM for every class, the first layers' activations and some filter patterns, into ``out``."""
+def run_demo(out: str | Path, model_name: str = "catsdogs", filter_options: dict | None = None) -> list[str]:
+    """Predict, Grad-CAM for every class, the first layers' activations and some filter patterns, into ``out``
+    (``filter_options``: the filter method's options, such as fewer steps for the docs' draft pictures)."""
     from xconv.images import resize, save_image
     from xconv.layers import feature_layers
 
@@ -39,7 +40,7 @@ def run_demo(out: str | Path, model_name: str = "catsdogs") -> list[str]:
     convolutions = [info.path for info in feature_layers(model.keras_model)
                     if "Conv" in info.type and tuple(getattr(info.layer, "kernel_size", ())) != (1, 1)]
     middle_layer = convolutions[len(convolutions) // 2]
-    patterns = xconv.explain(model, None, "filters", layer=middle_layer, filters="0-15")
+    patterns = xconv.explain(model, None, "filters", layer=middle_layer, filters="0-15", **(filter_options or {}))
     written += xconv.render(patterns, "grid", out)
     lines += [f"wrote {path}" for path in written]
     return lines
