@@ -72,18 +72,23 @@ def fresh_registry():
     reset_registry()
 
 
+def write_plugin_dist(site: Path, dist_name: str, module_name: str, source: str, entry_name: str | None = None):
+    """A fake distribution with an ``xconv`` entry point in ``site``, laid out the way pip would."""
+    site.mkdir(exist_ok=True)
+    (site / f"{module_name}.py").write_text(textwrap.dedent(source))
+    info = site / f"{dist_name.replace('-', '_')}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist_name}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[xconv]\n{entry_name or module_name} = {module_name}\n")
+
+
 @pytest.fixture
 def make_plugin_dist(tmp_path, monkeypatch, fresh_registry):
     """Install a fake distribution with an ``xconv`` entry point, the way pip would lay it out."""
 
     def make(dist_name: str, module_name: str, source: str, entry_name: str | None = None) -> Path:
         site = tmp_path / "site"
-        site.mkdir(exist_ok=True)
-        (site / f"{module_name}.py").write_text(textwrap.dedent(source))
-        info = site / f"{dist_name.replace('-', '_')}-0.1.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist_name}\nVersion: 0.1\n")
-        (info / "entry_points.txt").write_text(f"[xconv]\n{entry_name or module_name} = {module_name}\n")
+        write_plugin_dist(site, dist_name, module_name, source, entry_name)
         if str(site) not in sys.path:
             monkeypatch.syspath_prepend(str(site))
         return site

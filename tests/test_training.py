@@ -2,6 +2,7 @@
 
 import csv
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -42,12 +43,66 @@ def train(*args):
     return runner.invoke(build_app(), ["train", *map(str, args)])
 
 
+QUICK_MODEL = """
+    import xconv
+
+    class Quick(xconv.Model):
+        name = "quick"
+        description = "a small trainable convnet for the tests of training's bookkeeping"
+        trainable = True
+        default_image_size = (48, 48)
+
+        @classmethod
+        def build_for_training(cls, class_names, image_size=(48, 48), weights=None):
+            import keras
+            from keras import layers
+
+            inputs = keras.Input((*image_size, 3), name="image")
+            x = layers.Rescaling(1 / 127.5, offset=-1, name="rescale")(inputs)
+            x = layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False, name="conv1")(x)
+            x = layers.BatchNormalization(name="bn1")(x)
+            x = layers.Activation("relu", name="relu1")(x)
+            x = layers.Conv2D(16, 3, padding="same", activation="relu", name="conv2")(x)
+            x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+            x = layers.Dropout(0.2, name="dropout")(x)
+            outputs = layers.Dense(len(class_names), activation="softmax", name="predictions")(x)
+            return keras.Model(inputs, outputs, name="quick")
+
+    @xconv.hookimpl
+    def xconv_register_models(register):
+        register(Quick)
+"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def quick_model(tmp_path_factory):
+    """``--model quick``: a small trainable net, installed as a third-party plugin would be, for the tests of
+    what training writes, resumes and stops (checkpoints, history, strips, Ctrl-C), which hold for any net.
+    Tracing the catsdogs net's training step made each of those runs about 4x longer (18 s against 5 s on
+    2 cores); catsdogs itself trains in the recipe test below and in the docs' examples."""
+    from conftest import write_plugin_dist
+    from xconv.registry import reset_registry
+
+    site = tmp_path_factory.mktemp("site")
+    write_plugin_dist(site, "xconv-quick", "fakeplug_quick", QUICK_MODEL)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(site))
+        reset_registry()
+        yield "quick"
+    reset_registry()
+    sys.modules.pop("fakeplug_quick", None)
+
+
+def train_quick(*args):
+    return train("--model", "quick", *args)
+
+
 @pytest.fixture(scope="module")
 def trained(dataset, tmp_path_factory):
     """One 2-epoch run shared by every test that reads or continues a trained model (training is most of
     their time); a test that continues it works on a copy (``copy_run``)."""
     out = tmp_path_factory.mktemp("trained") / "tiny.keras"
-    result = train("--data", dataset, "--epochs", "2", "--image-size", "32", "--batch-size", "8", "--out", out)
+    result = train_quick("--data", dataset, "--epochs", "2", "--image-size", "32", "--batch-size", "8", "--out", out)
     assert result.exit_code == 0, result.output
     return out, result.output
 
@@ -73,7 +128,7 @@ def test_train_writes_checkpoint_history_curves_and_skips_corrupt(dataset, train
 
     out = copy_run(out, tmp_path)
     # No --image-size: a resumed run takes its checkpoint's (32), not the model's default (128).
-    resumed = train("--data", dataset, "--epochs", "3", "--batch-size", "8", "--out", out, "--resume")
+    resumed = train_quick("--data", dataset, "--epochs", "3", "--batch-size", "8", "--out", out, "--resume")
     assert resumed.exit_code == 0, resumed.output
     assert "resuming" in resumed.output and "size 32x32" in resumed.output
     assert len(history_rows(tmp_path / "tiny.history.csv")) == 3
@@ -90,10 +145,10 @@ def test_resume_refuses_other_classes_or_another_size_before_touching_the_run(da
     shutil.copytree(dataset, other)
     for split in ("train", "validation"):
         (other / split / "cats").rename(other / split / "zebras")
-    relabelled = train("--data", other, "--epochs", "5", "--batch-size", "8", "--out", out, "--resume")
+    relabelled = train_quick("--data", other, "--epochs", "5", "--batch-size", "8", "--out", out, "--resume")
     assert relabelled.exit_code == 1 and "Traceback" not in relabelled.output
     assert "trained on classes ['cats', 'dogs']" in relabelled.output and "['dogs', 'zebras']" in relabelled.output
-    resized = train("--data", dataset, "--epochs", "5", "--image-size", "48", "--out", out, "--resume")
+    resized = train_quick("--data", dataset, "--epochs", "5", "--image-size", "48", "--out", out, "--resume")
     assert resized.exit_code == 1 and "pass --image-size 32" in resized.output
     assert read_metadata(out)["class_names"] == ["cats", "dogs"]
     assert (tmp_path / "tiny.history.csv").read_text() == history
@@ -110,10 +165,10 @@ def test_a_class_without_readable_training_photos_is_refused_and_validation_gaps
     shutil.copytree(dataset, data)
     for photo in (data / "train" / "dogs").iterdir():
         photo.write_bytes(b"not a photo")
-    result = train("--data", data, "--epochs", "1", "--image-size", "32", "--out", tmp_path / "m.keras")
+    result = train_quick("--data", data, "--epochs", "1", "--image-size", "32", "--out", tmp_path / "m.keras")
     assert result.exit_code == 1 and "no readable images for classes ['dogs']" in result.output
     assert not (tmp_path / "m.keras").exists()
-    merged = train("--data", data, "--epochs", "1", "--image-size", "32", "--batch-size", "8",
+    merged = train_quick("--data", data, "--epochs", "1", "--image-size", "32", "--batch-size", "8",
                    "--merge-validation", "0.5", "--out", tmp_path / "m.keras")  # validation's dogs fill the class
     assert merged.exit_code == 0 and "moved 50% of the validation photos" in merged.output, merged.output
 
@@ -141,7 +196,7 @@ def test_resume_continues_from_the_kept_epoch_and_never_replaces_a_better_checkp
         writer.writeheader()
         writer.writerows(rows)
     before = keras.saving.load_model(out, compile=False).get_weights()
-    resumed = train("--data", dataset, "--image-size", "32", "--batch-size", "8", "--out", out, "--epochs", "3",
+    resumed = train_quick("--data", dataset, "--image-size", "32", "--batch-size", "8", "--out", out, "--epochs", "3",
                     "--resume")
     assert resumed.exit_code == 0, resumed.output
     assert f"after {kept_epoch} epochs" in resumed.output
@@ -314,7 +369,7 @@ def test_explain_every_writes_strips_a_gif_and_tensorboard_images(dataset, tmp_p
     photos = [dataset / "validation" / "cats" / "cats0.jpg", dataset / "validation" / "dogs" / "dogs1.jpg"]
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8 not a photo")
-    result = train("--data", dataset, "--epochs", "3", "--image-size", "32", "--batch-size", "8", "--out", out,
+    result = train_quick("--data", dataset, "--epochs", "3", "--image-size", "32", "--batch-size", "8", "--out", out,
                    "--explain-every", "1", "--explain-images", photos[0], "--explain-images", photos[1],
                    "--explain-images", broken, "--tensorboard", tmp_path / "tb")
     assert result.exit_code == 0, result.output
@@ -352,7 +407,7 @@ def test_explain_callback_keeps_each_readable_photos_own_target(dataset, tmp_pat
                                              ("filters", "needs a heatmap method")])
 def test_a_wrong_explain_method_is_refused_before_the_first_epoch(dataset, tmp_path, method, message):
     out = tmp_path / "watched.keras"
-    result = train("--data", dataset, "--epochs", "1", "--image-size", "32", "--out", out, "--explain-every", "1",
+    result = train_quick("--data", dataset, "--epochs", "1", "--image-size", "32", "--out", out, "--explain-every", "1",
                    "--explain-images", dataset / "validation" / "cats" / "cats0.jpg", "--explain-method", method)
     assert result.exit_code == 1 and message in result.output, result.output
     assert not out.exists() and not out.with_suffix(".history.csv").exists()  # no epoch ran
@@ -372,7 +427,7 @@ def test_an_interrupted_one_phase_run_still_writes_the_gif_of_its_finished_epoch
     monkeypatch.setattr(ExplainCallback, "explain_strip", interrupted_at_epoch_three)
     out = tmp_path / "stopped.keras"
     photo = dataset / "validation" / "cats" / "cats0.jpg"
-    stopped = train("--data", dataset, "--epochs", "5", "--image-size", "32", "--batch-size", "8", "--out", out,
+    stopped = train_quick("--data", dataset, "--epochs", "5", "--image-size", "32", "--batch-size", "8", "--out", out,
                     "--explain-every", "1", "--explain-images", photo)
     folder = tmp_path / "stopped.explanations"
     assert [p.name for p in sorted(folder.glob("epoch_*.png"))] == ["epoch_001.png", "epoch_002.png"]
@@ -394,7 +449,7 @@ def test_a_run_stopped_in_its_first_epoch_claims_no_files_and_exits_130(dataset,
     monkeypatch.setattr(EpochTimer, "on_epoch_begin", stopped)
     fresh, earlier = tmp_path / "fresh", tmp_path / "earlier"
     fresh.mkdir(), earlier.mkdir()
-    result = train("--data", dataset, "--epochs", "2", "--image-size", "32", "--out", fresh / "early.keras")
+    result = train_quick("--data", dataset, "--epochs", "2", "--image-size", "32", "--out", fresh / "early.keras")
     assert result.exit_code == 130 and "no checkpoint was written" in result.output, result.output
     assert "wrote" not in result.output and "nan" not in result.output
     assert list(fresh.iterdir()) == []
@@ -405,7 +460,7 @@ def test_a_run_stopped_in_its_first_epoch_claims_no_files_and_exits_130(dataset,
     shutil.copytree(dataset, other)
     for split in ("train", "validation"):
         (other / split / "cats").rename(other / split / "zebras")
-    result = train("--data", other, "--epochs", "2", "--image-size", "32", "--out", out)
+    result = train_quick("--data", other, "--epochs", "2", "--image-size", "32", "--out", out)
     assert result.exit_code == 130 and "wrote" not in result.output, result.output
     assert out.read_bytes() == checkpoint and read_metadata(out)["class_names"] == ["cats", "dogs"]
 
