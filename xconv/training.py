@@ -341,6 +341,7 @@ def fit(model, train: ImageFolder, validation: ImageFolder, out: str | os.PathLi
     import keras
 
     from xconv.distribute import make_distribution
+    from xconv.weight_decay import decay_at_one_rate
 
     keras.utils.set_random_seed(config.seed)
     out = Path(out)
@@ -355,6 +356,7 @@ def fit(model, train: ImageFolder, validation: ImageFolder, out: str | os.PathLi
             compile_for_training(model, config, steps,
                                  distribution.learning_rate(config.learning_rate, config.scale_learning_rate),
                                  epochs=max(1, config.epochs - initial_epoch))
+    decay_at_one_rate(model.optimizer)  # a resumed checkpoint's optimizer too
     timer = EpochTimer()
     keep_best = config.keep == "best"
     # One checkpoint callback for every phase, so "best" compares across them; a run that continues one
