@@ -34,7 +34,9 @@ def server(catsdogs):
     from xconv.web.app import create_app
     from xconv.web.service import ExplainService
 
-    live = LiveServer(create_app(ExplainService(catsdogs), max_upload_bytes=2 * 1024 * 1024,
+    # 4 ascent steps: the patterns' quality is tested in tests/test_filter_robustness.py, the page here
+    service = ExplainService(catsdogs, filter_options={"steps": 4})
+    live = LiveServer(create_app(service, max_upload_bytes=2 * 1024 * 1024,
                                  local_only=True)).start()  # as `xconv serve` runs on loopback
     yield live
     live.stop()

@@ -83,8 +83,10 @@ class ExplainService:
     """One loaded model and the work the page asks of it. Not thread-safe by itself: the app runs every
     call on one worker thread."""
 
-    def __init__(self, model):
+    def __init__(self, model, filter_options: dict | None = None):
+        """``filter_options``: the filters method's options for the patterns (its defaults: 30 ascent steps)."""
         self.model = model
+        self.filter_options = dict(filter_options or {})
         self.layers = model.feature_layers()
         self.methods = installed_heatmap_methods()  # the registry is fixed once plugins have loaded
         self.stats = ServiceStats()
@@ -174,7 +176,8 @@ class ExplainService:
         with self._filters_lock:
             if layer not in self._filters:
                 explanation = xconv.explain(self.model, None, "filters", layer=layer,
-                                            filters=f"0-{min(count, int(info.output_shape[-1])) - 1}")
+                                            filters=f"0-{min(count, int(info.output_shape[-1])) - 1}",
+                                            **self.filter_options)
                 with tempfile.TemporaryDirectory(prefix="xconv-serve-") as scratch:
                     [output] = xconv.render(explanation, "grid", scratch)
                     png = Path(output.path).read_bytes()
