@@ -77,9 +77,10 @@ QUICK_MODEL = """
 @pytest.fixture(scope="module", autouse=True)
 def quick_model(tmp_path_factory):
     """``--model quick``: a small trainable net, installed as a third-party plugin would be, for the tests of
-    what training writes, resumes and stops (checkpoints, history, strips, Ctrl-C), which hold for any net.
-    Tracing the catsdogs net's training step made each of those runs about 4x longer (18 s against 5 s on
-    2 cores); catsdogs itself trains in the recipe test below and in the docs' examples."""
+    what training writes, resumes, resizes and stops (checkpoints, history, strips, progressive phases,
+    Ctrl-C), which hold for any net. Tracing the catsdogs net's training step made each of those runs about
+    4x longer (18 s against 5 s on 2 cores); catsdogs itself trains in the docs' examples (README.md and
+    docs/training.md: the recipe, progressive resizing included, and the explained run)."""
     from conftest import write_plugin_dist
     from xconv.registry import reset_registry
 
@@ -529,10 +530,11 @@ def test_explain_callback_costs_one_compiled_call_per_epoch(dataset, tmp_path):
 def test_explain_callback_strips_follow_the_weights_of_their_epoch():
     """The callback keeps one xconv.Model, whose Grad-CAM and predict run batch-norm-folded copies: those
     froze at the first strip and later strips mixed live weights with the first epoch's."""
-    from xconv.callbacks import ExplainCallback
-    from xconv_plugins.catsdogs import build_catsdogs
+    from fakeplug_quick import Quick  # a convolution and its batch norm, folded for Grad-CAM
 
-    model = build_catsdogs(2, (32, 32))
+    from xconv.callbacks import ExplainCallback
+
+    model = Quick.build_for_training(["a", "b"], (32, 32))
     model.compile("adam", "sparse_categorical_crossentropy")
     images = (np.random.default_rng(0).random((8, 32, 32, 3)) * 255).astype(np.uint8)
     callback = ExplainCallback(images[:2], Path("unused"), ["a", "b"])
@@ -608,9 +610,10 @@ def test_progressive_cutmix_run_keeps_the_last_epoch_at_the_full_size(dataset, t
 
     real_fit = xconv.training.fit
     monkeypatch.setattr(xconv.training, "fit", counting_fit)
-    result = train("--data", dataset, "--epochs", "3", "--image-size", "32", "--batch-size", "8", "--out", out,
-                   "--small-size", "16", "--small-epochs", "2", "--mixing", "cutmix", "--mixing-probability", "1",
-                   "--keep", "last", "--merge-validation", "0.5", "--explain-every", "1", "--explain-images", photo)
+    result = train_quick("--data", dataset, "--epochs", "3", "--image-size", "32", "--batch-size", "8", "--out", out,
+                         "--small-size", "16", "--small-epochs", "2", "--mixing", "cutmix", "--mixing-probability", "1",
+                         "--keep", "last", "--merge-validation", "0.5", "--explain-every", "1", "--explain-images",
+                         photo)
     assert result.exit_code == 0, result.output
     assert "4 held out" in result.output and "24 training and 4 validation images" in result.output
     assert "epochs 1-2 at 16x16" in result.output and "last val_accuracy" in result.output
@@ -630,9 +633,9 @@ def test_progressive_cutmix_run_keeps_the_last_epoch_at_the_full_size(dataset, t
     assert accuracy == pytest.approx(float(rows[-1]["val_accuracy"]))
 
     # A finished progressive run has no optimizer state left; --resume extends it with a fresh one.
-    resumed = train("--data", dataset, "--epochs", "4", "--image-size", "32", "--batch-size", "8", "--out", out,
-                    "--small-size", "16", "--small-epochs", "2", "--keep", "last", "--merge-validation", "0.5",
-                    "--resume")
+    resumed = train_quick("--data", dataset, "--epochs", "4", "--image-size", "32", "--batch-size", "8", "--out", out,
+                          "--small-size", "16", "--small-epochs", "2", "--keep", "last", "--merge-validation", "0.5",
+                          "--resume")
     assert resumed.exit_code == 0, resumed.output
     assert "fresh optimizer" in resumed.output
     assert len(history_rows(tmp_path / "recipe.history.csv")) == 4
