@@ -67,13 +67,14 @@ def markdown_table(table, methods: list[str], source: str) -> str:
 
 
 def make_choosing_table(out: Path, per_class: int | None = 12, steps: int = 10, progress: bool = False,
-                        methods: list[str] = METHODS) -> Path:
-    """Score ``methods`` with METRICS; write table.txt, summary.json and score.png into ``out``."""
+                        methods: list[str] | None = None) -> Path:
+    """Score ``methods`` (None: METHODS) with METRICS; write table.txt, summary.json and score.png into ``out``."""
     import xconv
     from xconv.demo import chelsea
     from xconv.images import resize
     from xconv.scoring import ScoreTable, write_files
 
+    methods = methods or METHODS
     model = xconv.load_model("catsdogs")
     photos = validation_photos(per_class)
     images = [str(p) for p in photos] or resize(chelsea(), model.input_size)[None]

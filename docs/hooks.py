@@ -159,10 +159,9 @@ def make_choosing_table(per_class: int = 12, steps: int = 10, methods: list[str]
     """xconv score on ``per_class`` validation photos of each class: the build-time table and figure of the
     'Choosing' page (``methods`` None: the page's eight)."""
     sys.path.insert(0, str(Path(__file__).parent))
-    from choosing_table import METHODS
     from choosing_table import make_choosing_table as make
 
-    out = make(GENERATED / "choosing", per_class=per_class, steps=steps, methods=methods or METHODS)
+    out = make(GENERATED / "choosing", per_class=per_class, steps=steps, methods=methods)
     shutil.copy(out / "table.txt", GENERATED / "choosing_table.txt")
     shutil.copy(out / "score.png", GENERATED / "choosing_score.png")
 

@@ -128,7 +128,7 @@ def test_train_writes_checkpoint_history_curves_and_skips_corrupt(dataset, train
     assert model.class_names == ["cats", "dogs"] and model.input_size == (32, 32)
 
     out = copy_run(out, tmp_path)
-    # No --image-size: a resumed run takes its checkpoint's (32), not the model's default (128).
+    # No --image-size: a resumed run takes its checkpoint's (32), not the model's default (48).
     resumed = train_quick("--data", dataset, "--epochs", "3", "--batch-size", "8", "--out", out, "--resume")
     assert resumed.exit_code == 0, resumed.output
     assert "resuming" in resumed.output and "size 32x32" in resumed.output
@@ -170,7 +170,7 @@ def test_a_class_without_readable_training_photos_is_refused_and_validation_gaps
     assert result.exit_code == 1 and "no readable images for classes ['dogs']" in result.output
     assert not (tmp_path / "m.keras").exists()
     merged = train_quick("--data", data, "--epochs", "1", "--image-size", "32", "--batch-size", "8",
-                   "--merge-validation", "0.5", "--out", tmp_path / "m.keras")  # validation's dogs fill the class
+                         "--merge-validation", "0.5", "--out", tmp_path / "m.keras")  # validation's dogs fill the class
     assert merged.exit_code == 0 and "moved 50% of the validation photos" in merged.output, merged.output
 
     def folder(labels):
