@@ -34,7 +34,7 @@ def server(catsdogs):
     from xconv.web.app import create_app
     from xconv.web.service import ExplainService
 
-    # 4 ascent steps: the patterns' quality is tested in tests/test_filter_robustness.py, the page here
+    # 4 ascent steps: the patterns' quality is tested in tests/test_filter_robustness.py; here, the page showing them
     service = ExplainService(catsdogs, filter_options={"steps": 4})
     live = LiveServer(create_app(service, max_upload_bytes=2 * 1024 * 1024,
                                  local_only=True)).start()  # as `xconv serve` runs on loopback
