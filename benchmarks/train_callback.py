@@ -33,7 +33,9 @@ def main() -> None:
 
     from xconv.callbacks import ExplainCallback
     from xconv.registry import get_registry
-    from xconv.training import EpochTimer, TrainConfig, fit, read_image_folder
+    from xconv.image_folders import read_image_folder
+    from xconv.training import TrainConfig, fit
+    from xconv.training_log import EpochTimer
 
     model_cls = get_registry().get("model", "catsdogs")
     size = tuple(model_cls.default_image_size)

@@ -52,7 +52,8 @@ def main() -> None:
     from xconv.evaluation import evaluate_images, plot_confusion
     from xconv.modelfile import export_for_inference
     from xconv.registry import get_registry
-    from xconv.training import TrainConfig, read_image_folder, recalibrate_batch_norms, split_validation, train
+    from xconv.image_folders import read_image_folder, split_validation
+    from xconv.training import TrainConfig, recalibrate_batch_norms, train
     from xconv_plugins.catsdogs import IMAGE_SIZE, CatsDogs, build_catsdogs
 
     started = time.perf_counter()

@@ -35,8 +35,8 @@ def validation_photos(per_class: int | None, folder: Path = SHARED_VALIDATION) -
 
 def held_out_photos(photos: list[Path], share: float = 0.5) -> set[str]:
     """The validation photos the bundled model never trained on: its recipe (``--merge-validation 0.5``)
-    moves that share of each class into training, chosen by file order as ``xconv.training`` does."""
-    from xconv.training import moved_to_training
+    moves that share of each class into training, chosen by file order as ``xconv.image_folders`` does."""
+    from xconv.image_folders import moved_to_training
 
     classes = sorted({path.parent.name for path in photos})
     for name in classes:

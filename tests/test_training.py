@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 import xconv
 from xconv.cli import build_app
 from xconv.modelfile import read_metadata
-from xconv.training import ImageFolder, TrainConfig, augmentation, recalibrate_batch_norms, split_validation
+from xconv.image_folders import ImageFolder, split_validation
+from xconv.training import TrainConfig, augmentation, recalibrate_batch_norms
 
 runner = CliRunner()
 
@@ -442,7 +443,7 @@ def test_a_run_stopped_in_its_first_epoch_claims_no_files_and_exits_130(dataset,
     earlier run's files it named them as its own, and stamped its classes into that run's checkpoint."""
     import shutil
 
-    from xconv.training import EpochTimer
+    from xconv.training_log import EpochTimer
 
     def stopped(self, epoch, logs=None):
         raise KeyboardInterrupt
@@ -694,7 +695,7 @@ def test_an_any_size_checkpoint_predicts_at_its_recorded_training_size(dataset, 
 
 def test_a_save_interrupted_midway_keeps_the_last_good_checkpoint(tmp_path):
     """Ctrl-C during an epoch-end save: the previous checkpoint stays whole, no partial file is left."""
-    from xconv.training import BestCheckpoint
+    from xconv.training_log import BestCheckpoint
 
     class HalfSaving:
         def save(self, path):

@@ -21,7 +21,7 @@ import numpy as np
 
 from xconv.errors import XconvError, XconvWarning, first_line
 from xconv.images import ImageError, load_image, resize, save_image
-from xconv.training import _callback_base
+from xconv.training_log import keras_callback_base
 
 STRIP_TILE = 160
 
@@ -36,7 +36,7 @@ def check_heatmap_method(method: str, options: dict) -> None:
                     options)
 
 
-class ExplainCallback(_callback_base()):
+class ExplainCallback(keras_callback_base()):
     """Keras callback: ``method`` heatmaps of ``images`` every ``every`` epochs, as strips, a GIF and
     optionally TensorBoard images.
 

@@ -77,7 +77,7 @@ def evaluate(model: Model, data: str | os.PathLike, batch_size: int = 32, flip_a
     """
     from xconv.images import load_batch
     from xconv.streaming import decoded_ahead
-    from xconv.training import image_folder_files
+    from xconv.image_folders import image_folder_files
 
     folder = evaluation_folder(data)
     files, folders = image_folder_files(folder)

@@ -1,34 +1,24 @@
 """Training pipeline shared by every trainable model plugin.
 
-Photos are decoded once (through :mod:`xconv.images`, so the training and inference paths see identical
+Photos are decoded once (:mod:`xconv.image_folders`, so the training and inference paths see identical
 pixels), kept in memory as uint8, and streamed through tf.data with augmentation layers that run only on
-the training split. Callbacks keep the best checkpoint by validation accuracy, stop early, log CSV
-history and redraw the learning curves after every epoch.
+the training split. Callbacks (:mod:`xconv.training_log`) keep the best checkpoint by validation
+accuracy, log CSV history and redraw the learning curves after every epoch; early stopping is Keras's.
 """
 
 from __future__ import annotations
 
-import csv
 import os
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from xconv.errors import XconvError
-from xconv.images import IMAGE_SUFFIXES, ImageError, load_image, resize
-
-
-@dataclass
-class ImageFolder:
-    """One split (train or validation) decoded to memory."""
-
-    images: np.ndarray  # uint8 (N, H, W, 3)
-    labels: np.ndarray  # int32 (N,)
-    class_names: list[str]
-    skipped: list[ImageError] = field(default_factory=list)
-    paths: list[Path] = field(default_factory=list)  # the decoded files, in the order of ``images``
+from xconv.image_folders import (ImageFolder, class_folders, empty_classes, image_folder_files,
+                                 read_image_folder, split_validation)
+from xconv.training_log import (BestCheckpoint, EpochTimer, LearningCurves, RichProgress, best_epoch,
+                                completed_epochs, read_history, truncate_history)
 
 
 #: Which checkpoint a run keeps: the best by val_accuracy (with early stopping) or the last epoch's.
@@ -77,62 +67,6 @@ class TrainConfig:
         return [(self.small_size, 0, small_end)] + ([(None, small_end, self.epochs)] if small_end < self.epochs else [])
 
 
-def class_folders(directory: Path) -> list[str]:
-    """The class folders' names, sorted; hidden folders (.ipynb_checkpoints, say) are not classes."""
-    return sorted(p.name for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def image_folder_files(directory: str | os.PathLike, class_names=None) -> tuple[list[tuple[Path, int]], list[str]]:
-    """``directory/<class>/*`` image files with their class's index in ``class_names`` (default: every class
-    folder, sorted), and the class names; one readable error when the layout is not that."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise XconvError(f"{directory}: no such folder (expected <data>/train/<class>/ and <data>/validation/<class>/)")
-    found = class_folders(directory)
-    class_names = list(class_names) if class_names else found
-    if len(class_names) < 2:
-        raise XconvError(f"{directory}: needs at least two class folders, found {found or 'none'}")
-    missing = [name for name in class_names if name not in found]
-    if missing:
-        raise XconvError(f"{directory}: class folders {missing} are missing (found {found})")
-    files = [
-        (path, label)
-        for label, name in enumerate(class_names)
-        for path in sorted((directory / name).iterdir())
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
-    ]
-    return files, class_names
-
-
-def read_image_folder(directory: str | os.PathLike, image_size: tuple[int, int], class_names=None) -> ImageFolder:
-    """Decode ``directory/<class>/*`` at ``image_size``; unreadable files are skipped and listed, not fatal."""
-    directory = Path(directory)
-    files, class_names = image_folder_files(directory, class_names)
-
-    def decode(item):
-        path, label = item
-        try:
-            return resize(load_image(path), image_size), label, None
-        except ImageError as error:
-            return None, label, error
-
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        results = list(pool.map(decode, files))
-    good = [(image, label, path) for (image, label, error), (path, _) in zip(results, files) if error is None]
-    skipped = [error for _, _, error in results if error is not None]
-    if not good:
-        raise XconvError(f"{directory}: no readable images")
-    images = np.stack([image for image, _, _ in good])
-    labels = np.array([label for _, label, _ in good], dtype=np.int32)
-    return ImageFolder(images, labels, class_names, skipped, [path for _, _, path in good])
-
-
-def empty_classes(folder: ImageFolder) -> list[str]:
-    """The classes of ``folder`` with no readable image (an empty folder, or only broken files)."""
-    counts = np.bincount(folder.labels, minlength=len(folder.class_names))
-    return [name for name, count in zip(folder.class_names, counts) if count == 0]
-
-
 def check_splits(data: Path, train_split: ImageFolder, validation_split: ImageFolder, echo) -> None:
     """A class with no training photo would be a class the model never sees: refused. Validation gaps only
     make its accuracy partial, so they are said, not refused."""
@@ -174,39 +108,6 @@ def check_resume(checkpoint: Path, class_names: list[str], image_size: tuple[int
     if trained_at and tuple(trained_at) != tuple(image_size):
         raise XconvError(f"--resume: {checkpoint} trains at {trained_at[0]}x{trained_at[1]}, not "
                          f"{image_size[0]}x{image_size[1]}; pass --image-size {trained_at[0]}")
-
-
-def moved_to_training(labels: np.ndarray, share: float) -> np.ndarray:
-    """Which validation photos (in file order, by class label) ``split_validation`` moves into training:
-    ``share`` of each class, evenly spread (0.5: the odd ranks), so the rest is a fixed held-out set."""
-    if not 0 <= share < 1:
-        raise XconvError(f"--merge-validation must be at least 0 and below 1, got {share}")
-    labels = np.asarray(labels)
-    moved = np.zeros(len(labels), bool)
-    for label in np.unique(labels):
-        members = np.flatnonzero(labels == label)
-        ranks = np.arange(len(members))
-        moved[members[np.floor((ranks + 1) * share) > np.floor(ranks * share)]] = True
-    return moved
-
-
-def split_validation(train: ImageFolder, validation: ImageFolder, share: float) -> tuple[ImageFolder, ImageFolder]:
-    """Move ``share`` of each validation class into training, evenly spread over its sorted files.
-
-    Why: more training photos are the surest accuracy gain on a small set, and the photos left in
-    validation stay untouched when the run keeps its last epoch, so they still give an honest estimate.
-    The choice depends only on file order, so a re-run moves the same photos."""
-    moved = moved_to_training(validation.labels, share)
-
-    def paths_where(mask):
-        return [path for path, chosen in zip(validation.paths, mask) if chosen]
-
-    merged = ImageFolder(np.concatenate([train.images, validation.images[moved]]),
-                         np.concatenate([train.labels, validation.labels[moved]]), train.class_names,
-                         train.skipped, list(train.paths) + paths_where(moved))
-    held_out = ImageFolder(validation.images[~moved], validation.labels[~moved], validation.class_names,
-                           validation.skipped, paths_where(~moved))
-    return merged, held_out
 
 
 def augmentation(seed: int = 1337):
@@ -285,28 +186,6 @@ def compile_for_training(model, config: TrainConfig, steps_per_epoch: int, learn
     # State made here, not inside the first traced step: a variable created while tracing makes TensorFlow
     # trace the whole training step a second time (about 5 s of a short run on 2 cores).
     model.optimizer.build(model.trainable_variables)
-
-
-def completed_epochs(history_csv: Path) -> int:
-    """How many epochs an earlier run logged, so --resume continues the epoch count and the schedule."""
-    if not history_csv.exists():
-        return 0
-    with history_csv.open() as handle:
-        return sum(1 for _ in csv.DictReader(handle))
-
-
-def best_epoch(history_csv: Path) -> int:
-    """Epochs up to and including the first one with the best val_accuracy (0 without a history)."""
-    scores = [row.get("val_accuracy", float("-inf")) for row in read_history(history_csv)]
-    return int(np.argmax(scores)) + 1 if scores else 0
-
-
-def truncate_history(history_csv: Path, epochs: int) -> None:
-    """Keep the first ``epochs`` rows of the history: a resumed run logs the later epochs again."""
-    if not history_csv.exists():
-        return
-    lines = history_csv.read_text().splitlines(keepends=True)
-    history_csv.write_text("".join(lines[:1 + epochs]))
 
 
 def file_stamps(paths: dict[str, Path]) -> dict[str, tuple | None]:
@@ -411,123 +290,6 @@ def fit(model, train: ImageFolder, validation: ImageFolder, out: str | os.PathLi
         "skipped": [str(e) for e in train.skipped + validation.skipped],
         **{name: str(path) for name, path in paths.items()},
     }
-
-
-def read_history(history_csv: Path) -> list[dict[str, float]]:
-    if not Path(history_csv).exists():
-        return []
-    with Path(history_csv).open() as handle:
-        return [{key: float(value) for key, value in row.items() if value != ""} for row in csv.DictReader(handle)]
-
-
-def plot_learning_curves(history_csv: Path, png: Path) -> Path:
-    """Training vs validation accuracy and loss, side by side, as in Chollet's book."""
-    # A bare Figure draws with the Agg canvas without pyplot, so the user's matplotlib backend is left alone.
-    from matplotlib.figure import Figure
-
-    rows = read_history(history_csv)
-    epochs = [int(row["epoch"]) + 1 for row in rows]
-    figure = Figure(figsize=(10, 4))
-    axes = figure.subplots(1, 2)
-    for axis, metric in zip(axes, ("accuracy", "loss")):
-        axis.plot(epochs, [row[metric] for row in rows], "o-", markersize=3, label=f"training {metric}")
-        axis.plot(epochs, [row[f"val_{metric}"] for row in rows], "s-", markersize=3, label=f"validation {metric}")
-        axis.set_xlabel("epoch")
-        axis.set_title(metric)
-        axis.grid(alpha=0.3)
-        axis.legend()
-    figure.tight_layout()
-    figure.savefig(png, dpi=100)
-    return png
-
-
-def _callback_base():
-    import keras
-
-    return keras.callbacks.Callback
-
-
-class LearningCurves(_callback_base()):
-    """Redraws the curves PNG after each epoch, so an interrupted run still has them."""
-
-    def __init__(self, history_csv: Path, png: Path):
-        super().__init__()
-        self.history_csv, self.png = Path(history_csv), Path(png)
-
-    def on_epoch_end(self, epoch, logs=None):
-        # CSVLogger writes its row in the same hook; it runs first because it is listed first.
-        if self.history_csv.exists():
-            plot_learning_curves(self.history_csv, self.png)
-
-
-class BestCheckpoint(_callback_base()):
-    """The model saved after each epoch that beats ``best`` val_accuracy (after every epoch when not
-    ``keep_best``), through a temporary file renamed over the checkpoint: Keras's ModelCheckpoint writes
-    the checkpoint itself, so a Ctrl-C during a save left a truncated file where the last good one was."""
-
-    def __init__(self, path: Path, keep_best: bool, best: float | None = None):
-        super().__init__()
-        self.path, self.keep_best, self.best = Path(path), keep_best, best
-
-    def on_epoch_end(self, epoch, logs=None):
-        score = (logs or {}).get("val_accuracy")
-        if self.keep_best:
-            if score is None or (self.best is not None and not score > self.best):
-                return
-            self.best = float(score)
-        from xconv.modelfile import save_keras_file
-
-        save_keras_file(self.model, self.path)
-
-
-class EpochTimer(_callback_base()):
-    """Wall-clock seconds per epoch, training and validation included, for the benchmark."""
-
-    def __init__(self):
-        super().__init__()
-        self.durations: list[float] = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        import time
-
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        import time
-
-        self.durations.append(time.perf_counter() - self._start)
-
-
-class RichProgress(_callback_base()):
-    """A progress bar over the batches of each epoch on a terminal, and one summary line per epoch."""
-
-    def __init__(self, epochs: int, steps: int, echo=print):
-        super().__init__()
-        self.epochs, self.steps, self.echo = epochs, steps, echo
-        self.bar = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        import sys
-
-        if sys.stderr.isatty():
-            from rich.progress import Progress
-
-            self.bar = Progress(transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task(f"epoch {epoch + 1}/{self.epochs}", total=self.steps)
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.bar is not None:
-            self.bar.update(self.task, completed=batch + 1)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.bar is not None:
-            self.bar.stop()
-            self.bar = None
-        logs = logs or {}
-        self.echo(f"epoch {epoch + 1}/{self.epochs}: accuracy {logs.get('accuracy', float('nan')):.4f} "
-                  f"loss {logs.get('loss', float('nan')):.4f} val_accuracy {logs.get('val_accuracy', float('nan')):.4f} "
-                  f"val_loss {logs.get('val_loss', float('nan')):.4f}")
 
 
 def recalibrate_batch_norms(keras_model, images, batch_size: int = 32) -> int:

@@ -15,7 +15,8 @@ import tensorflow as tf  # noqa: E402
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 from xconv.testing import tiny_keras_convnet  # noqa: E402
-from xconv.training import ImageFolder, TrainConfig, fit  # noqa: E402
+from xconv.image_folders import ImageFolder  # noqa: E402
+from xconv.training import TrainConfig, fit  # noqa: E402
 
 
 def data(seed):
