@@ -472,7 +472,7 @@ def test_mean_curve_skips_an_image_whose_step_is_undefined():
 
 
 def test_score_table_shows_a_dash_where_a_metric_does_not_apply(capsys):
-    from xconv.cli import show_score_table
+    from xconv.cli_output import show_score_table
 
     nan = float("nan")
     summary = [{"method": "gradcam", "metric": "randomization", "mean": 0.25, "ci95": 0.02, "images": 8},

@@ -2,30 +2,29 @@
 
 TensorFlow is imported only inside commands that load a model, so ``xconv --help`` and ``xconv list``
 start fast. User and plugin mistakes print one line (``xconv: error: ...``) and exit non-zero, never a
-traceback (``--debug`` or ``XCONV_DEBUG=1`` shows it). Plugin options travel as ``-O NAME=VALUE`` and are
-checked against each plugin's declaration (:mod:`xconv.options`).
+traceback (``--debug`` or ``XCONV_DEBUG=1`` shows it; :mod:`xconv.cli_errors`). Plugin options travel as
+``-O NAME=VALUE`` and are checked against each plugin's declaration (:mod:`xconv.options`). What the
+commands print lives in :mod:`xconv.cli_output`.
 """
 
 from __future__ import annotations
 
 import atexit
-import errno
-import functools
 import json
 import logging
 import os
-import stat
 import sys
-import traceback
 import warnings
 from pathlib import Path
 from typing import List, Optional
 
-import click
 import typer
 
 import xconv
-from xconv.errors import XconvError, XconvWarning, one_line
+from xconv.cli_errors import fail, finish, report_bad_inputs, show_warning, user_errors
+from xconv.cli_output import (KIND_ORDER, describe_record, describe_synthesized, finish_stream, listing_row, progress,
+                              show_plugin, show_score_table, stream_with_progress)
+from xconv.errors import XconvError
 from xconv.files import check_output_folder
 from xconv.images import MAX_IMAGE_SIDE
 from xconv.options import declared_options, parse_assignments, resolve_options, route_options
@@ -50,81 +49,7 @@ OPTIONS_OPTION = typer.Option(None, "--option", "-O", help="A plugin option NAME
                               "shows a plugin's options.")
 PREPROCESS_OPTION = typer.Option(None, "--preprocess", help="For .keras files: what the network expects its pixels "
                                  "turned into: none (0-255), unit (0-1), tf (-1..1), torch or caffe (ImageNet).")
-KIND_ORDER = ("model", "explainer", "renderer", "metric")
 IMAGES_HELP = "Image files or folders (searched recursively, in sorted order; name sub-folders to limit it)."
-
-
-def fail(message: str, code: int = 1):
-    typer.echo(f"xconv: error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-#: OSErrors about where the user asked xconv to read or write; others (a missing file of xconv's own) are bugs.
-USER_FILE_ERRORS = {errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
-                    errno.EEXIST, errno.ENAMETOOLONG, errno.ELOOP}
-
-
-def file_error_line(error: OSError) -> str:
-    names = " -> ".join(str(name) for name in (error.filename, error.filename2) if name is not None)
-    return f"{names}: {error.strerror}" if names else str(error.strerror or error)
-
-
-def user_errors(command):
-    """Every failure is one line on stderr and a non-zero exit; ``--debug`` adds the traceback."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except (typer.Exit, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
-            raise
-        except XconvError as error:
-            show_traceback(error)
-            fail(str(error))
-        except KeyboardInterrupt:
-            fail("interrupted", 130)
-        except BrokenPipeError as error:
-            if not stdout_is_a_pipe():
-                show_traceback(error)
-                fail(f"internal error: {one_line(error)} (run with --debug for the traceback)", 2)
-            # The reader stopped (`xconv predict DIR --json | head`): end quietly as other tools do, with the
-            # status of a process SIGPIPE ended; output still buffered goes nowhere instead of failing again.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            raise typer.Exit(141) from None
-        except Exception as error:  # noqa: BLE001 - a bug, not a user mistake: still one line by default
-            show_traceback(error)
-            if isinstance(error, OSError) and error.errno in USER_FILE_ERRORS:  # where the user reads or writes
-                fail(file_error_line(error))
-            fail(f"internal error: {one_line(error)} (run with --debug for the traceback)", 2)
-
-    return wrapper
-
-
-def stdout_is_a_pipe() -> bool:
-    try:
-        return stat.S_ISFIFO(os.fstat(sys.stdout.fileno()).st_mode)
-    except (OSError, ValueError, AttributeError):  # no real file behind it (a test runner's capture)
-        return False
-
-
-def show_traceback(error: BaseException) -> None:
-    if debugging():
-        traceback.print_exception(error, file=sys.stderr)
-
-
-#: Warnings raised inside these packages are about xconv's own use of them (a retrace, a structure hint),
-#: not about the user's work: shown with --debug only.
-LIBRARY_INTERNALS = ("/keras/", "/tensorflow/", "/tf_keras/", "/absl/")
-
-
-def show_warning(message, category, filename, lineno, file=None, line=None):
-    """Each warning as one line; those from inside Keras and TensorFlow only with --debug."""
-    if issubclass(category, XconvWarning):
-        typer.echo(f"xconv: warning: {message}", err=True)
-    elif debugging():
-        typer.echo(warnings.formatwarning(message, category, filename, lineno, line), err=True, nl=False)
-    elif not any(part in str(filename).replace("\\", "/") for part in LIBRARY_INTERNALS):
-        typer.echo(f"xconv: warning: {category.__name__} from {Path(filename).name}:{lineno}: {message}", err=True)
 
 
 @app.callback()
@@ -181,19 +106,6 @@ def routed_options(assignments: list[tuple], components: dict[str, type], groups
     return routed
 
 
-def progress(items, description: str, total: int | None = None):
-    """A rich progress bar on a terminal for long batches; plain iteration otherwise. With ``total``,
-    ``items`` may be an iterator: it is not consumed ahead of the loop."""
-    if total is None:
-        items = list(items)
-        total = len(items)
-    if total > 1 and sys.stderr.isatty():
-        from rich.progress import track
-
-        return track(items, description=description, total=total, transient=True)
-    return items
-
-
 def chunks(items: list, size: int):
     return [items[start:start + size] for start in range(0, len(items), size)]
 
@@ -222,64 +134,6 @@ def list_plugins(
         note = f" ({row['note']})" if row["note"] else ""
         table.add_row(row["kind"], row["name"], row["distribution"], row["description"] + note)
     Console().print(table)
-
-
-def listing_row(registry, kind: str, name: str, entry) -> dict:
-    """One row of ``xconv list``: an entry that lost a name clash is listed under its qualified name."""
-    holder = registry.entries[kind].get(name)
-    note = "" if entry is holder else ("the built-in holds this name" if holder else "name claimed twice: qualify it")
-    return {"kind": kind, "name": name if entry is holder else entry.qualified(name), "distribution": entry.distribution,
-            "description": entry.description, "note": note}
-
-
-def plugin_details(kind: str, entry) -> dict:
-    cls = entry.cls
-    details = {"kind": kind, "name": cls.name, "plugin": entry.plugin, "distribution": entry.distribution,
-               "description": cls.description}
-    if kind == "explainer":
-        details.update(explains=cls.kind, needs_images=cls.needs_images)
-    if kind == "renderer":
-        details["accepts"] = list(cls.accepts)
-    if kind == "metric":
-        details["higher_is_better"] = cls.higher_is_better
-    details["options"] = [
-        {"name": option.name, "type": option.type_name, "default": option.default, "help": option.help,
-         "choices": list(option.choices)}
-        for option in declared_options(cls).values()
-    ]
-    return details
-
-
-def show_plugin(name: str, as_json: bool) -> None:
-    registry = get_registry()
-    found = registry.find(name)
-    if not found:
-        for kind in KIND_ORDER:
-            try:
-                registry.entry(kind, name)
-            except XconvError as error:
-                if "unknown" not in str(error):
-                    raise  # a clash or a plugin that failed to load: that message says more
-        known = "; ".join(f"{kind}s: {', '.join(registry.names(kind))}" for kind in KIND_ORDER)
-        raise XconvError(f"no plugin provides {name!r}; {known}")
-    details = [plugin_details(kind, entry) for kind, entry in found]
-    if as_json:
-        typer.echo(json.dumps(details, indent=1, default=str))
-        return
-    for item in details:
-        extra = {"explainer": lambda: f", makes {item['explains']} explanations",
-                 "renderer": lambda: f", draws {', '.join(item['accepts'])}"}.get(item["kind"], lambda: "")()
-        typer.echo(f"{item['kind']} {item['name']} (plugin {item['plugin']}, distribution {item['distribution']}"
-                   f"{extra})")
-        typer.echo(f"  {item['description']}")
-        if not item["options"]:
-            typer.echo("  options: none")
-            continue
-        typer.echo("  options (-O NAME=VALUE):")
-        for option in item["options"]:
-            choices = f" (one of: {', '.join(map(str, option['choices']))})" if option["type"] == "choice" else ""
-            typer.echo(f"    {option['name']:<18} {option['type']:<20} default {option['default']!s:<8} "
-                       f"{option['help']}{choices}")
 
 
 @app.command()
@@ -313,23 +167,6 @@ def predict(
                 typer.echo(f"{path}: " + ", ".join(f"{label} {score:.3f}" for label, score in result))
         failures += report_bad_inputs(errors, as_json)
     finish(failures, len(paths))
-
-
-def report_bad_inputs(errors, as_json: bool) -> int:
-    for error in errors:
-        if as_json:
-            typer.echo(json.dumps({"path": error.path, "error": error.reason}))
-        else:
-            typer.echo(f"xconv: error: {error}", err=True)
-    return len(errors)
-
-
-def finish(failures: int, total: int) -> None:
-    if total == 0:
-        fail("no input images (folders are searched recursively for .jpg, .png, .bmp, .webp, .tif and .gif files)")
-    if failures:
-        typer.echo(f"xconv: {failures} of {total} inputs failed", err=True)
-        raise typer.Exit(1)
 
 
 @app.command()
@@ -461,55 +298,6 @@ def input_photos(images: list[Path], out: Path) -> list[Path]:
     return paths
 
 
-def describe_record(record: dict) -> None:
-    parts = [f"predicted {record['prediction']} {record['probability']:.3f}"] if record.get("prediction") else []
-    if record.get("targets") or record.get("layer"):
-        parts.append("explained" + (f" {', '.join(dict.fromkeys(record['targets']))}" if record.get("targets") else "")
-                     + (f" at {layer_text(record['layer'])}" if record.get("layer") else ""))
-    typer.echo(f"{record['input']}: {'; '.join(parts)}")
-    for item in record["outputs"]:
-        typer.echo(f"  wrote {item}")
-
-
-def stream_with_progress(paths, out, decode, compute, write, show, resume: bool, description: str,
-                         job: str | None = None):
-    """``xconv.streaming.stream`` with a rich progress bar (count, rate, time left) on a terminal."""
-    from xconv.streaming import stream
-
-    if not (len(paths) > 1 and sys.stderr.isatty()):
-        return stream(paths, out, decode, compute, write, resume=resume, on_records=show, job=job)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
-    from rich.text import Text
-
-    class Rate(ProgressColumn):
-        def render(self, task):
-            return Text(f"{task.speed:.1f}/s" if task.speed else "")
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(), TimeRemainingColumn(),
-                  transient=True) as bar:
-        task = bar.add_task(description, total=len(paths))
-        return stream(paths, out, decode, compute, write, resume=resume, on_records=show, job=job,
-                      on_progress=lambda count: bar.advance(task, count))
-
-
-def finish_stream(summary, out: Path, as_json: bool, resume_hint: str = "rerun with --resume to continue") -> None:
-    """The one-line summary; exit 1 when an input failed, 130 when interrupted."""
-    line = (f"explained {summary.explained} of {summary.inputs} inputs in {summary.seconds:.1f} s "
-            f"({summary.rate:.1f}/s), {summary.files} files in {out}")
-    if summary.resumed:
-        line += f"; {summary.resumed} already done (--resume)"
-    if summary.failed:
-        line += f"; {summary.failed} failed"
-    if (out / "manifest.jsonl").is_file():  # not when nothing was written (stopped before the first batch)
-        line += f"; manifest {out / 'manifest.jsonl'}"
-    if not as_json:  # with --json every line on stdout is one input's record
-        typer.echo(line)
-    if summary.interrupted:
-        typer.echo(f"xconv: interrupted after the current batch; {resume_hint}", err=True)
-        raise typer.Exit(130)
-    finish(summary.failed, summary.inputs)
-
-
 def method_names(text: str) -> list[str]:
     """'gradcam' -> one method; 'a,b,c' -> several; 'all' -> every installed heatmap method for images."""
     if text.strip().lower() == "all":
@@ -587,51 +375,6 @@ def score(
     if failures:
         typer.echo(f"xconv: {failures} of {len(paths)} inputs failed", err=True)
         raise typer.Exit(1)
-
-
-def show_score_table(summary, best, methods, metrics, higher_is_better) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    cells = {(row["method"], row["metric"]): row for row in summary}
-    table = Table("method", *[f"{m} {'↑' if higher_is_better.get(m, True) else '↓'}" for m in metrics],
-                  title="mean ± 95 % interval; * best method")
-    for name in methods:
-        values = []
-        for metric_name in metrics:
-            row = cells.get((name, metric_name))
-            text = "-" if row is None or row["images"] == 0 else f"{row['mean']:.3f}" + (
-                f" ± {row['ci95']:.3f}" if row["images"] > 1 else "")
-            values.append(text + (" *" if best.get(metric_name) == name else ""))
-        table.add_row(name, *values)
-    Console(width=max(100, 24 * (len(metrics) + 1))).print(table)
-
-
-def describe_synthesized(explanation, written, as_json: bool) -> None:
-    """Report a method that makes its own inputs (filter patterns): its layer, outputs, scores and robustness."""
-    import numpy as np
-
-    scores = explanation.arrays.get("scores")
-    robustness = explanation.arrays.get("robustness")
-    if as_json:
-        typer.echo(json.dumps({"method": explanation.method, "layer": explanation.layer,
-                               "outputs": [str(p) for p in written],
-                               "filters": explanation.metadata.get("filters"),
-                               "scores": [] if scores is None else [float(v) for v in scores],
-                               "robustness": None if robustness is None else
-                               [None if np.isnan(v) else round(float(v), 4) for v in robustness]}))
-        return
-    typer.echo(f"{explanation.method}" + (f" at {layer_text(explanation.layer)}" if explanation.layer else ""))
-    if robustness is not None and np.isfinite(robustness).any():
-        fragile = int(np.sum(~(np.nan_to_num(robustness, nan=0.0) >= 0.5)))
-        typer.echo(f"  robustness (activation kept when moved a little): median {np.nanmedian(robustness):.2f}, "
-                   f"{fragile} of {len(robustness)} patterns below 0.5")
-    for item in written:
-        typer.echo(f"  wrote {item}")
-
-
-def layer_text(layer) -> str:
-    return layer if isinstance(layer, str) else f"{len(layer)} layers"
 
 
 @app.command()
