@@ -55,9 +55,12 @@ class CAMExplainer(Explainer):
     def compiled_step(self):
         """tf.function: (inputs, targets with -1 for 'predicted') -> (maps, chosen targets, probabilities).
 
-        Cached on the model per method and layer, so a new explainer for the same job does not retrace.
+        Cached on the model per method, layer and option values, so a new explainer for the same job does not
+        retrace, and one with other options (a subclass's own, which ``channel_weights`` may read) never gets
+        a step that captured another explainer's. The batch size does not shape the graph: left out.
         """
-        return self.model.cached((type(self), "cam_step", self.layer, self.score), self._build_step)
+        settings = repr(sorted((name, value) for name, value in self.options.items() if name != "batch_size"))
+        return self.model.cached((type(self), "cam_step", self.layer, self.score, settings), self._build_step)
 
     def _build_step(self):
         import tensorflow as tf
