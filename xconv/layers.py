@@ -156,9 +156,9 @@ def build_feature_model(model, layer_paths: list[str], head: bool = True, spatia
                         selection: ChannelSelection | None = None):
     """A keras.Model: input -> [each wanted layer's output..., logits, probabilities].
 
-    ``logits`` is the pre-softmax score when the model ends in a softmax (a final ``Activation`` or a
-    ``Dense`` with softmax activation); Grad-CAM differentiates it, as in Selvaraju et al. Otherwise it is
-    the model output itself. With ``head=False`` the model stops at the wanted layers (no wasted compute
+    ``logits`` is the pre-softmax score when the model ends in a softmax (a final ``Softmax`` layer, an
+    ``Activation`` or a ``Dense`` with softmax activation); Grad-CAM differentiates it, as in Selvaraju et
+    al. Otherwise it is the model output itself. With ``head=False`` the model stops at the wanted layers (no wasted compute
     above them), and ``spatial_size`` may then set another input size, ``(None, None)`` for any.
     ``transform(layer, output)`` may replace each layer's output in the copy (guided backpropagation's
     gradient gates, say); the user's model itself is never changed. ``selection`` (one layer, ``head=False``)
@@ -353,7 +353,9 @@ def _call_capturing_logits(layer, args, kwargs, captured):
     is_softmax = getattr(layer, "activation", None) in (keras.activations.softmax,) or (
         getattr(getattr(layer, "activation", None), "__name__", "") == "softmax"
     )
-    if isinstance(layer, keras.layers.Activation) and is_softmax:
+    # A Softmax layer (Sequential([base, layers.Softmax()]), as TensorFlow's tutorials end a classifier) has
+    # no activation attribute: its input is the logits all the same.
+    if isinstance(layer, keras.layers.Softmax) or (isinstance(layer, keras.layers.Activation) and is_softmax):
         captured["__logits__"] = args[0]
         return layer(*args, **kwargs)
     if isinstance(layer, keras.layers.Dense) and is_softmax:
