@@ -109,7 +109,10 @@ class AblationCAM(PerturbationCAM):
                 xconv.stop_if_cancelled()
                 ablated.append(step(image_features, tf.constant(part), target).numpy())
             ablated = np.concatenate(ablated)
-            weights[index] = (whole - ablated) / whole if whole else 0.0
+            # The paper divides by y, taking it positive; dividing by |y| keeps that for y > 0 and, for a class
+            # the model rejects (y < 0; always, on the log-odds of two classes), counts a channel for the
+            # class when removing it lowers the class's score, rather than flipping every weight's sign.
+            weights[index] = (whole - ablated) / abs(whole) if whole else 0.0
         return weights
 
 

@@ -181,10 +181,21 @@ def test_ablationcam_equals_a_plain_per_channel_loop(tiny, images):
         for k in range(features.shape[-1]):
             ablated = features.copy()
             ablated[..., k] = 0
-            weights.append((y - float(logits(ablated[None])[0, targets[index]])) / y)
+            weights.append((y - float(logits(ablated[None])[0, targets[index]])) / abs(y))
         expected.append((features * np.array(weights)).sum(-1))
     explained = xconv.explain(tiny, images, "ablationcam", layer="conv3", score="logit", chunk=5)
     np.testing.assert_allclose(explained.heatmaps, unit(np.array(expected)), atol=1e-5)
+
+
+def test_ablationcam_gives_each_of_two_classes_its_own_evidence(images):
+    """On the log-odds of two classes y(b) = -y(a): dividing by y itself, as the paper writes it for a
+    positive y, gave both classes the same weights, so the page's and the report's map for the rejected
+    class was the predicted class's. With |y| each class's weights are the other's, negated."""
+    model = TinyModel(tiny_keras_convnet((32, 32), classes=2, seed=3), ["a", "b"])
+    first = xconv.explain(model, images, "ablationcam", target=0, layer="conv3")
+    second = xconv.explain(model, images, "ablationcam", target=1, layer="conv3")
+    np.testing.assert_allclose(second.weights, -first.weights, rtol=1e-4, atol=1e-6)
+    assert np.abs(first.weights).max() > 0 and not np.allclose(first.heatmaps, second.heatmaps, atol=0.05)
 
 
 def test_ablationcam_needs_a_layer_that_decides_alone(tiny, images):
@@ -515,6 +526,48 @@ def test_a_sequential_file_ending_in_one_unit_is_a_two_class_model(tmp_path, act
     keras.Model(inputs, [layers.Dense(2, activation="softmax")(pooled), layers.Dense(3)(pooled)]).save(tmp_path / "two.keras")
     with pytest.raises(xconv.XconvError, match="one input and one output; this model has 1 inputs and 2 outputs"):
         xconv.load_model(tmp_path / "two.keras")  # was an internal error at the first prediction
+
+
+def test_a_model_ending_in_a_softmax_layer_is_explained_on_its_logits(images):
+    """TensorFlow's tutorials end a classifier in ``layers.Softmax()``, which has no ``activation``
+    attribute: such a model was explained on its probabilities, a saturating score. Its logits and maps now
+    equal those of the same network with the softmax inside its last Dense."""
+    from keras import layers
+
+    def network(*last):
+        keras.utils.set_random_seed(5)
+        return keras.Sequential([keras.Input((32, 32, 3)), layers.Rescaling(1 / 255.0),
+                                 layers.Conv2D(8, 3, activation="relu", name="conv1"),
+                                 layers.GlobalAveragePooling2D(), *last])
+
+    separate = network(layers.Dense(3, name="out"), layers.Softmax())
+    inside = network(layers.Dense(3, activation="softmax", name="out"))
+    inside.set_weights(separate.get_weights())
+    models = [TinyModel(keras_model, ["x", "y", "z"]) for keras_model in (separate, inside)]
+    logits = [np.asarray(model.feature_model([])(images.astype("float32"))[0]) for model in models]
+    np.testing.assert_allclose(logits[0], logits[1], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(logits[0].sum(axis=1), 1.0)  # not the probabilities
+    maps = [xconv.explain(model, images, "gradcam", target=2, layer="conv1").heatmaps for model in models]
+    np.testing.assert_allclose(maps[0], maps[1], atol=1e-5)
+
+
+def test_a_cam_subclass_with_other_options_gets_its_own_compiled_step(tiny, images):
+    """The compiled step was cached per method and layer only, and captured the explainer that built it:
+    a second explainer of the same class with another option value silently got the first one's maps."""
+    import tensorflow as tf
+
+    class PowerCAM(xconv.CAMExplainer):
+        name = "power-cam-test"
+        options = (xconv.Option("power", float, 1.0, "exponent of the positive gradients"),)
+
+        def channel_weights(self, features, gradients):
+            return tf.reduce_mean(tf.nn.relu(gradients) ** self.power, axis=(1, 2))
+
+    linear = PowerCAM(tiny, "conv3", power=1.0).explain(images)
+    cubed = PowerCAM(tiny, "conv3", power=3.0).explain(images)
+    again = PowerCAM(tiny, "conv3", power=1.0, batch_size=2).explain(images)
+    assert not np.allclose(linear.heatmaps, cubed.heatmaps, atol=1e-3)
+    np.testing.assert_allclose(again.heatmaps, linear.heatmaps, atol=1e-6)
 
 
 @pytest.mark.parametrize("method, options", [("rise", {"masks": 64}), ("occlusion", {}), ("scorecam", {}),
