@@ -301,6 +301,18 @@ def test_drawing_flags_go_to_the_renderer_not_to_a_method_option_of_the_same_nam
     assert len(list(tmp_path.glob("*_rise_*.png"))) == 1
 
 
+def test_a_renderer_that_cannot_draw_the_method_is_refused_before_the_model_loads(photos, tmp_path):
+    """It was refused only when the first chunk's pictures were drawn, after the model had loaded and
+    computed them; the missing model file shows the check now comes first."""
+    assert_one_line_error(invoke("explain", photos, "--renderer", "grid", "--model", tmp_path / "absent.keras",
+                                 "--out", tmp_path / "out"),
+                          "renderer 'grid' cannot draw heatmap explanations; use one of: overlay")
+    assert_one_line_error(invoke("explain", photos, "--method", "gradcam,layercam", "--renderer", "grid",
+                                 "--model", tmp_path / "absent.keras", "--out", tmp_path / "out"),
+                          "renderer 'grid' cannot draw comparison explanations; use one of: compare")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_model_file_with_code_loads_only_with_unsafe(photos, tmp_path):
     """A Lambda layer's Python runs at load: refused with safe_mode unless the user says they trust it."""
     import keras

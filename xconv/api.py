@@ -319,6 +319,15 @@ def score(model: Model, images, methods=("gradcam",), metrics=("deletion", "inse
         return table.rows
 
 
+def unfit_renderer(name: str, kind: str, fits) -> XconvError:
+    """The error for renderer ``name``, which cannot draw ``kind`` explanations; it names the renderers that
+    can (``fits(renderer class)``)."""
+    registry = get_registry()
+    fitting = [other for other in registry.names("renderer") if fits(registry.get("renderer", other))]
+    return XconvError(f"renderer {name!r} cannot draw {kind} explanations; "
+                      f"use one of: {', '.join(fitting) or 'none installed'}")
+
+
 def render(explanation: Explanation, renderer: str = "overlay", out_dir: str | os.PathLike = "xconv-out",
            **options) -> list[Output]:
     """Write ``explanation`` with renderer ``renderer`` into ``out_dir`` (created); returns one
@@ -329,9 +338,7 @@ def render(explanation: Explanation, renderer: str = "overlay", out_dir: str | o
     entry = registry.entry("renderer", renderer)
     renderer_cls = entry.cls
     if not renderer_cls.can_render(explanation):
-        fitting = [n for n in registry.names("renderer") if registry.get("renderer", n).can_render(explanation)]
-        raise XconvError(f"renderer {renderer!r} cannot draw {explanation.kind} explanations; "
-                         f"use one of: {', '.join(fitting) or 'none installed'}")
+        raise unfit_renderer(renderer, explanation.kind, lambda cls: cls.can_render(explanation))
     resolved = resolve_options(renderer_cls, options)
     check_output_folder(out_dir)
     Path(out_dir).mkdir(parents=True, exist_ok=True)

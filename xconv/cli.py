@@ -211,6 +211,9 @@ def explain(
     renderer_name = renderer or get_registry().default_renderer(kind)
     renderer_cls = registry.get("renderer", renderer_name)
     per_method = several and "heatmap" in renderer_cls.accepts and "comparison" not in renderer_cls.accepts
+    drawn_kind = "heatmap" if per_method else kind
+    if drawn_kind not in renderer_cls.accepts:  # said now, not after a folder's first chunk has been computed
+        raise xconv.api.unfit_renderer(renderer_name, drawn_kind, lambda cls: drawn_kind in cls.accepts)
     # The drawing flags go to the renderer when it has them, so a method's option of the same name (rise's
     # cells were once called grid) never receives them; else the usual routing says who has them.
     drawn = declared_options(renderer_cls)
