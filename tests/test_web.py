@@ -589,3 +589,37 @@ def test_report_of_only_unreadable_files_keeps_the_earlier_report(photos, tmp_pa
     folder.mkdir()
     result = runner.invoke(app, ["report", str(photos / "chelsea.jpg"), "--out", str(folder)])
     assert result.exit_code == 1 and "is a folder" in result.output, result.output
+
+
+def test_report_reads_methods_and_options_as_explain_does(catsdogs, photos, tmp_path, monkeypatch):
+    """``--method`` was split by hand ('all' refused after the model loaded) and ``-O`` reached the model
+    only (``-O score=logit`` refused); now both are read as ``xconv explain`` and ``xconv score`` read them,
+    and the options reach every explanation of the report."""
+    import types
+
+    from typer.testing import CliRunner
+
+    import xconv.report
+    from xconv.cli import build_app
+    from xconv.web.service import ExplainKey, ExplainService
+
+    asked = []
+    monkeypatch.setattr(xconv.report, "build_report", lambda model, paths, out, methods, **kwargs: asked.append(
+        (methods, kwargs["method_options"])) or types.SimpleNamespace(errors=[], photos=1, path=photos / "crop.png"))
+    runner, app = CliRunner(), build_app()
+    result = runner.invoke(app, ["report", str(photos / "chelsea.jpg"), "--method", "all", "--out",
+                                 str(tmp_path / "r.html")])
+    assert result.exit_code == 0, result.output
+    heatmap_methods = [m["name"] for m in xconv.web.service.installed_heatmap_methods()]
+    assert asked[-1][0] == heatmap_methods and "gradcam" in heatmap_methods and "filters" not in heatmap_methods
+    result = runner.invoke(app, ["report", str(photos / "chelsea.jpg"), "--method", "gradcam,layercam",
+                                 "-O", "gradcam.score=logit", "--out", str(tmp_path / "r.html")])
+    assert result.exit_code == 0, result.output
+    assert asked[-1] == (["gradcam", "layercam"], {"gradcam": {"score": "logit"}, "layercam": {}})
+
+    real_explain, seen = xconv.explain, []
+    monkeypatch.setattr(xconv, "explain", lambda *args, **kwargs: seen.append(kwargs.get("score")) or
+                        real_explain(*args, **kwargs))
+    service = ExplainService(catsdogs, method_options={"gradcam": {"score": "logit"}})
+    service.explain(service.check(ExplainKey("gradcam")), [service.upload(chelsea())])
+    assert seen == ["logit", "logit"]  # the predicted class's map and the other class's

@@ -583,7 +583,7 @@ def serve(
 def report(
     images: List[Path] = typer.Argument(..., help=IMAGES_HELP),
     out: Path = typer.Option(Path("report.html"), "--out", "-o", help="The HTML file to write."),
-    method: str = typer.Option("gradcam", "--method", help="Heatmap methods, comma-separated."),
+    method: str = typer.Option("gradcam", "--method", help="Heatmap methods: a,b,c or 'all'."),
     model: str = MODEL_OPTION,
     weights: Optional[str] = WEIGHTS_OPTION,
     layers: int = typer.Option(2, "--layers", min=0, help="Activation grids of this many first layers per photo."),
@@ -602,11 +602,14 @@ def report(
     if out.is_dir():
         raise XconvError(f"--out {out} is a folder; name the HTML file to write")
     check_output_folder(out.parent)
-    routed = routed_options(parse_assignments(option), {"model": model_class(model)})
+    methods = method_names(method)
+    method_classes = {name: get_registry().get("explainer", name) for name in methods}
+    routed = routed_options(parse_assignments(option), {"model": model_class(model), **method_classes},
+                            {"method": methods})
     loaded = open_model(model, weights, unsafe, preprocess, routed["model"])
     paths = xconv.images.expand_inputs(images)
-    methods = [name.strip() for name in method.split(",") if name.strip()]
-    written = build_report(loaded, paths, out, methods, activation_layers=layers, filter_layer=filters_layer)
+    written = build_report(loaded, paths, out, methods, activation_layers=layers, filter_layer=filters_layer,
+                           method_options={name: routed[name] for name in methods})
     failures = report_bad_inputs(written.errors, False)
     if written.photos:
         size = written.path.stat().st_size / 1e6

@@ -30,9 +30,9 @@ class Report:
 
 
 def build_report(model, images, out, methods=("gradcam",), activation_layers: int = 2, filter_layer=None,
-                 batch_size: int = 16) -> Report:
+                 batch_size: int = 16, method_options: dict[str, dict] | None = None) -> Report:
     """Write the report for ``images`` (paths) to ``out``; files that cannot be decoded are listed in it
-    (and in ``Report.errors``), the others are reported in full. When none can be, nothing is written: an
+    (and in ``Report.errors``), the others are reported in full. ``method_options``: options per method name. When none can be, nothing is written: an
     earlier report at ``out`` is kept."""
     from xconv.web.service import ExplainKey, ExplainService
 
@@ -42,7 +42,7 @@ def build_report(model, images, out, methods=("gradcam",), activation_layers: in
         raise XconvError("--method needs at least one heatmap method, e.g. gradcam")
     if not images:
         raise XconvError("no input images (folders are searched recursively for .jpg, .png, .bmp, .webp, .tif and .gif files)")
-    service = ExplainService(model)
+    service = ExplainService(model, method_options=method_options)
     layers = service.layers[:activation_layers]
     keys = [service.check(ExplainKey(method)) for method in methods]
     # Checked before any photo is explained: a typo must not cost the whole run.

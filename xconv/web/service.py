@@ -83,10 +83,12 @@ class ExplainService:
     """One loaded model and the work the page asks of it. Not thread-safe by itself: the app runs every
     call on one worker thread."""
 
-    def __init__(self, model, filter_options: dict | None = None):
-        """``filter_options``: the filters method's options for the patterns (its defaults: 30 ascent steps)."""
+    def __init__(self, model, filter_options: dict | None = None, method_options: dict[str, dict] | None = None):
+        """``filter_options``: the filters method's options for the patterns (its defaults: 30 ascent steps);
+        ``method_options``: each heatmap method's options by name (``xconv report -O``), defaults otherwise."""
         self.model = model
         self.filter_options = dict(filter_options or {})
+        self.method_options = dict(method_options or {})
         self.layers = model.feature_layers()
         self.methods = installed_heatmap_methods()  # the registry is fixed once plugins have loaded
         self.stats = ServiceStats()
@@ -134,7 +136,8 @@ class ExplainService:
         batch = np.stack([u.image for u in uploads])
         displays = [u.display for u in uploads]
         # The predicted class's explanation comes with every class's probability: no separate prediction pass.
-        explanations = [xconv.explain(self.model, batch, key.method, layer=key.layer, originals=displays)]
+        options = self.method_options.get(key.method, {})
+        explanations = [xconv.explain(self.model, batch, key.method, layer=key.layer, originals=displays, **options)]
         probabilities = explanations[0].arrays.get("probabilities")
         if probabilities is None:  # a plugin method that does not report them
             probabilities = self.model.predict(batch)
@@ -142,7 +145,7 @@ class ExplainService:
         explained = min(len(self.model.class_names), MAX_CLASSES) if key.all_classes else 1
         for rank in range(1, explained):
             explanations.append(xconv.explain(self.model, batch, key.method, target=[int(t) for t in ranked[:, rank]],
-                                              layer=key.layer, originals=displays))
+                                              layer=key.layer, originals=displays, **options))
         results = [{**self.prediction(row), "method": key.method, "layer": None, "heatmaps": []} for row in probabilities]
         with tempfile.TemporaryDirectory(prefix="xconv-serve-") as scratch:
             for rank, explanation in enumerate(explanations):
