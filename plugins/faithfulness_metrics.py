@@ -30,8 +30,6 @@ class DeletionGame(xconv.Metric):
     )
 
     def score(self, images, targets, explanation):
-        if self.steps < 1:
-            raise xconv.XconvError(f"{self.name}: steps must be at least 1")
         curves = game_curves(self.model, images, np.asarray(targets), explanation.heatmaps, self.steps, self.baseline,
                              self.insertion, self.batch_size)
         return xconv.MetricResult(area_under(curves), curves, np.linspace(0, 1, self.steps + 1))

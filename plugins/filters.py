@@ -116,7 +116,7 @@ class FilterPatterns(xconv.Explainer):
         xconv.Option("filters", filter_spec, None, "which filters (default: the first 16)"),
         xconv.Option("steps", int, 30, "gradient-ascent steps", minimum=1),
         xconv.Option("step_size", float, 0.25, "Adam step size", minimum=0.0),
-        xconv.Option("size", int, None, "pattern size in pixels (default: the model's input size)"),
+        xconv.Option("size", int, None, "pattern size in pixels (default: the model's input size)", minimum=16),
         xconv.Option("robust", bool, True, "random shift, scale and rotation each step (off: plain ascent)"),
         xconv.Option("jitter", int, None, "largest random shift per step in pixels (default: from the layer's stride)"),
         xconv.Option("scale", float, None, "largest random relative scale change per step (default 0.1)"),
@@ -137,9 +137,7 @@ class FilterPatterns(xconv.Explainer):
     def __init__(self, model, layer=None, **options):
         super().__init__(model, layer=model.layer_path(layer), **options)
         xconv.layers.spatial_layer(model.keras_model, self.layer, "filters")
-        filters, steps, size = self.filters, self.steps, self.size
-        if steps < 1 or (size is not None and size < 16) or self.diversity < 1:
-            raise xconv.XconvError("filters: steps and diversity must be at least 1 and size at least 16 pixels")
+        filters, size = self.filters, self.size
         self.size = int(size) if size else model.input_size[0]
         if self.size is None:
             raise xconv.XconvError(f"{model.display_name} takes any input size: give the pattern size with -O size=N")

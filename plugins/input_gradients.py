@@ -83,8 +83,6 @@ class IntegratedGradients(InputGradientExplainer):
     def explain(self, images, targets=None):
         import tensorflow as tf
 
-        if self.steps < 1:
-            raise xconv.XconvError("integrated-gradients needs at least 1 step")
         inputs = self.model.preprocess(images)
         chosen, probabilities = self.targets_and_probabilities(inputs, targets)
         starts = self.baselines(images)

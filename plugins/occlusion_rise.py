@@ -90,7 +90,7 @@ class RISE(PerturbationExplainer):
     options = (
         xconv.Option("masks", int, 2000, "random masks per image", minimum=1),
         xconv.Option("cells", int, 7, "mask cells per side before upsampling", minimum=1),
-        xconv.Option("keep", float, 0.5, "probability that a cell is kept"),
+        xconv.Option("keep", float, 0.5, "probability that a cell is kept", minimum=0.01, maximum=1.0),
         xconv.Option("seed", int, 0, "random seed of the masks"),
     )
 
@@ -110,8 +110,6 @@ class RISE(PerturbationExplainer):
         return masks
 
     def explain(self, images, targets=None):
-        if self.masks < 1 or self.cells < 1 or not 0 < self.keep <= 1:
-            raise xconv.XconvError("rise: masks and cells must be at least 1, keep in (0, 1]")
         inputs = self.model.preprocess(images)
         black = self.model.preprocess(np.zeros((1, *self.model.input_size, 3), np.uint8))[0]
         chosen, probabilities = self.targets_and_probabilities(inputs, targets)

@@ -178,6 +178,9 @@ def test_list_shows_a_plugins_options(plugin):
     (["--method", "activations", "--renderer", "overlay"], ["renderer 'overlay' cannot draw activations", "grid"]),
     (["-O", "method.nope=1"], ["explainer 'gradcam' has no option 'nope'"]),
     (["-O", "thing.score=1"], ["the scope must be one of model, method, renderer"]),
+    # Bounds the built-ins declare, so a value out of range is refused before the model loads.
+    (["--method", "rise", "-O", "keep=1.5"], ["option keep of explainer 'rise' must be at most 1.0"]),
+    (["--method", "filters", "-O", "size=8"], ["option size of explainer 'filters' must be at least 16"]),
 ])
 def test_plugin_and_option_mistakes_are_one_line(plugin, model_file, photo, tmp_path, args, needles):
     line = one_error_line(invoke("explain", photo, "--model", model_file, "--out", tmp_path, *args))
