@@ -71,13 +71,7 @@ class IntegratedGradients(InputGradientExplainer):
 
     def baselines(self, images: np.ndarray) -> np.ndarray:
         """Preprocessed baselines: a black or mid-gray image, or the photo blurred (sigma: 1/20 of its size)."""
-        import cv2
-
-        if self.baseline == "blurred":
-            sigma = max(images.shape[1:3]) / 20
-            pixels = np.stack([cv2.GaussianBlur(image, (0, 0), sigma) for image in images])
-        else:
-            pixels = np.full_like(images, 0 if self.baseline == "black" else 128)
+        pixels = xconv.images.baseline_pixels(images, self.baseline, blur_sigma=max(images.shape[1:3]) / 20)
         return self.model.preprocess(pixels)
 
     def explain(self, images, targets=None):

@@ -95,14 +95,9 @@ def descending_order_bits(values: np.ndarray) -> np.ndarray:
 
 def baseline_images(model, images: np.ndarray, kind: str) -> np.ndarray:
     """Preprocessed baselines: the image blurred (sigma 5 px per 224, as Petsiuk et al.), black, or gray."""
-    import cv2
+    from xconv.images import baseline_pixels
 
-    if kind == "blurred":
-        sigma = 5.0 * max(images.shape[1:3]) / 224
-        pixels = np.stack([cv2.GaussianBlur(image, (0, 0), sigma) for image in images])
-    else:
-        pixels = np.full_like(images, 0 if kind == "black" else 128)
-    return model.preprocess(pixels)
+    return model.preprocess(baseline_pixels(images, kind, blur_sigma=5.0 * max(images.shape[1:3]) / 224))
 
 
 def game_step(model):

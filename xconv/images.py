@@ -204,6 +204,16 @@ def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=interpolation)
 
 
+def baseline_pixels(images: np.ndarray, kind: str, blur_sigma: float) -> np.ndarray:
+    """What absent or removed pixels become, for (N, H, W, 3) uint8 ``images``: each photo blurred
+    (``kind`` "blurred", Gaussian with ``blur_sigma`` pixels), or a black or mid-gray image."""
+    import cv2
+
+    if kind == "blurred":
+        return np.stack([cv2.GaussianBlur(image, (0, 0), blur_sigma) for image in images])
+    return np.full_like(images, 0 if kind == "black" else 128)
+
+
 def shrink_to_fit(image: np.ndarray, max_side: int) -> np.ndarray:
     """``image`` scaled down so that its longest side is at most ``max_side``, as it is when it already fits.
     Every side keeps at least a pixel: a 1 x 902 strip would round to 0 rows, which OpenCV refuses."""
