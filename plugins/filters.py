@@ -315,6 +315,7 @@ class FilterPatterns(xconv.Explainer):
         moments = (tf.zeros_like(value), tf.zeros_like(value))
         targets = tf.constant(np.repeat(self.positions(filters), self.diversity), tf.int32)
         for step in range(1, self.steps + 1):
+            xconv.stop_if_cancelled()  # a web page that moved on to another layer stops the ascent here
             value, moments, moving = ascend(value, moments, targets, tf.constant(step))
             if step in RESTART_STEPS and step < self.steps:
                 value, moments = self.restart_stuck(value, moments, filters, moving.numpy(), step)

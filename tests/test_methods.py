@@ -528,6 +528,14 @@ def test_a_sequential_file_ending_in_one_unit_is_a_two_class_model(tmp_path, act
         xconv.load_model(tmp_path / "two.keras")  # was an internal error at the first prediction
 
 
+def test_filter_ascent_stops_between_steps_once_its_caller_abandons_it(tiny):
+    from xconv.cancel import Cancelled, cancellable
+
+    with cancellable(lambda: True), pytest.raises(Cancelled):
+        xconv.explain(tiny, None, "filters", layer="conv1", filters="0-1", steps=3)
+    assert xconv.explain(tiny, None, "filters", layer="conv1", filters="0-1", steps=3).arrays["patterns"].shape[0] == 2
+
+
 def test_a_model_ending_in_a_softmax_layer_is_explained_on_its_logits(images):
     """TensorFlow's tutorials end a classifier in ``layers.Softmax()``, which has no ``activation``
     attribute: such a model was explained on its probabilities, a saturating score. Its logits and maps now

@@ -287,6 +287,35 @@ def test_a_call_whose_requests_are_all_cancelled_stops_between_its_chunks():
     assert answer == 2 and waited < 1 and chunks_run.count("slow") < 100
 
 
+def test_other_model_work_stops_once_its_caller_is_cancelled():
+    """``MicroBatcher.call`` (the filter patterns) ran to its end after its request was gone."""
+    from xconv.cancel import stop_if_cancelled
+    from xconv.web.batching import MicroBatcher
+
+    steps = []
+
+    def ascent():
+        for _ in range(200):
+            stop_if_cancelled()
+            steps.append(1)
+            time.sleep(0.01)
+        return "patterns"
+
+    batcher = MicroBatcher(lambda key, items: items)
+
+    async def scenario():
+        patterns = asyncio.ensure_future(batcher.call(ascent))
+        await asyncio.sleep(0.3)
+        patterns.cancel()
+        started = time.perf_counter()
+        answer = await batcher.submit("next", 2)
+        return answer, time.perf_counter() - started
+
+    answer, waited = asyncio.run(scenario())
+    assert answer == 2 and waited < 1 and len(steps) < 100
+    assert asyncio.run(batcher.call(lambda: "uncancelled")) == "uncancelled"
+
+
 def test_requests_cancelled_at_shutdown_leave_no_traceback_in_the_log():
     import logging
 
@@ -328,6 +357,29 @@ def test_a_client_that_hangs_up_has_its_queued_work_dropped(server, photos, monk
     running.join(), queued.join()
     time.sleep(2.5)  # the first call ends; the queued one would have run by now
     assert httpx.get(f"{server.url}/api/stats").json()["items"] - before == 1
+
+
+def test_filter_patterns_whose_client_leaves_stop_at_the_next_step(server, monkeypatch):
+    """The page asks for a layer's patterns whenever the layer changes; an ascent nobody waited for any
+    more (seconds per layer here, minutes on InceptionV3) held the model thread, and the heatmaps of the
+    layer finally chosen queued behind every one of them."""
+    from xconv.cancel import stop_if_cancelled
+    from xconv.web.service import ExplainService
+
+    steps = []
+
+    def slow_patterns(self, layer, count=16):
+        for _ in range(150):  # 3 s in all
+            stop_if_cancelled()
+            steps.append(layer)
+            time.sleep(0.02)
+        return {"layer": layer, "png": b"", "filters": [], "robustness": []}
+
+    monkeypatch.setattr(ExplainService, "filters", slow_patterns)
+    with pytest.raises(httpx.TimeoutException):
+        httpx.get(f"{server.url}/api/filters", params={"layer": "block2_pool"}, timeout=0.5)
+    time.sleep(3.5)  # the whole ascent would have ended by now
+    assert 0 < len(steps) < 100, len(steps)
 
 
 def test_a_busy_port_is_one_line_before_the_url_is_printed(monkeypatch):

@@ -249,9 +249,9 @@ def create_app(service: ExplainService, token: str | None = None, max_batch: int
         return with_data_urls({"model": service.model.display_name, "name": upload.name, **result})
 
     @app.get("/api/filters", summary="Filter patterns of a layer (computed once per layer, then cached)")
-    async def filters(layer: Optional[str] = None):
-        result = await batcher.call(service.filters, layer)
-        return with_data_urls(result)
+    async def filters(request: Request, layer: Optional[str] = None):
+        result = await while_connected(request, batcher.call(service.filters, layer))
+        return result if isinstance(result, Response) else with_data_urls(result)
 
     @app.get("/api/stats", summary="Model calls made and photos they carried (micro-batching at work)")
     async def stats():

@@ -74,8 +74,20 @@ class MicroBatcher:
         return await future
 
     async def call(self, function: Callable, *args) -> Any:
-        """Any other model work (filter patterns), on the same worker thread."""
-        return await asyncio.get_running_loop().run_in_executor(self.executor, function, *args)
+        """Any other model work (filter patterns), on the same worker thread. Once this coroutine is cancelled
+        (its client left: the page moved on to another layer) the work stops at its next
+        ``xconv.stop_if_cancelled``; a queued call never starts."""
+        abandoned = threading.Event()
+
+        def run():
+            with cancellable(abandoned.is_set):
+                return function(*args)
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, run)
+        except asyncio.CancelledError:
+            abandoned.set()
+            raise
 
     async def _drain(self, key: Hashable) -> None:
         loop = asyncio.get_running_loop()

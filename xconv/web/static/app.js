@@ -4,6 +4,7 @@ const $ = (id) => document.getElementById(id);
 let current = null;        // {file} or {sample}: what the page explains again when a setting changes
 let requestNumber = 0;     // answers to superseded requests are dropped
 let pending = null;        // the explain request in flight, aborted when a newer one starts
+let patterns = null;       // {layer, controller}: the filter patterns in flight, aborted for another layer
 
 async function getJSON(url) {
   const response = await fetch(url);
@@ -122,19 +123,30 @@ function show(answer) {
 
 async function showFilters() {
   const layer = $("layer").value;
+  if (patterns && patterns.layer === layer) return;  // already on its way
+  // Stepping through the layers would otherwise queue an ascent per layer on the server, ahead of the
+  // heatmaps of the layer finally chosen; aborted, the server stops the ascent at its next step.
+  if (patterns) patterns.controller.abort();
+  const request = patterns = {layer, controller: new AbortController()};
   $("filters-card").hidden = false;
   $("filters-layer").textContent = layer + " (computing...)";
   document.body.dataset.filters = "busy";
   try {
-    const answer = await getJSON(`/api/filters?layer=${encodeURIComponent(layer)}`);
-    if (layer !== $("layer").value) return;
+    const response = await fetch(`/api/filters?layer=${encodeURIComponent(layer)}`,
+                                 {signal: request.controller.signal});
+    const answer = await response.json();
+    if (request !== patterns) return;
+    if (!response.ok) throw new Error(answer.error || response.statusText);
     $("filters-layer").textContent = answer.layer;
     $("filters").src = answer.png;
     document.body.dataset.filters = "done";
   } catch (error) {
+    if (request !== patterns) return;  // aborted for another layer
     $("filters-layer").textContent = layer;
     showError(error.message);
     document.body.dataset.filters = "error";
+  } finally {
+    if (request === patterns) patterns = null;
   }
 }
 
