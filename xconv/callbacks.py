@@ -183,7 +183,8 @@ class ExplainCallback(keras_callback_base()):
         if self._writer is not None:
             if self.validation is not None:
                 self._log_confusion()
-            self._writer.flush()
+            self._writer.close()  # its event file complete; a later fit (fine-tuning) opens a new writer
+            self._writer = None
 
     def gif_frames(self) -> list[Path]:
         """This run's strips, after those of the epochs the run it resumed did (``resumed_after``, in the
@@ -230,6 +231,9 @@ def epoch_number(strip: Path) -> int | None:
 def write_gif(strips: list[Path], path: Path, seconds_per_frame: float = 0.8) -> Path:
     from PIL import Image
 
-    frames = [Image.open(strip).convert("RGB") for strip in strips]
+    frames = []
+    for strip in strips:
+        with Image.open(strip) as image:
+            frames.append(image.convert("RGB"))
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(seconds_per_frame * 1000), loop=0)
     return path

@@ -498,7 +498,8 @@ def evaluate(
     model: str = MODEL_OPTION,
     weights: Optional[str] = WEIGHTS_OPTION,
     out: Path = typer.Option(Path("xconv-out"), "--out", "-o", help="Folder for the confusion-matrix PNG."),
-    flip: bool = typer.Option(False, "--flip", help="Average predictions over each image and its mirror image."),
+    flip: bool = typer.Option(False, "--flip", help="Average predictions over each image and its mirror image, "
+                              "for any model (catsdogs always does; -O flip=false turns that off)."),
     option: List[str] = OPTIONS_OPTION,
     preprocess: Optional[str] = PREPROCESS_OPTION,
     as_json: bool = JSON_OPTION,
