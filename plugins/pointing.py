@@ -3,7 +3,7 @@
 A hit when the map's highest point (after bilinear upsampling to the photo's original size) lies within
 ``tolerance`` pixels (Euclidean distance; 15 px as in the paper) of a box of the target class. Boxes
 come from ``-O boxes=FILE`` (``xconv score --boxes FILE``), a JSON list or a CSV with one record per image
-and class: ``image`` (the file name, or its path), ``class`` (name or index), ``x0, y0, x1, y1`` in the
+and class: ``image`` (the file name, or a path: the end of the input's path), ``class`` (name or index), ``x0, y0, x1, y1`` in the
 original image's pixels. An image with no box for its target gets NaN (left out of the mean).
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -18,6 +19,16 @@ import numpy as np
 
 import xconv
 from xconv.faithfulness import maps_at_input_size
+
+
+def names_the_image(named: str, source: str) -> bool:
+    """Whether a record's ``image`` names the input at ``source``: an absolute path names that file; a file
+    name or relative path names every input whose path ends with it, however the input was spelled on the
+    command line, so ``cats/1.jpg`` and ``dogs/1.jpg`` stay apart where ``1.jpg`` names both."""
+    if Path(named).is_absolute():
+        return Path(named) == Path(os.path.abspath(source))
+    parts = Path(named).parts
+    return bool(parts) and Path(source).parts[-len(parts):] == parts
 
 
 def read_boxes(path) -> list[dict]:
@@ -80,12 +91,10 @@ class Pointing(xconv.Metric):
                           f"(not classes of {self.model.display_name})", xconv.XconvWarning, stacklevel=2)
 
     def boxes_for(self, source: str | None, target: int) -> list[tuple[float, float, float, float]]:
-        found = []
-        for record in self.records:
-            same_image = source is not None and (record["image"] == source or record["image"] == Path(source).name)
-            if same_image and record["target"] == target:
-                found.append((record["x0"], record["y0"], record["x1"], record["y1"]))
-        return found
+        if source is None:
+            return []
+        return [(record["x0"], record["y0"], record["x1"], record["y1"]) for record in self.records
+                if record["target"] == target and names_the_image(record["image"], source)]
 
     def score(self, images, targets, explanation):
         sources = explanation.sources or [None] * len(images)

@@ -1,6 +1,7 @@
 """Faithfulness metrics on a model whose answer depends on a known region, against plain loops."""
 
 import json
+import os
 import re
 
 import keras
@@ -271,6 +272,14 @@ def test_pointing_against_hand_made_boxes(tmp_path, region_model):
         (tmp_path / "bad.csv").write_text(f"image,class,x0,y0,x1,y1\n{row}\n")
         with pytest.raises(xconv.XconvError, match=re.escape(message)):
             metric(region_model, "pointing", boxes=str(tmp_path / "bad.csv"))
+    from xconv_plugins.pointing import names_the_image
+
+    # A name or relative path names the inputs whose path ends with it; an absolute path, that file only.
+    assert names_the_image("1.jpg", "../data/cats/1.jpg") and names_the_image("1.jpg", "dogs/1.jpg")
+    assert names_the_image("cats/1.jpg", "../data/cats/1.jpg") and not names_the_image("cats/1.jpg", "dogs/1.jpg")
+    assert not names_the_image("s/1.jpg", "cats/1.jpg") and not names_the_image("b.png", "a.png")
+    assert names_the_image(str(tmp_path / "x" / "1.jpg"), os.path.relpath(tmp_path / "x" / "1.jpg"))
+    assert not names_the_image(str(tmp_path / "x" / "1.jpg"), "y/1.jpg")
     (tmp_path / "mixed.csv").write_text("image,class,x0,y0,x1,y1\na.png,on,0,0,8,8\na.png,person,0,0,40,40\n")
     with pytest.warns(xconv.XconvWarning, match="records of 'person' left out"):  # boxes of other objects
         mixed = metric(region_model, "pointing", boxes=str(tmp_path / "mixed.csv"), tolerance=0)
