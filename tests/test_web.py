@@ -256,6 +256,7 @@ def test_stopping_never_waits_for_the_model_call_in_progress():
     closing, answer = asyncio.run(scenario())
     assert closing < 1 and answer == 2  # the call in progress still answers if it finishes in time
     assert all(thread.daemon for thread in threading.enumerate() if thread.name == "xconv-model")
+    assert batcher.executor.submit(lambda: 1).cancelled()  # a request arriving while it stops does not wait
 
 
 def test_a_call_whose_requests_are_all_cancelled_stops_between_its_chunks():

@@ -25,11 +25,17 @@ class ModelThread(Executor):
 
     def __init__(self, name: str = "xconv-model"):
         self._work: queue.SimpleQueue = queue.SimpleQueue()
+        self._closed = False
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
+        """The call's future; once shut down, an already-cancelled one (queued behind the stop marker, a
+        request arriving while the server stops would wait out the shutdown's grace period)."""
         future = Future()
+        if self._closed:
+            future.cancel()
+            return future
         self._work.put((future, fn, args, kwargs))
         return future
 
@@ -44,6 +50,7 @@ class ModelThread(Executor):
                 future.set_exception(error)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._closed = True
         if cancel_futures:
             while True:
                 try:
