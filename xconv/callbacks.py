@@ -153,8 +153,7 @@ class ExplainCallback(keras_callback_base()):
         probabilities = model.predict(batch)
         tiles = []
         for index, (photo, heatmap) in enumerate(zip(self.photos, explanation.heatmaps)):
-            small = resize(photo, (STRIP_TILE, round(STRIP_TILE * photo.shape[1] / photo.shape[0])))
-            small = resize(small, (STRIP_TILE, STRIP_TILE))
+            small = resize(photo, (STRIP_TILE, STRIP_TILE))  # square, as the model saw it: the map fits it
             overlay = xconv.overlay_heatmap(small, heatmap)
             target = explanation.targets[index]
             caption = f"{self.class_names[target]} {probabilities[index, target]:.2f}"
