@@ -313,6 +313,14 @@ def test_a_renderer_that_cannot_draw_the_method_is_refused_before_the_model_load
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, where no folder can be made")
+def test_an_output_folder_the_system_cannot_create_is_one_line_not_an_internal_error(photos):
+    """As root the folder looks writable, and mkdir then failed as 'internal error: FileNotFoundError'."""
+    result = invoke("explain", photos / "photo0.png", "--out", "/proc/xconv-out")
+    assert_one_line_error(result, "/proc/xconv-out")
+    assert result.exit_code == 1 and "internal error" not in result.output
+
+
 def test_a_model_file_with_code_loads_only_with_unsafe(photos, tmp_path):
     """A Lambda layer's Python runs at load: refused with safe_mode unless the user says they trust it."""
     import keras

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import importlib.util
 import json
 import os
 import stat
@@ -29,6 +30,20 @@ def fail(message: str, code: int = 1):
 #: OSErrors about where the user asked xconv to read or write; others (a missing file of xconv's own) are bugs.
 USER_FILE_ERRORS = {errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
                     errno.EEXIST, errno.ENAMETOOLONG, errno.ELOOP}
+
+
+#: Where xconv's own files live: a file missing there is a broken install or a bug, not the user's mistake.
+OWN_FILES = tuple(str(Path(spec.origin).resolve().parent) for spec in map(importlib.util.find_spec, ("xconv", "xconv_plugins"))
+                  if spec is not None and spec.origin)
+
+
+def is_users_file_error(error: OSError) -> bool:
+    """An OSError about a path the user gave: one of USER_FILE_ERRORS, or a path that does not exist and is
+    not one of xconv's own (an output folder the system cannot create, such as one under /proc)."""
+    if error.errno in USER_FILE_ERRORS:
+        return True
+    return error.errno == errno.ENOENT and error.filename is not None and \
+        not os.path.abspath(str(error.filename)).startswith(OWN_FILES)
 
 
 def file_error_line(error: OSError) -> str:
@@ -60,7 +75,7 @@ def user_errors(command):
             raise typer.Exit(141) from None
         except Exception as error:  # noqa: BLE001 - a bug, not a user mistake: still one line by default
             show_traceback(error)
-            if isinstance(error, OSError) and error.errno in USER_FILE_ERRORS:  # where the user reads or writes
+            if isinstance(error, OSError) and is_users_file_error(error):  # where the user reads or writes
                 fail(file_error_line(error))
             fail(f"internal error: {one_line(error)} (run with --debug for the traceback)", 2)
 
