@@ -89,6 +89,11 @@ class CatsDogs(xconv.Model):
                 raise XconvError(f"the bundled catsdogs model is missing from {path}; reinstall xconv")
             keras_model = xconv.load_keras_file(path, safe_mode=True)
             class_names = xconv.read_metadata(path).get("class_names") or ["cat", "dog"]
+            outputs = xconv.layers.output_classes(keras_model)
+            if outputs != len(class_names):
+                raise XconvError(f"--weights {path} is not a catsdogs model: it has {outputs} outputs, not "
+                                 f"{len(class_names)} ({', '.join(class_names)}); to use that model itself, give "
+                                 f"--model {path}")
             model = cls(keras_model, class_names)
         else:
             raise XconvError(f"model {cls.name!r} has no weights named {str(weights)!r}; --weights takes {accepted}")

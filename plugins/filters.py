@@ -72,6 +72,8 @@ def parse_filters(spec, channels: int) -> list[int]:
                 if not match:
                     raise xconv.XconvError(f"--filters {spec!r}: use ranges and lists such as 0-15 or 1,4,9, or 'all'")
                 low, high = int(match[1]), int(match[2] or match[1])
+                if high < low:
+                    raise xconv.XconvError(f"--filters {part.strip()!r}: a range goes from low to high, such as {high}-{low}")
                 indices.extend(range(low, high + 1))
     else:
         indices = [int(spec)] if isinstance(spec, (int, np.integer)) else [int(i) for i in spec]

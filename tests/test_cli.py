@@ -167,6 +167,26 @@ def test_unknown_model_and_missing_files(photos, tmp_path):
                           "model 'catsdogs' has no weights named 'imagenet'; --weights takes")  # was "no such model file"
 
 
+def test_mistaken_files_and_values_say_what_is_wrong(photos, model_file, tmp_path):
+    """Each was a true but unhelpful line: h5py's 'file signature not found', 'no such folder' for a file,
+    '2 class names for a model with 3 classes', 'out of range' for a reversed range, 'unknown class'."""
+    (tmp_path / "photo.weights.h5").write_bytes((photos / "photo0.png").read_bytes())
+    assert_one_line_error(invoke("predict", photos / "photo0.png", "--weights", tmp_path / "photo.weights.h5"),
+                          "is not an HDF5 weights file")
+    bare = tmp_path / "three.keras"  # no class names stored with it
+    xconv.testing.tiny_keras_convnet(classes=3).save(bare)
+    assert_one_line_error(invoke("predict", photos / "photo0.png", "--weights", bare),
+                          f"--weights {bare} is not a catsdogs model: it has 3 outputs", f"--model {bare}")
+    (tmp_path / "afile").write_text("")
+    assert_one_line_error(invoke("evaluate", "--data", tmp_path / "afile"), "a file, not a folder")
+    assert_one_line_error(invoke("train", "--data", tmp_path / "afile", "--out", tmp_path / "m.keras"),
+                          "afile is a file, not a folder")
+    assert_one_line_error(invoke("explain", photos / "photo0.png", "--model", model_file, "--target", "-1",
+                                 "--out", tmp_path), "class index -1 is out of range")
+    assert_one_line_error(invoke("explain", "--method", "filters", "--model", model_file, "--filters", "5-2",
+                                 "--out", tmp_path), "--filters '5-2': a range goes from low to high, such as 2-5")
+
+
 def test_the_bundled_architecture_takes_a_weights_file(photos, tmp_path):
     """`--help` says --weights takes a weights file: one saved with save_weights gives the bundled model's answers."""
     bundled = xconv.load_model("catsdogs")
@@ -458,7 +478,8 @@ def test_report_folder_checked_first_and_any_file_error_is_one_line_naming_the_f
     assert result.exit_code == 1
     assert result.output.strip() == f"xconv: error: {blocker / 'x.html'}: Not a directory"
     with pytest.MonkeyPatch.context() as patch:  # a file of xconv's own missing is a bug, not the user's mistake
-        patch.setattr(xconv_report, "build_report", lambda *a, **k: open(tmp_path / "missing" / "template.html"))
+        own = Path(xconv.__file__).parent / "missing" / "template.html"
+        patch.setattr(xconv_report, "build_report", lambda *a, **k: open(own))
         result = invoke("report", photos / "photo0.png", "--model", model_file, "--out", tmp_path / "r.html")
     assert result.exit_code == 2 and "internal error: FileNotFoundError" in result.output
 

@@ -213,6 +213,8 @@ def test_access_token_is_required_when_set(catsdogs):
 
     assert access_token("127.0.0.1", None, False) is None and access_token("::1", None, False) is None
     assert len(access_token("0.0.0.0", None, False)) >= 24 and access_token("0.0.0.0", None, True) is None
+    with pytest.raises(xconv.XconvError, match="--token and --no-token contradict"):  # was served open, token dropped
+        access_token("0.0.0.0", "abc", True)
     live = LiveServer(create_app(ExplainService(catsdogs), token="s3cret")).start()
     try:
         assert httpx.get(f"{live.url}/api/models").status_code == 401

@@ -60,7 +60,7 @@ def evaluation_folder(data: str | os.PathLike) -> Path:
         if (data / split).is_dir():
             return data / split
     if not data.is_dir():
-        raise XconvError(f"{data}: no such folder")
+        raise XconvError(f"{data}: a file, not a folder of class folders" if data.exists() else f"{data}: no such folder")
     return data
 
 

@@ -38,7 +38,8 @@ def image_folder_files(directory: str | os.PathLike, class_names=None) -> tuple[
     folder, sorted), and the class names; one readable error when the layout is not that."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise XconvError(f"{directory}: no such folder (expected <data>/train/<class>/ and <data>/validation/<class>/)")
+        problem = "no such folder" if not directory.parent.is_file() else f"{directory.parent} is a file, not a folder"
+        raise XconvError(f"{directory}: {problem} (expected <data>/train/<class>/ and <data>/validation/<class>/)")
     found = class_folders(directory)
     class_names = list(class_names) if class_names else found
     if len(class_names) < 2:

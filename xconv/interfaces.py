@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -294,7 +295,7 @@ class Model:
             raise XconvError(f"a target is a class name or index; got {target!r}")
         if isinstance(target, str) and target in self.class_names:
             return self.class_names.index(target)
-        if isinstance(target, (int, np.integer)) or (isinstance(target, str) and target.isdigit()):
+        if isinstance(target, (int, np.integer)) or (isinstance(target, str) and re.fullmatch(r"-?\d+", target)):
             index = int(target)
             if not 0 <= index < len(self.class_names):
                 raise XconvError(f"class index {index} is out of range: the model has {len(self.class_names)} classes")

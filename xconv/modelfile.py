@@ -104,10 +104,24 @@ def load_weights_file(keras_model, path, model_name: str, accepted: str = "a pat
     path = Path(path)
     if not path.is_file():
         raise XconvError(f"weights file {path} does not exist (--weights takes {accepted})")
+    if path.suffix == ".h5" and not is_hdf5(path):  # h5py would say "file signature not found"
+        raise XconvError(f"weights file {path} is not an HDF5 weights file (truncated, corrupt or another format)")
     try:
         keras_model.load_weights(path)
     except Exception as error:  # noqa: BLE001 - h5py and Keras raise many types for mismatched files
-        raise XconvError(f"weights file {path} does not fit {model_name}: {first_line(error)}") from None
+        # Keras's first line may end in a colon, its example below: the first sentence says it all.
+        reason = first_line(error).rstrip(":").rsplit(". Example", 1)[0]
+        raise XconvError(f"weights file {path} does not fit {model_name}: {reason} (saved from another "
+                         "architecture?)") from None
+
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def is_hdf5(path: Path) -> bool:
+    """Whether ``path`` starts with HDF5's signature (at offset 0, where Keras's files have it)."""
+    with path.open("rb") as handle:
+        return handle.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE
 
 
 def load_model_file(path: str | os.PathLike, safe_mode: bool = True, preprocess: str | None = None,

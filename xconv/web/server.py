@@ -15,6 +15,8 @@ try:
 except ImportError:  # Python 3.10: the backport anyio (under uvicorn and starlette) depends on
     from exceptiongroup import BaseExceptionGroup
 
+from xconv.errors import XconvError
+
 
 def is_loopback(host: str) -> bool:
     if host == "localhost":
@@ -27,6 +29,8 @@ def is_loopback(host: str) -> bool:
 
 def access_token(host: str, token: str | None, no_token: bool) -> str | None:
     """No token on loopback unless one is given; elsewhere a generated one unless explicitly disabled."""
+    if no_token and token:  # which one was meant? Serving open to the network is not the safe guess
+        raise XconvError("--token and --no-token contradict each other: give one of them")
     if no_token:
         return None
     if token:
@@ -78,7 +82,6 @@ def listening_sockets(host: str, port: int) -> list[socket.socket]:
     """Bound sockets for uvicorn, one per address ``host`` names ("localhost" is often both ::1 and
     127.0.0.1), all on one port, so the port actually used (``--port 0``: any free one) is known before the
     URL is printed, and a busy port or an unknown host name is one readable error instead of uvicorn's log."""
-    from xconv.errors import XconvError
 
     def refused(error: OSError):
         return XconvError(f"cannot serve on {host}:{port}: {error.strerror or error}")
