@@ -42,6 +42,10 @@ def read_boxes(path) -> list[dict]:
         else:
             with open(path, newline="") as handle:
                 records = list(csv.DictReader(handle))
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+            raise TypeError("a JSON file holds a list of objects, one per box")
+        if not records:
+            raise ValueError("it holds no record")
         boxes = [{"image": str(r["image"]), "class": str(r["class"]),
                   **{key: float(r[key]) for key in ("x0", "y0", "x1", "y1")}} for r in records]
     except (ValueError, KeyError, TypeError) as error:

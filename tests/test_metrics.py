@@ -268,7 +268,8 @@ def test_pointing_against_hand_made_boxes(tmp_path, region_model):
     # Boxes that could only ever miss are refused, naming the record.
     for row, message in [("a.png,on,0,0,nan,8", "record 1 (a.png): corners must be numbers"),
                          ("a.png,on,9,0,1,8", "x0 <= x1 and y0 <= y1, got 9, 0, 1, 8"),
-                         ("a.png,onn,0,0,8,8", "no record names a class of the model: unknown class 'onn'")]:
+                         ("a.png,onn,0,0,8,8", "no record names a class of the model: unknown class 'onn'"),
+                         ("", "each record needs image, class, x0, y0, x1, y1 (it holds no record)")]:
         (tmp_path / "bad.csv").write_text(f"image,class,x0,y0,x1,y1\n{row}\n")
         with pytest.raises(xconv.XconvError, match=re.escape(message)):
             metric(region_model, "pointing", boxes=str(tmp_path / "bad.csv"))
@@ -280,6 +281,9 @@ def test_pointing_against_hand_made_boxes(tmp_path, region_model):
     assert not names_the_image("s/1.jpg", "cats/1.jpg") and not names_the_image("b.png", "a.png")
     assert names_the_image(str(tmp_path / "x" / "1.jpg"), os.path.relpath(tmp_path / "x" / "1.jpg"))
     assert not names_the_image(str(tmp_path / "x" / "1.jpg"), "y/1.jpg")
+    (tmp_path / "strings.json").write_text('["a.png", "b.png"]')  # was "(string indices must be integers)"
+    with pytest.raises(xconv.XconvError, match=re.escape("(a JSON file holds a list of objects, one per box)")):
+        metric(region_model, "pointing", boxes=str(tmp_path / "strings.json"))
     (tmp_path / "mixed.csv").write_text("image,class,x0,y0,x1,y1\na.png,on,0,0,8,8\na.png,person,0,0,40,40\n")
     with pytest.warns(xconv.XconvWarning, match="records of 'person' left out"):  # boxes of other objects
         mixed = metric(region_model, "pointing", boxes=str(tmp_path / "mixed.csv"), tolerance=0)
