@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--export-only", action="store_true", help="export the checkpoint --out, do not train")
     args = parser.parse_args()
 
-    from xconv.evaluation import evaluate_images, plot_confusion
+    from xconv.evaluation import evaluate_images, plot_confusion, share_text
     from xconv.modelfile import export_for_inference
     from xconv.registry import get_registry
     from xconv.image_folders import read_image_folder, split_validation
@@ -90,7 +90,8 @@ def main() -> None:
     print(f"held-out accuracy {evaluation.accuracy:.4f} (95 % interval {low:.3f}-{high:.3f}) on "
           f"{evaluation.images} validation photos that played no part in training or choosing")
     for name, row in evaluation.per_class().items():
-        print(f"  {name:<6} precision {row['precision']:.4f}  recall {row['recall']:.4f}  ({row['support']} images)")
+        print(f"  {name:<6} precision {share_text(row['precision'])}  recall {share_text(row['recall'])}  "
+              f"({row['support']} images)")
     print(f"wrote {exported} ({exported.stat().st_size / 1e6:.1f} MB); total {report['wall_seconds_total'] / 60:.1f} min")
     if args.export:
         shutil.copyfile(exported, BUNDLED)

@@ -310,6 +310,23 @@ def test_evaluate_streams_in_chunks_and_ignores_hidden_folders(dataset, tmp_path
     np.testing.assert_array_equal(result.confusion, [[10, 0], [0, 10]])  # labels stay with their photos
 
 
+def test_a_class_without_photos_has_no_recall_and_is_named(dataset, tmp_path):
+    """An empty cats/ folder printed 'recall 0.0000 (0 images)' beside an accuracy of 1.0: a failure that
+    was never measured. Its precision and recall are now undefined, and a warning names the class."""
+    import shutil
+
+    import xconv.evaluation as evaluation
+
+    folder = tmp_path / "test"
+    shutil.copytree(dataset / "train" / "dogs", folder / "dogs")
+    (folder / "cats").mkdir()
+    result = evaluation.evaluate(color_classifier(), folder)
+    rows = result.per_class()
+    assert rows["cats"]["support"] == 0 and rows["cats"]["recall"] is None and rows["dogs"]["recall"] == 1.0
+    assert "no readable photo of 'cats'" in evaluation.missing_classes_note(result)
+    assert evaluation.share_text(None).strip() == "-" and json.dumps(result.as_dict())  # valid JSON: no NaN
+
+
 def test_accuracy_interval_is_wilsons():
     from xconv.evaluation import Evaluation
 

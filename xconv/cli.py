@@ -506,7 +506,7 @@ def evaluate(
     unsafe: bool = UNSAFE_OPTION,
 ):
     """Accuracy, per-class precision and recall, confusion matrix and the most confidently wrong images."""
-    from xconv.evaluation import evaluate as run_evaluation, plot_confusion, validation_note
+    from xconv.evaluation import evaluate as run_evaluation, missing_classes_note, plot_confusion, share_text, validation_note
     from xconv.quiet import quiet_tensorflow
 
     quiet_tensorflow()
@@ -526,7 +526,8 @@ def evaluate(
     typer.echo(f"{loaded.display_name}: accuracy {result.accuracy:.4f} (95 % interval {low:.3f}-{high:.3f}) "
                f"on {result.images} images")
     for name, row in result.per_class().items():
-        typer.echo(f"  {name:<20} precision {row['precision']:.4f}  recall {row['recall']:.4f}  ({row['support']} images)")
+        typer.echo(f"  {name:<20} precision {share_text(row['precision'])}  recall {share_text(row['recall'])}  "
+                   f"({row['support']} images)")
     width = max(len(n) for n in result.class_names) + 2
     typer.echo("confusion matrix (rows: true, columns: predicted)")
     typer.echo(" " * width + "".join(f"{n:>{width}}" for n in result.class_names))
@@ -537,9 +538,9 @@ def evaluate(
         for item in result.wrong:
             typer.echo(f"  {item['path']}: {item['true']} predicted as {item['predicted']} ({item['confidence']:.3f})")
     typer.echo(f"wrote {png}")
-    note = validation_note(result)
-    if note:
-        typer.echo(note, err=True)
+    for note in (missing_classes_note(result), validation_note(result)):
+        if note:
+            typer.echo(note, err=True)
     for line in result.skipped:
         typer.echo(f"xconv: skipped {line}", err=True)
     if result.skipped:

@@ -34,14 +34,16 @@ class Evaluation:
         half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
         return float(centre - half), float(centre + half)
 
-    def per_class(self) -> dict[str, dict[str, float]]:
+    def per_class(self) -> dict[str, dict[str, float | None]]:
+        """Precision and recall per class; None where undefined (no image of the class, none predicted as
+        it), rather than a 0 that reads as a measured failure."""
         true_positive = np.diag(self.confusion).astype(float)
         predicted = self.confusion.sum(axis=0)
         actual = self.confusion.sum(axis=1)
         return {
             name: {
-                "precision": float(true_positive[i] / predicted[i]) if predicted[i] else 0.0,
-                "recall": float(true_positive[i] / actual[i]) if actual[i] else 0.0,
+                "precision": float(true_positive[i] / predicted[i]) if predicted[i] else None,
+                "recall": float(true_positive[i] / actual[i]) if actual[i] else None,
                 "support": int(actual[i]),
             }
             for i, name in enumerate(self.class_names)
@@ -100,6 +102,21 @@ def evaluate(model: Model, data: str | os.PathLike, batch_size: int = 32, flip_a
     result = summarize(model, np.concatenate(probabilities), np.array(truth), paths, show_wrong, skipped)
     result.folder = str(folder)
     return result
+
+
+def share_text(value: float | None) -> str:
+    """A precision or recall as printed: four decimals, or a dash where it is undefined."""
+    return "     -" if value is None else f"{value:.4f}"
+
+
+def missing_classes_note(evaluation: Evaluation) -> str | None:
+    """A warning naming the classes the folder has no readable photo of: their recall is undefined and the
+    accuracy says nothing about them."""
+    missing = [name for name, row in evaluation.per_class().items() if row["support"] == 0]
+    if not missing:
+        return None
+    return (f"warning: no readable photo of {', '.join(map(repr, missing))} in {evaluation.folder}: the accuracy "
+            "covers the other classes only")
 
 
 def validation_note(evaluation: Evaluation) -> str | None:
