@@ -53,6 +53,22 @@ def test_help_does_not_import_tensorflow():
     assert "explain" in result.stdout and "predict" in result.stdout
 
 
+def test_mistakes_that_need_no_model_are_said_before_tensorflow_starts(tmp_path):
+    """Each of these waited about 5 s for TensorFlow (and the model) before its one line."""
+    (tmp_path / "empty").mkdir()
+    commands = [["predict", str(tmp_path / "empty")], ["evaluate", "--data", str(tmp_path / "nothing")],
+                ["train", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "m.keras")],
+                ["train", "--data", str(tmp_path), "--model", "nosuch"],
+                ["report", str(tmp_path / "empty"), "--method", "nosuch"], ["report", "x.jpg", "--out", "x.txt"]]
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom xconv.cli import build_app\n"
+            f"for args in {commands!r}:\n"
+            "    result = CliRunner().invoke(build_app(), args)\n"
+            "    assert result.exit_code == 1 and result.output.startswith('xconv: error: '), (args, result.output)\n"
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'tensorflow imported'\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
 def test_importing_xconv_asks_tensorflow_for_its_onednn_kernels_unless_the_user_chose(monkeypatch):
     """TensorFlow turns them on by itself only on CPUs with AVX-512 VNNI/AMX; on AVX2 CPUs they are 1.7x faster."""
     import xconv.cpu_kernels as cpu_kernels
@@ -295,7 +311,7 @@ def test_folders_are_searched_recursively_in_sorted_order(model_file, tmp_path):
     assert len(written) == 2 and written[0].startswith("000_a_gradcam_") and written[1].startswith("001_b_gradcam_")
 
 
-def test_start_up_is_quiet_and_debug_is_not(model_file, photos, user_predict):
+def test_start_up_is_quiet_and_debug_is_not(model_file, photos, user_predict, tmp_path):
     """No TensorFlow/absl start-up lines on stderr in normal use; --debug lets TensorFlow speak."""
     env = user_environment()
     assert user_predict.returncode == 0 and user_predict.stderr == "", user_predict.stderr
@@ -306,7 +322,9 @@ def test_start_up_is_quiet_and_debug_is_not(model_file, photos, user_predict):
     assert loud.returncode == 0 and loud.stdout.splitlines() == prediction and len(prediction) == 1
     assert "oneDNN" in loud.stderr or "absl" in loud.stderr or "cuda" in loud.stderr.lower()
     # A mistake that train finds after importing Keras: its one line, without TensorFlow's start-up lines.
-    mistake = subprocess.run([command[0], "-m", "xconv.cli", "train", "--data", str(photos), "--keep", "nosuch"],
+    for name in ("a", "b"):  # a layout that passes the checks made before TensorFlow starts
+        (tmp_path / "train" / name).mkdir(parents=True)
+    mistake = subprocess.run([command[0], "-m", "xconv.cli", "train", "--data", str(tmp_path), "--keep", "nosuch"],
                              capture_output=True, text=True, env=env)
     assert mistake.returncode == 1 and mistake.stderr == "xconv: error: --keep must be best or last, got 'nosuch'\n", \
         mistake.stderr

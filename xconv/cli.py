@@ -152,8 +152,10 @@ def predict(
     from xconv.streaming import decoded_ahead
 
     routed = routed_options(parse_assignments(option), {"model": model_class(model)})
-    loaded = open_model(model, weights, unsafe, preprocess, routed["model"])
     paths = xconv.images.expand_inputs(images)
+    if not paths:
+        finish(0, 0)  # before the model loads: nothing to do is said at once
+    loaded = open_model(model, weights, unsafe, preprocess, routed["model"])
     failures = 0
     groups = chunks(paths, 32)
     # Decoding runs in threads ahead of the model, as in `xconv explain`.
@@ -436,11 +438,10 @@ def train(
                                            "(evenly over sorted files); the rest stays held out."),
 ):
     """Train a model on a folder of labelled photos (best checkpoint, early stopping, CSV history, curves)."""
+    from xconv.image_folders import image_folder_files
     from xconv.quiet import quiet_tensorflow
 
-    quiet_tensorflow()  # before xconv.training imports Keras: its callbacks subclass Keras's
-    from xconv.training import TrainConfig, default_training_size, train as run_training
-
+    # What needs no TensorFlow is checked before it starts (5 s): a typo is said at once.
     if out.suffix != ".keras":
         raise XconvError(f"--out must end in .keras, got {out}")
     if out.is_dir():
@@ -449,6 +450,10 @@ def train(
     if not model_cls.trainable:
         trainable = [n for n in get_registry().names("model") if get_registry().get("model", n).trainable]
         raise XconvError(f"model {model!r} cannot be trained; choose from: {', '.join(trainable)}")
+    image_folder_files(data / "train")
+    quiet_tensorflow()  # before xconv.training imports Keras: its callbacks subclass Keras's
+    from xconv.training import TrainConfig, default_training_size, train as run_training
+
     config = TrainConfig(epochs=epochs, batch_size=batch_size, patience=patience, augment=not no_augment, seed=seed,
                          strategy=strategy, mixing=mixing, mixing_probability=mixing_probability,
                          small_size=small_size, small_epochs=small_epochs, keep=keep,
@@ -506,12 +511,15 @@ def evaluate(
     unsafe: bool = UNSAFE_OPTION,
 ):
     """Accuracy, per-class precision and recall, confusion matrix and the most confidently wrong images."""
-    from xconv.evaluation import evaluate as run_evaluation, missing_classes_note, plot_confusion, share_text, validation_note
+    from xconv.evaluation import (evaluate as run_evaluation, evaluation_folder, missing_classes_note, plot_confusion,
+                                  share_text, validation_note)
+    from xconv.image_folders import image_folder_files
     from xconv.quiet import quiet_tensorflow
 
-    quiet_tensorflow()
     routed = routed_options(parse_assignments(option), {"model": model_class(model)})
     check_output_folder(out)
+    image_folder_files(evaluation_folder(data))  # a wrong folder is said before TensorFlow starts
+    quiet_tensorflow()
     loaded = open_model(model, weights, unsafe, preprocess, routed["model"])
     result = run_evaluation(loaded, data, flip_average=flip)
     out.mkdir(parents=True, exist_ok=True)
@@ -598,7 +606,6 @@ def report(
     from xconv.quiet import quiet_tensorflow
     from xconv.report import build_report
 
-    quiet_tensorflow()
     if out.suffix.lower() not in (".html", ".htm"):
         raise XconvError(f"--out must end in .html, got {out}")
     if out.is_dir():
@@ -608,6 +615,7 @@ def report(
     method_classes = {name: get_registry().get("explainer", name) for name in methods}
     routed = routed_options(parse_assignments(option), {"model": model_class(model), **method_classes},
                             {"method": methods})
+    quiet_tensorflow()
     loaded = open_model(model, weights, unsafe, preprocess, routed["model"])
     paths = xconv.images.expand_inputs(images)
     written = build_report(loaded, paths, out, methods, activation_layers=layers, filter_layer=filters_layer,
