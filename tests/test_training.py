@@ -224,6 +224,19 @@ def test_resume_without_checkpoint_is_an_error(dataset, tmp_path):
     assert result.exit_code != 0 and "no checkpoint" in result.output
 
 
+def test_resume_refuses_another_networks_file_before_training(dataset, tmp_path):
+    """A .keras file of another network at --out (no metadata to compare) failed in the first training
+    step as 'internal error: ValueError: ... Invalid input shape'."""
+    import keras
+
+    other = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3, activation="softmax")])
+    other.compile(optimizer="adam", loss="categorical_crossentropy")
+    other.save(tmp_path / "other.keras")
+    result = train_quick("--data", dataset, "--out", tmp_path / "other.keras", "--resume", "--image-size", "32")
+    assert result.exit_code == 1 and "internal error" not in result.output, result.output
+    assert "is not a checkpoint of this training: it takes inputs of shape (8,) and gives 3 outputs" in result.output
+
+
 def test_missing_data_folder_is_an_error(tmp_path):
     result = train("--data", tmp_path / "nope", "--out", tmp_path / "m.keras")
     assert result.exit_code != 0 and "no such folder" in result.output and "Traceback" not in result.output

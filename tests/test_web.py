@@ -109,6 +109,7 @@ def test_explain_returns_an_overlay_per_class_and_the_activation_grid(server, ph
     ("chelsea.jpg", {"classes": "some"}, 400, "classes must be"),
     ("chelsea.jpg", {"method": "saliency", "layer": "block1_pool"}, 400, "it takes no layer"),  # was ignored
     ("chelsea.jpg", {"method": "nope"}, 400, "smoothgrad, xgradcam"),  # the whole list, not 200 characters
+    ("chelsea.jpg", {"method": "filters"}, 400, "method 'filters' makes no heatmap of a photo"),  # "unknown"
 ])
 def test_bad_requests_get_one_line_and_a_4xx(server, photos, name, fields, status, message):
     response = post(f"{server.url}/api/explain", photos / name, **fields)

@@ -110,6 +110,20 @@ def check_resume(checkpoint: Path, class_names: list[str], image_size: tuple[int
                          f"{image_size[0]}x{image_size[1]}; pass --image-size {trained_at[0]}")
 
 
+def check_resumed_network(keras_model, checkpoint: Path, classes: int, image_size: tuple[int, int]) -> None:
+    """Another network's .keras file at --out (no metadata to tell) is refused before training, not met as
+    a shape error in the first training step."""
+    from xconv.layers import output_classes
+
+    shape = tuple(keras_model.inputs[0].shape[1:])
+    takes = len(shape) == 3 and shape[-1] == 3 and all(side in (None, size) for side, size in zip(shape, image_size))
+    outputs = output_classes(keras_model)
+    if not takes or outputs != classes:
+        raise XconvError(f"--resume: {checkpoint} is not a checkpoint of this training: it takes inputs of shape "
+                         f"{shape} and gives {outputs} outputs, not {image_size[0]}x{image_size[1]}x3 photos and "
+                         f"{classes} classes")
+
+
 def augmentation(seed: int = 1337):
     """Random flips, rotations, zooms, shifts and contrast; Keras layers, active only when training=True."""
     import keras
@@ -393,6 +407,7 @@ def train(data: str | os.PathLike, model_cls, out: str | os.PathLike, config: Tr
     with distribution.strategy.scope():  # the model's variables are mirrored on every replica
         if resume:
             keras_model = load_keras_file(out, safe_mode=True, compile=True)
+            check_resumed_network(keras_model, out, len(train_split.class_names), image_size)
             initial_epoch = completed_epochs(paths["history"])
             has_optimizer = getattr(keras_model, "compiled", False)
             if has_optimizer and config.keep == "best":

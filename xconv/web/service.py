@@ -107,6 +107,12 @@ class ExplainService:
         """The key with names resolved, or one readable XconvError (unknown method or layer)."""
         names = {m["name"]: m for m in self.methods}
         if key.method not in names:
+            from xconv.registry import get_registry
+
+            if key.method in get_registry().names("explainer"):  # installed, but no heatmap of a photo
+                raise XconvError(f"method {key.method!r} makes no heatmap of a photo (activation grids: the "
+                                 "activations field; filter patterns: GET /api/filters); heatmap methods: "
+                                 f"{', '.join(names)}")
             raise XconvError(f"unknown method {key.method!r}; choose one of {', '.join(names)}")
         # The default layer by its path, so requests that name it and requests that leave it out share a batch.
         takes_layer = names[key.method]["takes_layer"]
