@@ -124,6 +124,30 @@ def test_resume_redoes_inputs_of_another_job_and_repairs_a_cut_line(tmp_path):
     assert same.resumed == 3 and same.explained == 0
 
 
+def test_another_jobs_run_in_between_undoes_only_what_it_wrote_over(tmp_path):
+    """Job A, then job B with --resume in the same folder, then A with --resume redid all of A's inputs,
+    though B wrote other files; it must redo only the inputs whose files B wrote over."""
+    def pipeline(suffix, calls):
+        decode, compute, write = fake_pipeline(tmp_path, calls)
+
+        def write_named(result, good):
+            records = []
+            for (number, value), name in zip(result, good):
+                path = tmp_path / f"{number:03d}_{name}_{suffix if name != 'b' else 'shared'}.txt"
+                path.write_text(str(value))
+                records.append({"input": name, "status": "ok", "outputs": [str(path)]})
+            return records
+
+        return decode, compute, write_named
+
+    names = ["a", "b", "c"]
+    stream(names, tmp_path, *pipeline("cat", []), batch_size=3, job="A")
+    stream(names, tmp_path, *pipeline("dog", []), batch_size=3, resume=True, job="B")  # b: the same file name
+    calls = []
+    again = stream(names, tmp_path, *pipeline("cat", calls), batch_size=3, resume=True, job="A")
+    assert again.resumed == 2 and calls == [["b"]]
+
+
 def test_resume_redoes_an_input_that_moved_since_its_files_carry_its_old_number(tmp_path):
     """x.jpg explained at position 0, then w.jpg put before it: w.jpg now writes position 0's files, so
     skipping x.jpg (done, files present) would leave it without its own and report success."""

@@ -58,13 +58,17 @@ class Manifest:
         all still exist and were not written again since for another input (two runs on a/photo.jpg and
         b/photo.jpg into one folder both write photo_gradcam_cat.png: the first one's record no longer
         describes the file). The position numbered the files (None: a lone input, whose files have no
-        number); a path given twice has a record, and files, for each of its places."""
-        records = self.records(key=lambda record: (record["input"], record.get("position")))
+        number); a path given twice has a record, and files, for each of its places. Each job's last record
+        counts: another job's run in the same folder (another target: other files) does not undo this
+        job's work unless it wrote over its files (the same names, other settings)."""
+        per_job = job is not None
+        records = self.records(key=lambda record: (record["input"], record.get("position"))
+                               + ((record.get("job"),) if per_job else ()))
         writer = {}
         for key, record in records.items():  # in the order they were written: the last writer wins
             for output in record.get("outputs", []):
                 writer[output] = key
-        return {key for key, record in records.items()
+        return {key[:2] for key, record in records.items()
                 if record.get("status") == "ok" and (job is None or record.get("job") == job)
                 and all(Path(p).exists() and writer.get(p) == key for p in record.get("outputs", []))
                 and all(Path(p).exists() for p in record.get("shared_outputs", []))}
