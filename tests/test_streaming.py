@@ -107,6 +107,16 @@ def test_cli_explain_writes_a_manifest_and_resume_skips_done_inputs(model_file, 
     again = runner.invoke(app, ["explain", str(photos), "--model", str(model_file), "--out", str(out), "--resume"])
     assert again.exit_code == 0 and "3 already done" in again.output and "explained 0 of 3" in again.output
     assert len((out / "manifest.jsonl").read_text().splitlines()) == 3
+    # Another photo of the same name, explained into the same folder, writes over p0's pictures: said.
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(other / "p0.png")
+    lone = tmp_path / "lone"  # a lone input's files carry no number: p0_gradcam_dog.png
+    runner.invoke(app, ["explain", str(photos / "p0.png"), "--model", str(model_file), "--out", str(lone)])
+    over = runner.invoke(app, ["explain", str(other / "p0.png"), "--model", str(model_file), "--out", str(lone)])
+    assert over.exit_code == 0 and "wrote over 1 files that an earlier run made" in over.output, over.output
+    same = runner.invoke(app, ["explain", str(other / "p0.png"), "--model", str(model_file), "--out", str(lone)])
+    assert same.exit_code == 0 and "wrote over" not in same.output  # its own files, written again
 
 
 def test_resume_redoes_inputs_of_another_job_and_repairs_a_cut_line(tmp_path):

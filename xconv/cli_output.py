@@ -131,6 +131,9 @@ def finish_stream(summary, out: Path, as_json: bool, resume_hint: str = "rerun w
         line += f"; manifest {out / 'manifest.jsonl'}"
     if not as_json:  # with --json every line on stdout is one input's record
         typer.echo(line)
+    if summary.overwritten:
+        typer.echo(f"xconv: warning: wrote over {summary.overwritten} files that an earlier run made in {out} for "
+                   "other inputs of the same name (manifest.jsonl's last records say which input each shows)", err=True)
     if summary.interrupted:
         typer.echo(f"xconv: interrupted after the current batch; {resume_hint}", err=True)
         raise typer.Exit(130)

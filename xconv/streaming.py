@@ -73,6 +73,15 @@ class Manifest:
                 and all(Path(p).exists() and writer.get(p) == key for p in record.get("outputs", []))
                 and all(Path(p).exists() for p in record.get("shared_outputs", []))}
 
+    def file_owners(self) -> dict[str, str]:
+        """Each file the manifest records, with the input its last writer explained."""
+        owners = {}
+        for record in self.records(key=lambda record: (record["input"], record.get("position"),
+                                                        record.get("job"))).values():
+            for output in record.get("outputs", []):
+                owners[output] = record["input"]
+        return owners
+
     def _last_byte(self) -> bytes:
         with self.path.open("rb") as handle:
             handle.seek(-1, os.SEEK_END)
@@ -97,6 +106,7 @@ class StreamSummary:
     failed: int = 0
     resumed: int = 0
     files: int = 0
+    overwritten: int = 0  # files an earlier run into the folder made for another input of the same name
     seconds: float = 0.0
     interrupted: bool = False
     errors: list = field(default_factory=list)
@@ -171,6 +181,7 @@ def stream(paths: list, out_dir, decode: Callable, compute: Callable, write: Cal
     """
     manifest = Manifest(out_dir)
     summary = StreamSummary(inputs=len(paths))
+    earlier_owners = manifest.file_owners()
     items = list(enumerate(paths))
     if resume:
         done = manifest.completed(job)
@@ -188,6 +199,8 @@ def stream(paths: list, out_dir, decode: Callable, compute: Callable, write: Cal
         manifest.append(records)
         summary.explained += len(good)  # only the writer thread counts these
         summary.files += sum(len(r.get("outputs", [])) for r in records)
+        summary.overwritten += sum(earlier_owners.get(output, r["input"]) != r["input"]
+                                   for r in records for output in r.get("outputs", []))
         if on_records:
             on_records(records)
         if on_progress:
