@@ -502,9 +502,14 @@ def test_report_folder_checked_first_and_any_file_error_is_one_line_naming_the_f
     assert result.exit_code == 2 and "internal error: FileNotFoundError" in result.output
 
 
-def test_the_output_folder_is_not_created_by_a_run_that_fails_first(photos, tmp_path):
+def test_the_output_folder_is_not_created_by_a_run_that_fails_first(photos, model_file, tmp_path):
     result = invoke("explain", photos / "photo0.png", "--model", tmp_path / "typo.keras", "--out", tmp_path / "new")
     assert result.exit_code == 1 and not (tmp_path / "new").exists()
+    # Refused only when drawing (the channel is checked against the layer): no empty folder left either.
+    result = invoke("explain", photos / "photo0.png", "--method", "activations", "--layer", "pool1", "--channel",
+                    "9999", "--model", model_file, "--out", tmp_path / "drawn")
+    assert_one_line_error(result, "--channel 9999")
+    assert not (tmp_path / "drawn").exists()
 
 
 def test_model_files_of_any_size_or_not_rgb_and_weights_for_them_are_one_line(photos, tmp_path):

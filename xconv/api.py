@@ -341,14 +341,21 @@ def render(explanation: Explanation, renderer: str = "overlay", out_dir: str | o
         raise unfit_renderer(renderer, explanation.kind, lambda cls: cls.can_render(explanation))
     resolved = resolve_options(renderer_cls, options)
     check_output_folder(out_dir)
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    with entry.guarded("render"):
-        with already_resolved():
-            drawer = renderer_cls(**resolved)
-        written = drawer.render(explanation, Path(out_dir))
-        if not isinstance(written, (list, tuple)):
-            raise TypeError(f"render() returned {type(written).__name__}, not a list of xconv.Output")
-        return [item if isinstance(item, Output) else Output(Path(item)) for item in written]
+    out = Path(out_dir)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        with entry.guarded("render"):
+            with already_resolved():
+                drawer = renderer_cls(**resolved)
+            written = drawer.render(explanation, out)
+            if not isinstance(written, (list, tuple)):
+                raise TypeError(f"render() returned {type(written).__name__}, not a list of xconv.Output")
+            return [item if isinstance(item, Output) else Output(Path(item)) for item in written]
+    except BaseException:
+        if created and not any(out.iterdir()):  # a refused drawing (a channel out of range) leaves no folder
+            out.rmdir()
+        raise
 
 
 __all__ = ["ImageError", "XconvError", "compare", "explain", "load_images", "load_model", "predict", "render", "score"]
