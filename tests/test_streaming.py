@@ -13,8 +13,9 @@ from xconv.images import ImageError
 from xconv.streaming import Manifest, stream
 
 
-def fake_pipeline(out: Path, calls: list, interrupt_at=None):
-    """decode/compute/write over file names: 'bad*' fails to decode; compute doubles; write makes a file."""
+def fake_pipeline(out: Path, calls: list, interrupt_at=None, file_name=lambda number, name: f"{number:03d}_{name}.txt"):
+    """decode/compute/write over file names: 'bad*' fails to decode; compute doubles; write makes a file
+    (``file_name(number, name)``)."""
 
     def decode(chunk):
         good = [p for p in chunk if not p.startswith("bad")]
@@ -30,7 +31,7 @@ def fake_pipeline(out: Path, calls: list, interrupt_at=None):
     def write(result, good):
         records = []
         for (number, value), name in zip(result, good):
-            path = out / f"{number:03d}_{name}.txt"
+            path = out / file_name(number, name)
             path.write_text(str(value))
             records.append({"input": name, "status": "ok", "outputs": [str(path)]})
         return records
@@ -138,17 +139,8 @@ def test_another_jobs_run_in_between_undoes_only_what_it_wrote_over(tmp_path):
     """Job A, then job B with --resume in the same folder, then A with --resume redid all of A's inputs,
     though B wrote other files; it must redo only the inputs whose files B wrote over."""
     def pipeline(suffix, calls):
-        decode, compute, write = fake_pipeline(tmp_path, calls)
-
-        def write_named(result, good):
-            records = []
-            for (number, value), name in zip(result, good):
-                path = tmp_path / f"{number:03d}_{name}_{suffix if name != 'b' else 'shared'}.txt"
-                path.write_text(str(value))
-                records.append({"input": name, "status": "ok", "outputs": [str(path)]})
-            return records
-
-        return decode, compute, write_named
+        return fake_pipeline(tmp_path, calls, file_name=lambda number, name:
+                             f"{number:03d}_{name}_{suffix if name != 'b' else 'shared'}.txt")
 
     names = ["a", "b", "c"]
     stream(names, tmp_path, *pipeline("cat", []), batch_size=3, job="A")

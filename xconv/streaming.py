@@ -62,12 +62,8 @@ class Manifest:
         counts: another job's run in the same folder (another target: other files) does not undo this
         job's work unless it wrote over its files (the same names, other settings)."""
         per_job = job is not None
-        records = self.records(key=lambda record: (record["input"], record.get("position"))
-                               + ((record.get("job"),) if per_job else ()))
-        writer = {}
-        for key, record in records.items():  # in the order they were written: the last writer wins
-            for output in record.get("outputs", []):
-                writer[output] = key
+        records = self.latest_records(per_job)
+        writer = last_writers(records)
         return {key[:2] for key, record in records.items()
                 if record.get("status") == "ok" and (job is None or record.get("job") == job)
                 and all(Path(p).exists() and writer.get(p) == key for p in record.get("outputs", []))
@@ -75,12 +71,12 @@ class Manifest:
 
     def file_owners(self) -> dict[str, str]:
         """Each file the manifest records, with the input its last writer explained."""
-        owners = {}
-        for record in self.records(key=lambda record: (record["input"], record.get("position"),
-                                                        record.get("job"))).values():
-            for output in record.get("outputs", []):
-                owners[output] = record["input"]
-        return owners
+        return {output: key[0] for output, key in last_writers(self.latest_records(per_job=True)).items()}
+
+    def latest_records(self, per_job: bool) -> dict:
+        """The last record per (input, position), or per (input, position, job) with ``per_job``."""
+        return self.records(key=lambda record: (record["input"], record.get("position"))
+                            + ((record.get("job"),) if per_job else ()))
 
     def _last_byte(self) -> bytes:
         with self.path.open("rb") as handle:
@@ -97,6 +93,16 @@ class Manifest:
             handle.write(("\n" if cut else "") + "".join(json.dumps(record) + "\n" for record in records))
             handle.flush()
             os.fsync(handle.fileno())
+
+
+def last_writers(records: dict) -> dict[str, tuple]:
+    """Each output file of ``records`` (key -> record, in the order they were written) with the key of the
+    record that wrote it last: the one whose picture the file now holds."""
+    writer = {}
+    for key, record in records.items():
+        for output in record.get("outputs", []):
+            writer[output] = key
+    return writer
 
 
 @dataclass
