@@ -357,6 +357,11 @@ def test_an_output_folder_the_system_cannot_create_is_one_line_not_an_internal_e
     result = invoke("explain", photos / "photo0.png", "--out", "/proc/xconv-out")
     assert_one_line_error(result, "/proc/xconv-out")
     assert result.exit_code == 1 and "internal error" not in result.output
+    from xconv.cli_errors import is_users_file_error
+
+    package = Path(xconv.__file__).parent  # beside it, a user's xconv-out folder is still the user's
+    assert is_users_file_error(FileNotFoundError(2, "gone", str(package.parent / f"{package.name}-out" / "a.png")))
+    assert not is_users_file_error(FileNotFoundError(2, "gone", str(package / "missing.html")))
 
 
 def test_a_model_file_with_code_loads_only_with_unsafe(photos, tmp_path):

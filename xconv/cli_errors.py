@@ -32,18 +32,17 @@ USER_FILE_ERRORS = {errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR, errn
                     errno.EEXIST, errno.ENAMETOOLONG, errno.ELOOP}
 
 
-#: Where xconv's own files live: a file missing there is a broken install or a bug, not the user's mistake.
-OWN_FILES = tuple(str(Path(spec.origin).resolve().parent) for spec in map(importlib.util.find_spec, ("xconv", "xconv_plugins"))
-                  if spec is not None and spec.origin)
-
-
 def is_users_file_error(error: OSError) -> bool:
     """An OSError about a path the user gave: one of USER_FILE_ERRORS, or a path that does not exist and is
-    not one of xconv's own (an output folder the system cannot create, such as one under /proc)."""
+    not one of xconv's own (an output folder the system cannot create, such as one under /proc). A file
+    missing among xconv's own is a broken install or a bug; looked up only when an error comes."""
     if error.errno in USER_FILE_ERRORS:
         return True
-    return error.errno == errno.ENOENT and error.filename is not None and \
-        not os.path.abspath(str(error.filename)).startswith(OWN_FILES)
+    if error.errno != errno.ENOENT or error.filename is None:
+        return False
+    own = tuple(os.path.join(str(Path(spec.origin).resolve().parent), "")  # "xconv/", never "xconv-out"
+                for spec in map(importlib.util.find_spec, ("xconv", "xconv_plugins")) if spec and spec.origin)
+    return not os.path.abspath(str(error.filename)).startswith(own)
 
 
 def file_error_line(error: OSError) -> str:
