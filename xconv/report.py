@@ -32,8 +32,8 @@ class Report:
 def build_report(model, images, out, methods=("gradcam",), activation_layers: int = 2, filter_layer=None,
                  batch_size: int = 16, method_options: dict[str, dict] | None = None) -> Report:
     """Write the report for ``images`` (paths) to ``out``; files that cannot be decoded are listed in it
-    (and in ``Report.errors``), the others are reported in full. ``method_options``: options per method name. When none can be, nothing is written: an
-    earlier report at ``out`` is kept."""
+    (and in ``Report.errors``), the others are reported in full. When none can be, nothing is written: an
+    earlier report at ``out`` is kept. ``method_options``: each method's options, by method name."""
     from xconv.web.service import ExplainKey, ExplainService
 
     from xconv.errors import XconvError
