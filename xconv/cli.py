@@ -494,6 +494,10 @@ def train(
         typer.echo(f"wrote {path}")
     if summary["interrupted"]:
         raise typer.Exit(130)  # as explain does: a script can tell a stopped run from a finished one
+    if summary["skipped"]:  # as every batch command: the good files are used, the bad ones make the exit 1
+        typer.echo(f"xconv: {len(summary['skipped'])} files could not be read (skipped, listed above); the model "
+                   "was trained and validated on the others", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()
