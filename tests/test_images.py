@@ -125,6 +125,29 @@ def test_empty_file_is_refused(tmp_path):
         load_image(path)
 
 
+def test_a_pipe_is_read_as_it_comes_and_an_endless_device_is_refused(tmp_path, monkeypatch):
+    import os
+    import threading
+
+    fifo = tmp_path / "photo.png"  # what bash's <(curl ...) gives: a pipe whose size is 0
+    os.mkfifo(fifo)
+    payload = io.BytesIO()
+    red_image().save(payload, format="PNG")
+    writer = threading.Thread(target=fifo.write_bytes, args=(payload.getvalue(),))
+    writer.start()
+    image = load_image(fifo)
+    writer.join()
+    assert image.shape == (8, 12, 3) and (image == RED).all()
+    writer = threading.Thread(target=fifo.write_bytes, args=(b"",))
+    writer.start()
+    with pytest.raises(ImageError, match="empty file"):
+        load_image(fifo)
+    writer.join()
+    monkeypatch.setattr(xconv.images, "MAX_STREAM_BYTES", 1 << 20)
+    with pytest.raises(ImageError, match="not a regular file and over 1 MB"):
+        load_image("/dev/zero")
+
+
 def test_truncated_jpeg_is_refused(tmp_path):
     buffer = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buffer, "JPEG")

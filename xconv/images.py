@@ -20,6 +20,9 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".g
 #: Refuse images above this many pixels: a small file can declare a huge canvas (decompression bomb).
 #: Checked before decoding, below PIL's own limit, so PIL's global setting is left as the user has it.
 MAX_PIXELS = 64_000_000
+#: How much a pipe or device given as a photo (``<(curl ...)``, /dev/stdin) may hold: a file has its size, a
+#: stream is read into memory until it ends, and one that never ends (/dev/zero) must stop somewhere.
+MAX_STREAM_BYTES = 256 * 1024 * 1024
 #: The largest side a model's input may be set to (--image-size, -O image_size): one 4096 x 4096 image is
 #: 200 MB of float32 input before the network's first layer; a typo of a zero too many is refused.
 MAX_IMAGE_SIDE = 4096
@@ -82,11 +85,22 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
             raise ImageError(path, "is a directory, not an image file")
         if not path.exists():
             raise ImageError(path, "no such file")
+        if not path.is_file():  # a pipe or a device: its size says nothing, its bytes are read as they come
+            return decode_bytes(read_stream(path), path)
         if path.stat().st_size == 0:
             raise ImageError(path, "empty file")
     except OSError as error:  # permission denied on a folder above it, a name too long, ...
         raise ImageError(path, error.strerror or str(error)) from None
     return decode_image(path, path)
+
+
+def read_stream(path: Path) -> bytes:
+    """All the bytes of a pipe or device, refused past ``MAX_STREAM_BYTES``."""
+    with path.open("rb") as stream:
+        data = stream.read(MAX_STREAM_BYTES + 1)
+    if len(data) > MAX_STREAM_BYTES:
+        raise ImageError(path, f"not a regular file and over {MAX_STREAM_BYTES >> 20} MB without ending")
+    return data
 
 
 def decode_bytes(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
