@@ -584,6 +584,31 @@ def test_explain_callback_strips_follow_the_weights_of_their_epoch():
     np.testing.assert_array_equal(callback.explain_strip(3), fresh.explain_strip(3))
 
 
+def test_the_final_confusion_matrix_comes_from_the_restored_weights(tmp_path, monkeypatch):
+    """Early stopping restores the best epoch with set_weights, which no optimizer step reports: the
+    confusion matrix came from folded convolutions of the last epoch and dense layers of the best."""
+    from fakeplug_quick import Quick
+
+    import xconv.evaluation
+    from xconv.callbacks import ExplainCallback
+
+    model = Quick.build_for_training(["a", "b"], (32, 32))
+    images = (np.random.default_rng(0).random((8, 32, 32, 3)) * 255).astype(np.uint8)
+    callback = ExplainCallback(images[:2], tmp_path / "strips", ["a", "b"], validation=(images, np.array([0, 1] * 4)),
+                               tensorboard_dir=tmp_path / "tb")
+    callback.set_model(model)
+    callback.on_train_begin()
+    callback.explain_strip(1)  # builds and folds the copies
+    restored = Quick.build_for_training(["a", "b"], (32, 32))  # other random weights: the best epoch's
+    model.set_weights(restored.get_weights())
+    seen = []
+    real = xconv.evaluation.predict_batches
+    monkeypatch.setattr(xconv.evaluation, "predict_batches", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+    callback.finish()
+    expected = xconv.Model(restored, ["a", "b"], image_size=(32, 32)).predict(images)
+    np.testing.assert_allclose(seen[0], expected, atol=1e-5)
+
+
 def test_two_replicas_reach_the_loss_of_one_at_the_same_global_batch(tmp_path):
     """MirroredStrategy on two logical CPU devices (set up in a fresh process, before TensorFlow starts)."""
     import subprocess

@@ -202,6 +202,7 @@ class ExplainCallback(keras_callback_base()):
         labels = np.asarray(labels)
         labels = labels.argmax(axis=1) if labels.ndim == 2 else labels  # one-hot or class indices
         model = self.wrapped_model()
+        model.weights_changed()  # early stopping restored the best epoch's weights with set_weights: refold
         predicted = predict_batches(model, np.asarray(images), 32, flip_average=False).argmax(axis=1)
         confusion = np.zeros((len(self.class_names),) * 2, np.int64)
         np.add.at(confusion, (labels, predicted), 1)
