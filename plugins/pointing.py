@@ -4,7 +4,13 @@ A hit when the map's highest point (after bilinear upsampling to the photo's ori
 ``tolerance`` pixels (Euclidean distance; 15 px as in the paper) of a box of the target class. Boxes
 come from ``-O boxes=FILE`` (``xconv score --boxes FILE``), a JSON list or a CSV with one record per image
 and class: ``image`` (the file name, or a path: the end of the input's path), ``class`` (name or index), ``x0, y0, x1, y1`` in the
-original image's pixels. An image with no box for its target gets NaN (left out of the mean).
+original image's pixels. An image with no box for its target gets NaN (left out of the mean); a map
+with no maximum (constant: a Grad-CAM with no positive evidence) points nowhere and misses.
+
+As in the paper, the game is cued by the true class: ``xconv score --boxes`` (``target="annotated"``)
+scores each image once per class its boxes give, so an image the model gets wrong still counts (the
+predicted class would have no box there, and leaving those images out would flatter every method), and
+the summary is the mean over classes of each class's hit rate.
 """
 
 from __future__ import annotations
@@ -69,6 +75,7 @@ def distance_to_box(x: float, y: float, box) -> float:
 class Pointing(xconv.Metric):
     name = "pointing"
     description = "1 when the map's maximum falls in a box of the target class (Zhang et al. 2016)"
+    averaged_over = "classes"
     options = (
         xconv.Option("boxes", str, None, "JSON or CSV file of boxes (image, class, x0, y0, x1, y1)"),
         xconv.Option("tolerance", float, 15.0, "largest distance in pixels from the box, at the original resolution"),
@@ -94,6 +101,9 @@ class Pointing(xconv.Metric):
             warnings.warn(f"boxes file {self.boxes}: records of {', '.join(map(repr, foreign))} left out "
                           f"(not classes of {self.model.display_name})", xconv.XconvWarning, stacklevel=2)
 
+    def annotated_targets(self, source: str) -> list[int]:
+        return sorted({record["target"] for record in self.records if names_the_image(record["image"], source)})
+
     def boxes_for(self, source: str | None, target: int) -> list[tuple[float, float, float, float]]:
         if source is None:
             return []
@@ -109,6 +119,9 @@ class Pointing(xconv.Metric):
             if not boxes:
                 continue
             full = maps_at_input_size(heatmap[None], originals[index].shape[:2])[0]
+            if full.max() == full.min():  # no maximum to point with: argmax would say the top-left corner
+                values[index] = 0.0
+                continue
             y, x = np.unravel_index(np.argmax(full), full.shape)
             values[index] = float(any(distance_to_box(x, y, box) <= self.tolerance for box in boxes))
         return xconv.MetricResult(values)

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -288,6 +289,55 @@ def test_pointing_against_hand_made_boxes(tmp_path, region_model):
     with pytest.warns(xconv.XconvWarning, match="records of 'person' left out"):  # boxes of other objects
         mixed = metric(region_model, "pointing", boxes=str(tmp_path / "mixed.csv"), tolerance=0)
     assert mixed.score(white(3), np.array([1, 1, 1]), explanation).values[0] == 1
+    flat = explanation_of(np.zeros((3, 4, 4), np.float32), white(3))  # no maximum: argmax said (0, 0), a hit
+    flat.sources, flat.originals = explanation.sources, originals
+    assert pointing.score(white(3), np.array([1, 1, 1]), flat).values[0] == 0
+    assert pointing.annotated_targets("x/c.png") == [0] and pointing.annotated_targets("d.png") == []
+
+
+def test_annotated_targets_score_each_boxed_class_and_pointing_averages_over_classes(tmp_path):
+    """Zhang et al. cue the game with the true class and report the mean of the categories' accuracies.
+    With the predicted class, a photo the model got wrong had no box for it and was left out."""
+    from PIL import Image
+
+    model = tiny_convnet(classes=2)
+    for name in ("a", "b", "c"):
+        Image.fromarray(random_images(1, (40, 40), seed=ord(name))[0]).save(tmp_path / f"{name}.png")
+    (tmp_path / "boxes.csv").write_text("image,class,x0,y0,x1,y1\na.png,class_0,0,0,40,40\na.png,class_1,0,0,40,40\n"
+                                        "b.png,class_1,0,0,40,40\n")
+    table = ScoreTable()
+    paths = [tmp_path / f"{name}.png" for name in "abc"]
+    xconv.score(model, paths, ["gradcam"], ["pointing"], target="annotated", table=table,
+                metric_options={"pointing": {"boxes": str(tmp_path / "boxes.csv")}})
+    scored = sorted((Path(r["image"]).name, r["target"]) for r in table.rows if r["method"] == "gradcam")
+    assert scored == [("a.png", "class_0"), ("a.png", "class_1"), ("b.png", "class_1")]
+    assert table.unannotated == [paths[2]]
+    assert all(r["value"] == 1 for r in table.rows if r["method"] == "gradcam")  # every box is the whole photo
+    with pytest.raises(xconv.XconvError, match="score it with a metric that has some"):
+        xconv.score(model, paths, ["gradcam"], ["deletion"], target="annotated")
+    # One dog hit three times, one cat missed once: over images 0.75, over classes (Zhang et al.) 0.5.
+    table = ScoreTable(averaged_over={"pointing": "classes"})
+    table.rows = [{"image": str(i), "target": target, "method": "m", "metric": "pointing", "value": value}
+                  for i, (target, value) in enumerate([("dog", 1.0)] * 3 + [("cat", 0.0), ("cat", float("nan"))])]
+    [row] = table.summary()
+    assert row["mean"] == 0.5 and row["images"] == 4 and np.isnan(row["ci95"])  # one cat value: no interval
+
+
+def test_the_reference_rows_that_no_method_beats_are_named():
+    """A lone method was marked best even where the center map scored higher."""
+    table = ScoreTable(higher_is_better={"pointing": True, "deletion": False})
+    means = {("m", "pointing"): 0.6, ("center", "pointing"): 0.8, ("random", "pointing"): 0.5,
+             ("m", "deletion"): 0.2, ("center", "deletion"): 0.2, ("random", "deletion"): 0.4}
+    table.rows = [{"image": "a", "target": "t", "method": method, "metric": metric, "value": value}
+                  for (method, metric), value in means.items()]
+    assert table.best() == {"pointing": "m", "deletion": "m"}
+    assert table.unbeaten() == {"pointing": ["center"], "deletion": ["center"]}  # a tie is not beating it
+
+
+def test_rows_of_an_array_are_named_by_their_position_in_it():
+    rows = xconv.score(tiny_convnet(), random_images(5, (32, 32)), ["gradcam"], ["average-drop"], batch_size=2)
+    rows = rows.to_dict("records") if hasattr(rows, "to_dict") else rows
+    assert sorted({r["image"] for r in rows}) == [f"image {i}" for i in range(5)]  # each batch restarted at 0
 
 
 def test_cascading_randomization_changes_a_copy_only():
@@ -421,9 +471,17 @@ def test_score_reports_references_and_writes_files(tmp_path):
     assert one.exit_code == 0 and "NaN" not in one.output and '"ci95": null' in one.output
     (tmp_path / "boxes.csv").write_text("image,class,x0,y0,x1,y1\nelsewhere.png,cat,0,0,10,10\n")
     boxed = score(tmp_path / "0.png", "--metric", "deletion", "--boxes", tmp_path / "boxes.csv")
+    assert boxed.exit_code == 1 and "none of the 1 inputs is named by an annotation" in boxed.output
+    boxed = score(tmp_path / "0.png", "--metric", "deletion", "--boxes", tmp_path / "boxes.csv", "-t", "predicted")
     assert boxed.exit_code == 0 and "warning: pointing gave no value for any image" in boxed.output
-    every = score(tmp_path / "0.png", "--metric", "all", "-O", f"pointing.boxes={tmp_path / 'boxes.csv'}")
+    every = score(tmp_path / "0.png", "--metric", "all", "-O", f"pointing.boxes={tmp_path / 'boxes.csv'}",
+                  "--target", "predicted")
     assert every.exit_code == 0 and "pointing" in every.output, every.output  # boxes by -O count too
+    (tmp_path / "boxes.csv").write_text("image,class,x0,y0,x1,y1\n0.png,dog,0,0,10,10\n")
+    annotated = score(tmp_path / "0.png", tmp_path / "1.png", "--metric", "deletion", "--boxes", tmp_path / "boxes.csv",
+                      "--json")
+    assert annotated.exit_code == 0 and "note: 1 of 2 inputs have no box and were not scored" in annotated.output
+    assert '"images": 1' in annotated.output
     nothing = score(tmp_path / "bad.png")
     assert nothing.exit_code == 1 and "none of the 1 inputs could be scored" in nothing.output
     assert "Traceback" not in nothing.output and "internal error" not in nothing.output

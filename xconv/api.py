@@ -252,12 +252,14 @@ def name_list(names) -> list[str]:
 def score(model: Model, images, methods=("gradcam",), metrics=("deletion", "insertion"), target=None, *,
           method_options=None, metric_options=None, batch_size: int = 16, table=None, track=None):
     """Score every method with every metric (names, or one comma-separated string) on ``images`` (paths,
-    decoded in chunks of ``batch_size``, or a uint8 array at input size), plus the ``random`` and ``center`` reference rows. Returns the per-image
+    decoded in chunks of ``batch_size``, or a uint8 array at input size), plus the ``random`` and ``center`` reference rows.
+    ``target``: a class for every image, one per image, ``None`` for the predicted class, or ``"annotated"``:
+    each file once per class a metric's annotations give it (the pointing game's boxes). Returns the per-image
     rows (image, target, method, metric, value): a pandas DataFrame when pandas is installed, else a list
     of dicts. ``table``: a :class:`xconv.scoring.ScoreTable` to fill (summaries, curves, files; files that
     could not be decoded are in ``table.skipped``). ``track(batches, total)`` wraps the iterator of decoded
     batches, ``total`` of them (a progress bar)."""
-    from xconv.scoring import ScoreTable, score_batch
+    from xconv.scoring import ScoreTable, annotated_pairs, score_batch
 
     require_model(model)
     registry = get_registry()
@@ -280,6 +282,10 @@ def score(model: Model, images, methods=("gradcam",), metrics=("deletion", "inse
         with entry.guarded("load"), already_resolved():
             metric_objects[name] = entry.cls(model, **resolved)
     table = table if table is not None else ScoreTable()
+    if isinstance(target, str) and target == "annotated":
+        if isinstance(images, np.ndarray):
+            raise XconvError("target 'annotated' needs image files: annotations name files, an array has none")
+        images, target, table.unannotated = annotated_pairs(path_list(images), metric_objects.values())
     if isinstance(images, np.ndarray):
         check_array(model, images)
         chunks = [list(range(i, min(i + batch_size, len(images)))) for i in range(0, len(images), batch_size)]
@@ -309,7 +315,7 @@ def score(model: Model, images, methods=("gradcam",), metrics=("deletion", "inse
                 kept = [kept[position] for position in good_positions(list(enumerate(map(Path, chunk))), good)]
             with no_retracing_notices():
                 score_batch(model, batch, methods, metric_objects, table, target=kept, originals=originals,
-                            sources=good, method_options=method_options, seed=index)
+                            sources=good, method_options=method_options, seed=index, position=start)
         start += len(chunk)
     try:
         import pandas

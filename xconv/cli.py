@@ -323,7 +323,9 @@ def score(
     metric: str = typer.Option("deletion,insertion", "--metric", help="Metrics: a,b,c or 'all' (see `xconv list`)."),
     boxes: Optional[Path] = typer.Option(None, "--boxes", help="JSON or CSV of boxes per image and class, for "
                                          "the pointing metric (same as -O pointing.boxes=FILE)."),
-    target: Optional[str] = typer.Option(None, "--target", "-t", help="Class name or index; default: the predicted class."),
+    target: Optional[str] = typer.Option(None, "--target", "-t", help="Class name or index; 'predicted'; or "
+                                         "'annotated': each image once per class its boxes give, the pointing "
+                                         "game's protocol. Default: annotated with boxes, else predicted."),
     model: str = MODEL_OPTION,
     weights: Optional[str] = WEIGHTS_OPTION,
     out: Path = typer.Option(Path("xconv-score"), "--out", "-o", help="Folder for score.csv, score.json, score.png."),
@@ -359,22 +361,31 @@ def score(
     if not paths:
         finish(0, 0)
     table = ScoreTable()
-    xconv.score(loaded, paths, methods, metrics, target=loaded.class_index(target) if target else None,
+    target = target or ("annotated" if given_boxes else "predicted")
+    chosen = None if target == "predicted" else target if target == "annotated" else loaded.class_index(target)
+    xconv.score(loaded, paths, methods, metrics, target=chosen,
                 method_options={n: routed[n] for n in methods}, metric_options={n: routed[n] for n in metrics},
                 batch_size=batch_size, table=table, track=lambda batches, total: progress(batches, "scoring", total=total))
     failures = report_bad_inputs(table.skipped, False)
     if not table.rows:
         typer.echo(f"xconv: none of the {len(paths)} inputs could be scored", err=True)
         raise typer.Exit(1)
+    if table.unannotated:
+        typer.echo(f"note: {len(table.unannotated)} of {len(paths)} inputs have no box and were not scored "
+                   "(--target annotated; --target predicted scores every input)", err=True)
     for name in table.unmeasured(methods):
         hint = f" (no image's name in {boxes} had a box for its target)" if name == "pointing" and boxes else ""
         typer.echo(f"warning: {name} gave no value for any image{hint}", err=True)
     written = write_files(table, out)
     summary, best = table.summary(), table.best()
     if as_json:
-        typer.echo(json_text({"summary": summary, "best": best, "outputs": [str(p) for p in written]}))
+        typer.echo(json_text({"summary": summary, "best": best, "unbeaten": table.unbeaten(),
+                              "outputs": [str(p) for p in written]}))
     else:
         show_score_table(summary, best, methods + list(REFERENCES), list(table.higher_is_better), table.higher_is_better)
+        for metric_name, references in table.unbeaten().items():
+            typer.echo(f"note: on {metric_name}, no method beats the {' and '.join(references)} map"
+                       f"{'s' if len(references) > 1 else ''}: its ranking says nothing there")
         for path in written:
             typer.echo(f"wrote {path}")
     if failures:

@@ -4,6 +4,7 @@ score table; kept apart from the commands so each command reads as its steps."""
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -152,7 +153,7 @@ def show_score_table(summary, best, methods, metrics, higher_is_better) -> None:
         for metric_name in metrics:
             row = cells.get((name, metric_name))
             text = "-" if row is None or row["images"] == 0 else f"{row['mean']:.3f}" + (
-                f" ± {row['ci95']:.3f}" if row["images"] > 1 else "")
+                "" if math.isnan(row["ci95"]) else f" ± {row['ci95']:.3f}")  # one value (a class's): no interval
             values.append(text + (" *" if best.get(metric_name) == name else ""))
         table.add_row(name, *values)
     Console(width=max(100, 24 * (len(metrics) + 1))).print(table)

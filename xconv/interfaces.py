@@ -561,12 +561,20 @@ class Metric:
     #: score`` then always gives it the complement of the ``random`` row's noise, itself uniform noise, so
     #: that both can read one set of perturbed copies (in opposite directions) instead of making two.
     plays_backwards: ClassVar[str | None] = None
+    #: How ``xconv score``'s summary averages the per-image values: over ``"images"``, or ``"classes"`` (the
+    #: mean of each target class's mean, as the pointing game reports its accuracy per category).
+    averaged_over: ClassVar[str] = "images"
     options: ClassVar[tuple[Option, ...]] = ()
 
     def __init__(self, model: Model, **options):
         self.model = model
         self.options = resolve_options(type(self), options)
         self.__dict__.update(self.options)
+
+    def annotated_targets(self, source: str) -> list[int]:
+        """The classes this metric's annotations give for the image file at ``source`` (ground truth, such
+        as the pointing game's boxes), which ``target="annotated"`` scores; most metrics have none."""
+        return []
 
     def score(self, images: np.ndarray, targets: np.ndarray, explanation: Explanation) -> MetricResult:
         raise NotImplementedError

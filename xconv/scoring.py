@@ -30,23 +30,24 @@ class ScoreTable:
     curve_x: dict[str, np.ndarray] = field(default_factory=dict)
     curve_labels: dict[str, tuple[str, str]] = field(default_factory=dict)
     higher_is_better: dict[str, bool] = field(default_factory=dict)
+    averaged_over: dict[str, str] = field(default_factory=dict)  # metric -> "images" or "classes"
     skipped: list = field(default_factory=list)  # ImageError for each input that could not be decoded
+    unannotated: list = field(default_factory=list)  # inputs target="annotated" found no class for
 
     def summary(self) -> list[dict]:
         """Mean and 95 % confidence half-width per method and metric, NaNs skipped: Student's t quantile
-        times the standard error (1.96 on many images; wider on a handful, where 1.96 would claim too much)."""
-        from scipy.stats import t
-
-        groups: dict[tuple[str, str], list[float]] = {}
-        for row in self.rows:
-            groups.setdefault((row["method"], row["metric"]), []).append(row["value"])
+        times the standard error (1.96 on many images; wider on a handful, where 1.96 would claim too much).
+        A metric averaged over classes gets the mean of its classes' means and that mean's standard error."""
+        groups: dict[tuple[str, str], list[tuple[str, float]]] = {}
+        for row in self.rows:  # a metric no image has a value for still gets its (empty) row
+            pairs = groups.setdefault((row["method"], row["metric"]), [])
+            if not math.isnan(row["value"]):
+                pairs.append((row["target"], row["value"]))
         summary = []
-        for (method, metric), values in groups.items():
-            values = np.array([v for v in values if not math.isnan(v)])
-            mean = float(values.mean()) if len(values) else math.nan
-            half = (float(t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
-                    if len(values) > 1 else math.nan)
-            summary.append({"method": method, "metric": metric, "mean": mean, "ci95": half, "images": len(values)})
+        for (method, metric), pairs in groups.items():
+            by_class = self.averaged_over.get(metric) == "classes"
+            mean, half = (mean_of_class_means if by_class else mean_and_interval)(pairs)
+            summary.append({"method": method, "metric": metric, "mean": mean, "ci95": half, "images": len(pairs)})
         return summary
 
     def unmeasured(self, methods) -> list[str]:
@@ -65,6 +66,19 @@ class ScoreTable:
                 best[row["metric"]] = (row["mean"], row["method"])
         return {metric: method for metric, (_, method) in best.items()}
 
+    def unbeaten(self) -> dict[str, list[str]]:
+        """Per metric, the reference rows that score as well as its best method or better: there no method
+        is worth trusting (the docs' rule: trust a method only where it beats both references)."""
+        means = {(row["method"], row["metric"]): row["mean"] for row in self.summary()}
+        found: dict[str, list[str]] = {}
+        for metric, method in self.best().items():
+            sign = 1 if self.higher_is_better[metric] else -1
+            for reference in REFERENCES:
+                value = means.get((reference, metric), math.nan)
+                if not math.isnan(value) and sign * value >= sign * means[(method, metric)]:
+                    found.setdefault(metric, []).append(reference)
+        return found
+
     def mean_curve(self, method: str, metric: str) -> np.ndarray | None:
         """The mean curve over images, NaNs skipped like the summary's (a randomization step where an image's
         map is constant has no rank correlation; one such image must not hide the method's whole curve)."""
@@ -74,6 +88,59 @@ class ScoreTable:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # a step no image defines stays NaN
             return np.nanmean(np.concatenate(parts), axis=0)
+
+
+def mean_and_interval(pairs: list[tuple[str, float]]) -> tuple[float, float]:
+    """The mean of the values of (target, value) pairs and its 95 % half-width (Student's t)."""
+    from scipy.stats import t
+
+    values = np.array([value for _, value in pairs])
+    if len(values) < 2:
+        return (float(values.mean()) if len(values) else math.nan), math.nan
+    return float(values.mean()), float(t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
+
+
+def mean_of_class_means(pairs: list[tuple[str, float]]) -> tuple[float, float]:
+    """The mean over target classes of each class's mean (Zhang et al.'s mean accuracy over categories: a
+    common class does not outweigh a rare one), with the 95 % half-width of that mean: the classes' standard
+    errors combined, t with (values - classes) degrees of freedom; NaN while a class has one value."""
+    from scipy.stats import t
+
+    by_class: dict[str, list[float]] = {}
+    for target, value in pairs:
+        by_class.setdefault(target, []).append(value)
+    if not by_class:
+        return math.nan, math.nan
+    groups = [np.array(values) for values in by_class.values()]
+    mean = float(np.mean([group.mean() for group in groups]))
+    if min(map(len, groups)) < 2:
+        return mean, math.nan
+    error = math.sqrt(sum(group.var(ddof=1) / len(group) for group in groups)) / len(groups)
+    return mean, float(t.ppf(0.975, len(pairs) - len(groups)) * error)
+
+
+def annotated_pairs(paths: list, metrics) -> tuple[list, list[int], list]:
+    """Each input once per class the metrics' annotations give for it, with that class as its target
+    (``target="annotated"``: Zhang et al. cue the pointing game with the true class, so an image the model
+    gets wrong still counts; scoring the predicted class would leave exactly those out), and the inputs
+    no annotation names. Returns (inputs, targets, unannotated)."""
+    from xconv.interfaces import Metric
+
+    annotating = [m for m in metrics if type(m).annotated_targets is not Metric.annotated_targets]
+    if not annotating:
+        raise XconvError("target 'annotated' takes each image's classes from annotations: score it with a "
+                         "metric that has some (pointing, with its boxes)")
+    inputs, targets, unannotated = [], [], []
+    for path in paths:
+        classes = sorted({int(c) for metric in annotating for c in metric.annotated_targets(str(path))})
+        inputs += [path] * len(classes)
+        targets += classes
+        if not classes:
+            unannotated.append(path)
+    if not inputs:
+        raise XconvError(f"none of the {len(paths)} inputs is named by an annotation (a box's image): check the "
+                         "file names in the boxes file, or give --target")
+    return inputs, targets, unannotated
 
 
 def reference_maps(kind: str, count: int, size=(16, 16), seed: int = 0, input_size=None) -> np.ndarray:
@@ -115,8 +182,9 @@ def metric_guard(name: str):
 
 
 def score_batch(model: Model, batch: np.ndarray, methods: list[str], metrics: dict, table: ScoreTable, target=None,
-                originals=None, sources=None, method_options=None, seed: int = 0) -> None:
-    """Explain one decoded batch with every method, then score every explanation with every metric."""
+                originals=None, sources=None, method_options=None, seed: int = 0, position: int = 0) -> None:
+    """Explain one decoded batch with every method, then score every explanation with every metric.
+    ``position``: the position of the batch's first image among all, which names images given without a file."""
     from xconv.api import explain
 
     explanations = {}
@@ -127,9 +195,10 @@ def score_batch(model: Model, batch: np.ndarray, methods: list[str], metrics: di
     for offset, kind in enumerate(REFERENCES):
         explanations[kind] = reference_explanation(model, kind, first, seed + offset)
     targets = np.asarray(first.targets)
-    names = [str(s) for s in (sources or [f"image {i}" for i in range(len(batch))])]
+    names = [str(s) for s in (sources or [f"image {position + i}" for i in range(len(batch))])]
     for metric_name, metric in metrics.items():
         table.higher_is_better[metric_name] = metric.higher_is_better
+        table.averaged_over[metric_name] = metric.averaged_over
         for method, explanation in explanations.items():
             if method == "random" and metric.plays_backwards:  # whether or not that metric is scored too
                 explanation = complement(explanation)

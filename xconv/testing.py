@@ -175,8 +175,13 @@ def check_metric(metric_cls, model: Model | None = None, **options):
 
     assert isinstance(metric_cls, type) and issubclass(metric_cls, Metric), f"{metric_cls} is not an xconv.Metric subclass"
     _check_declaration(metric_cls, ("name", "description"))
+    assert metric_cls.averaged_over in ("images", "classes"), \
+        f"averaged_over must be 'images' or 'classes', not {metric_cls.averaged_over!r}"
     model = model or tiny_convnet()
     _check_refuses_unknown_option(lambda: metric_cls(model, no_such_option=1), metric_cls)
+    annotated = metric_cls(model, **options).annotated_targets("a.png")
+    assert all(isinstance(c, (int, np.integer)) and 0 <= c < len(model.class_names) for c in annotated), \
+        f"annotated_targets must give class indices of the model, gave {annotated!r}"
     images = random_images(3, model.input_size, seed=6)
     explanation = sample_explanation(("heatmap",))
     # Named as a real method (Grad-CAM on the model's default layer): a metric that explains again, as
