@@ -121,8 +121,9 @@ def explain_on_ray(paths: list, spec: JobSpec, address: str | None = None, batch
     summary = StreamSummary(inputs=len(paths))
     started = time.perf_counter()
     blocks = max(1, -(-len(paths) // batch_size))
-    # Workers do not share the driver's working directory: they read absolute paths.
-    dataset = ray.data.from_items([{"position": i, "path": str(Path(p).resolve()), "input": str(p)}
+    # Workers do not share the driver's working directory: they read absolute paths, links not followed
+    # (files are named after the path's own name, as the local engine names them).
+    dataset = ray.data.from_items([{"position": i, "path": str(Path.cwd() / p), "input": str(p)}
                                    for i, p in enumerate(paths)], override_num_blocks=blocks)
     cpus = int(ray.cluster_resources().get("CPU", 1))
     gpus = int(ray.cluster_resources().get("GPU", 0))
