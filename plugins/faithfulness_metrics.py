@@ -3,7 +3,9 @@
 * ``deletion`` (Petsiuk et al. 2018): remove pixels in the order of the map (upsampled to the input
   size), most important first, in ``steps`` equal steps, replacing them with a ``baseline`` (blurred by
   default; black or gray); the area under the target's softmax probability (trapezoid, x from 0 to 1).
-  A faithful map makes the probability fall fast: lower is better.
+  A faithful map makes the probability fall fast: lower is better. The paper's code deletes onto the
+  mean colour (about ``gray``) and inserts onto a milder blur; xconv plays both games on one baseline
+  (``xconv.faithfulness.baseline_images`` says why).
 * ``insertion`` (Petsiuk et al. 2018): reveal the pixels in that order on the baseline; higher is better.
 * ``average-drop`` (Chattopadhay et al. 2018): max(0, Y - O) / Y, where Y is the target's probability on
   the image and O on the image multiplied by the map: how much confidence the map's regions alone lose.

@@ -94,7 +94,12 @@ def descending_order_bits(values: np.ndarray) -> np.ndarray:
 
 
 def baseline_images(model, images: np.ndarray, kind: str) -> np.ndarray:
-    """Preprocessed baselines: the image blurred (sigma 5 px per 224, as Petsiuk et al.), black, or gray."""
+    """Preprocessed baselines: the image blurred (a Gaussian of sigma 5 px per 224 px), black, or gray.
+
+    Petsiuk et al.'s code differs: insertion reveals pixels on a blur whose sigma-5 kernel is cut to 11 x 11
+    (milder than this whole Gaussian), and deletion replaces them with zeros of the normalized input (the
+    dataset's mean colour, near ``gray``). One baseline for both games, as the issue asks, lets insertion
+    read deletion's copies backwards; the docs give every baseline's numbers."""
     from xconv.images import baseline_pixels
 
     return model.preprocess(baseline_pixels(images, kind, blur_sigma=5.0 * max(images.shape[1:3]) / 224))
