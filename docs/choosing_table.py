@@ -27,17 +27,24 @@ RANDOMIZED_LAYERS = 7
 
 
 def validation_photos(per_class: int | None, folder: Path = SHARED_VALIDATION) -> list[Path]:
-    """The first ``per_class`` photos of each class (all with None); empty when ../shared is absent."""
+    """The first ``per_class`` photos of each class (all with None), listed as training lists them (image
+    files only, sorted); empty when ../shared is absent."""
+    from xconv.image_folders import image_folder_files
+
     if not folder.is_dir():
         return []
-    return [path for name in ("cats", "dogs") for path in sorted((folder / name).iterdir())[:per_class]]
+    files, _ = image_folder_files(folder, ["cats", "dogs"])
+    return [path for label in (0, 1) for path in [p for p, lab in files if lab == label][:per_class]]
 
 
-def held_out_photos(photos: list[Path], share: float = 0.5) -> set[str]:
+def held_out_photos(photos: list[Path], unreadable=(), share: float = 0.5) -> set[str]:
     """The validation photos the bundled model never trained on: its recipe (``--merge-validation 0.5``)
-    moves that share of each class into training, chosen by file order as ``xconv.image_folders`` does."""
+    moves that share of each class's readable photos into training, chosen by file order as
+    ``xconv.image_folders`` does (``unreadable``: the paths training skipped, so later ranks do not shift)."""
     from xconv.image_folders import moved_to_training
 
+    skipped = {str(path) for path in unreadable}
+    photos = [path for path in photos if str(path) not in skipped]
     classes = sorted({path.parent.name for path in photos})
     for name in classes:
         members = [path for path in photos if path.parent.name == name]
@@ -93,7 +100,7 @@ def make_choosing_table(out: Path, per_class: int | None = 12, steps: int = 10, 
               else "Chelsea (the validation photos are absent)")
     (out / "table.txt").write_text(markdown_table(table, methods, source))
     if per_class is None and photos:
-        held = held_out_photos(photos)
+        held = held_out_photos(photos, [error.path for error in table.skipped])
         subset = ScoreTable(rows=[row for row in table.rows if row["image"] in held],
                             higher_is_better=table.higher_is_better)
         (out / "table-held-out.txt").write_text(markdown_table(

@@ -108,3 +108,24 @@ def test_shell_examples_run(page, workspace, monkeypatch):
         result = runner.invoke(app, words[1:])
         assert result.exit_code == 0, f"{page.name}: {command}\n{result.output[-2000:]}"
         assert "xconv: warning" not in result.output, f"{page.name}: {command}\n{result.output[-2000:]}"
+
+
+def test_the_docs_held_out_photos_are_those_training_held_out(tmp_path, monkeypatch):
+    """The held-out rows of 'Choosing a method' must be the photos the bundled model's recipe did not move
+    into training: a stray file (.DS_Store) or an unreadable photo shifted the parity of every later one."""
+    monkeypatch.syspath_prepend(str(REPO / "docs"))
+    from choosing_table import held_out_photos, validation_photos
+
+    from xconv.image_folders import read_image_folder, split_validation
+
+    for name in ("cats", "dogs"):
+        (tmp_path / name).mkdir()
+        for index in range(7):
+            Image.fromarray(np.full((8, 8, 3), index * 30, np.uint8)).save(tmp_path / name / f"{index}.png")
+        (tmp_path / name / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (tmp_path / "cats" / "2.png").write_bytes(b"broken")
+    photos = validation_photos(None, tmp_path)
+    assert len(photos) == 14 and not any(p.name == ".DS_Store" for p in photos)
+    validation = read_image_folder(tmp_path, (8, 8), ["cats", "dogs"])
+    _, held = split_validation(validation, validation, 0.5)
+    assert held_out_photos(photos, [error.path for error in validation.skipped]) == {str(p) for p in held.paths}
