@@ -190,11 +190,18 @@ def test_a_class_without_readable_training_photos_is_refused_and_validation_gaps
     assert len(said) == 2 and "class 'dogs'" in said[0] and "horses is not a training class" in said[1]
 
 
-def test_resume_continues_from_the_kept_epoch_and_never_replaces_a_better_checkpoint(dataset, trained, tmp_path):
+def test_resume_continues_from_the_kept_epoch_and_never_replaces_a_better_checkpoint(dataset, trained, tmp_path,
+                                                                                     monkeypatch):
     """keep=best: the file holds the best epoch, so a resumed run starts from that epoch (the history's best
-    row) and may replace the file only with a better epoch than any already logged."""
+    row) and may replace the file only with a better epoch than any already logged; the model it leaves in
+    memory (for fine-tuning) is that file's, not the best of the resumed epochs."""
     import keras
 
+    import xconv.training
+
+    left, real_fit = [], xconv.training.fit
+    monkeypatch.setattr(xconv.training, "fit", lambda model, *a, **k: (real_fit(model, *a, **k),
+                                                                        left.append(model.get_weights()))[0])
     out = copy_run(trained[0], tmp_path)
     kept_epoch = 1
     history = tmp_path / "tiny.history.csv"
@@ -211,6 +218,7 @@ def test_resume_continues_from_the_kept_epoch_and_never_replaces_a_better_checkp
     assert f"after {kept_epoch} epochs" in resumed.output
     after = keras.saving.load_model(out, compile=False).get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(before, after))  # no epoch beat the best logged one
+    assert all(np.array_equal(a, b) for a, b in zip(after, left[0]))
     assert [r["epoch"] for r in history_rows(history)] == ["0", "1", "2"]  # epoch 1's row gone, then 1 and 2 again
 
 

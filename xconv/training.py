@@ -267,11 +267,13 @@ def fit(model, train: ImageFolder, validation: ImageFolder, out: str | os.PathLi
                                   config.mixing_probability, any_size=len(phases) > 1)
         callbacks = [checkpoint, keras.callbacks.CSVLogger(str(paths["history"]), append=first > 0),
                      LearningCurves(paths["history"], paths["curves"]), timer]
-        # Early stopping (and its restoring of the best weights) watches the last, full-size phase only;
-        # "last" never lets validation choose, so the held-out photos stay untouched.
+        # Early stopping watches the last, full-size phase only, and its patience counts epochs without
+        # beating the best already on disk (an earlier phase's, a resumed run's); the checkpoint then
+        # restores the file's weights. "last" never lets validation choose: the held-out photos stay untouched.
         if keep_best and index == len(phases) - 1:
             callbacks.insert(1, keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
-                                                              patience=config.patience, restore_best_weights=True))
+                                                              patience=config.patience, baseline=checkpoint.best))
+            checkpoint.restore_at_end = True
         if progress is not None:
             callbacks.append(progress)
         callbacks.extend(extra_callbacks)

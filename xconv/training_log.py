@@ -86,6 +86,14 @@ class BestCheckpoint(keras_callback_base()):
     def __init__(self, path: Path, keep_best: bool, best: float | None = None):
         super().__init__()
         self.path, self.keep_best, self.best = Path(path), keep_best, best
+        self.restore_at_end = False  # set for a run's last phase: the model it leaves is the checkpoint's
+
+    def on_train_end(self, logs=None):
+        # Not Keras's restore_best_weights: its best is this fit's, but the file's best may be an epoch of
+        # the run this one resumed, or of an earlier phase; what follows (fine-tuning, the final confusion
+        # matrix) must start from what the file holds.
+        if self.restore_at_end and self.path.is_file():
+            self.model.load_weights(self.path)
 
     def on_epoch_end(self, epoch, logs=None):
         score = (logs or {}).get("val_accuracy")
