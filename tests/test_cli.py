@@ -505,6 +505,12 @@ def test_report_folder_checked_first_and_any_file_error_is_one_line_naming_the_f
         patch.setattr(xconv_report, "build_report", lambda *a, **k: open(own))
         result = invoke("report", photos / "photo0.png", "--model", model_file, "--out", tmp_path / "r.html")
     assert result.exit_code == 2 and "internal error: FileNotFoundError" in result.output
+    with pytest.MonkeyPatch.context() as patch:  # TensorFlow puts whole tensors in messages: thousands of numbers
+        patch.setattr(xconv_report, "build_report", lambda *a, **k: (_ for _ in ()).throw(ValueError("1.0\n" * 5000)))
+        result = invoke("report", photos / "photo0.png", "--model", model_file, "--out", tmp_path / "r.html")
+    [line] = result.output.strip().splitlines()
+    assert result.exit_code == 2 and line.startswith("xconv: error: internal error: ValueError: 1.0 1.0")
+    assert len(line) < 700 and line.endswith("... (run with --debug for the traceback)")
 
 
 def test_the_output_folder_is_not_created_by_a_run_that_fails_first(photos, model_file, tmp_path):

@@ -43,7 +43,9 @@ def first_line(error: BaseException, limit: int = 200) -> str:
     return lines[0][:limit] if lines else type(error).__name__
 
 
-def one_line(error: BaseException) -> str:
-    """The exception's type and whole message on one line (pluggy's reasons span several)."""
+def one_line(error: BaseException, limit: int = 600) -> str:
+    """The exception's type and message on one line (pluggy's reasons span several), cut at ``limit``
+    characters: TensorFlow puts whole tensors in some messages, thousands of lines of numbers."""
     text = " ".join(line.strip() for line in str(error).strip().splitlines() if line.strip())
+    text = text if len(text) <= limit else text[:limit].rstrip() + " ..."
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
