@@ -727,20 +727,20 @@ def test_recipe_options_reject_bad_values_in_one_line(dataset, tmp_path, argumen
     assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
 
 
-def test_paths_and_strategy_mistakes_are_refused_before_training(dataset, tmp_path, monkeypatch):
+def test_paths_and_strategy_mistakes_are_refused_before_training(dataset, tmp_path):
     """Each of these failed late: after every photo was decoded, after a whole epoch, or as a traceback."""
     (tmp_path / "folder.keras").mkdir()
     (tmp_path / "empty").mkdir()
     (tmp_path / "logs").write_text("a file, not a folder")
     photo = dataset / "validation" / "cats" / "cats0.jpg"
-    monkeypatch.setenv("TF_CONFIG", "{bad json")
     cases = [
         (["--out", tmp_path / "folder.keras"], "is a folder"),
         (["--out", tmp_path / "m.keras", "--explain-images", tmp_path / "empty"], "empty: no images there"),
         (["--out", tmp_path / "m.keras", "--explain-images", photo, "--tensorboard", tmp_path / "logs"],
          "logs is not a folder"),
         (["--out", tmp_path / "m.keras", "--strategy", "nope"], "--strategy must be one of"),
-        (["--out", tmp_path / "m.keras", "--strategy", "multi-worker"], "TF_CONFIG is not valid JSON"),
+        (["--out", tmp_path / "m.keras", "--strategy", "multi-worker"], "Keras 3's model.fit fails under TensorFlow's "
+         "MultiWorkerMirroredStrategy"),  # tried with two worker processes: every step failed, internal error
     ]
     for arguments, message in cases:
         result = train("--data", dataset, "--image-size", "32", *arguments)

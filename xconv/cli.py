@@ -434,8 +434,9 @@ def train(
     explain_method: str = typer.Option("gradcam", "--explain-method", help="Heatmap method for --explain-every."),
     tensorboard: Optional[Path] = typer.Option(None, "--tensorboard", help="Log the strips, the metrics and the "
                                                "final confusion matrix to this TensorBoard folder."),
-    strategy: str = typer.Option("default", "--strategy", help="default, mirrored (every local GPU) or multi-worker "
-                                 "(TF_CONFIG); --batch-size is per replica, the learning rate scales with replicas."),
+    strategy: str = typer.Option("default", "--strategy", help="default or mirrored (every local GPU; multi-worker is "
+                                 "refused: Keras 3 cannot fit under it); --batch-size is per replica, the learning "
+                                 "rate scales with replicas."),
     mixing: str = typer.Option("none", "--mixing", help="Mix training batches: none, cutmix or mixup."),
     mixing_probability: float = typer.Option(0.5, "--mixing-probability", min=0.0, max=1.0,
                                              help="Share of training batches mixed."),

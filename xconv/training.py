@@ -36,7 +36,7 @@ class TrainConfig:
     weight_decay: float = 0.05
     label_smoothing: float = 0.1
     warmup_epochs: int = 3
-    strategy: str = "default"  # or "mirrored", "multi-worker" (xconv.distribute)
+    strategy: str = "default"  # or "mirrored" (xconv.distribute)
     scale_learning_rate: bool = True  # with several replicas: learning rate x replicas
     mixing: str = "none"  # or "cutmix", "mixup" (xconv.mixing)
     mixing_probability: float = 0.5  # share of training batches mixed
