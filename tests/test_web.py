@@ -607,6 +607,8 @@ def test_chunked_uploads_and_malformed_fields_get_a_4xx_line(server, photos):
     assert response.status_code == 411 and "Content-Length" in response.json()["error"]
     response = post(f"{server.url}/api/explain", photos / "chelsea.jpg", grid="maybe")
     assert response.status_code == 422 and response.json()["error"].startswith("invalid request: grid")
+    response = httpx.post(f"{server.url}/api/predict", files={"file": (None, "hello")})  # curl -F file=hello
+    assert response.status_code == 400 and response.json()["error"].startswith("send the photo as a file in the 'file'")
     # FastAPI's own answers come in the API's one shape too (they were {"detail": ...}).
     response = httpx.post(f"{server.url}/api/predict", content=b"garbage",
                           headers={"content-type": "multipart/form-data; boundary=x"})

@@ -127,6 +127,11 @@ def create_app(service: ExplainService, token: str | None = None, max_batch: int
 
     @app.exception_handler(RequestValidationError)
     async def invalid_field(request, error: RequestValidationError):
+        if any(tuple(e.get("loc", ())[-1:]) == ("file",) for e in error.errors()):
+            # FastAPI's words were "file: Value error, Expected UploadFile, received: <class 'str'>".
+            return JSONResponse({"error": "send the photo as a file in the 'file' field (multipart/form-data "
+                                          "with a file name, as curl -F file=@photo.jpg does), not as text"},
+                                status_code=400)
         problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', [])[1:])}: {e.get('msg')}" for e in error.errors())
         return JSONResponse({"error": f"invalid request: {problems}"}, status_code=422)
 
