@@ -291,6 +291,37 @@ def test_a_call_whose_requests_are_all_cancelled_stops_between_its_chunks():
     assert answer == 2 and waited < 1 and chunks_run.count("slow") < 100
 
 
+def test_a_queued_call_whose_clients_all_left_never_starts_and_a_short_answer_fails_every_request():
+    """Dropping cancelled requests when a batch formed was not enough: a batch already queued behind other
+    work (a filter ascent) ran in full for nobody once its clients left, and Grad-CAM never checks."""
+    from xconv.web.batching import MicroBatcher
+
+    ran, release = [], threading.Event()
+
+    def run(key, items):
+        ran.append(key)
+        if key == "busy":
+            release.wait(10)
+        return items[:1] if key == "short" else items
+
+    batcher = MicroBatcher(run)
+
+    async def scenario():
+        busy = asyncio.ensure_future(batcher.submit("busy", 1))
+        await asyncio.sleep(0.1)
+        queued = asyncio.ensure_future(batcher.submit("queued", 2))  # formed a batch, waits behind "busy"
+        await asyncio.sleep(0.1)
+        queued.cancel()
+        release.set()
+        await busy
+        short = [asyncio.ensure_future(batcher.submit("short", n)) for n in (1, 2)]
+        return await asyncio.wait_for(asyncio.gather(*short, return_exceptions=True), 5)
+
+    answers = asyncio.run(scenario())
+    assert ran == ["busy", "short"]
+    assert all(isinstance(a, RuntimeError) and "gave 1 results for 2 requests" in str(a) for a in answers)
+
+
 def test_other_model_work_stops_once_its_caller_is_cancelled():
     """``MicroBatcher.call`` (the filter patterns) ran to its end after its request was gone."""
     from xconv.cancel import stop_if_cancelled

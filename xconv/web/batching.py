@@ -15,7 +15,7 @@ from collections import defaultdict
 from concurrent.futures import Executor, Future
 from typing import Any, Callable, Hashable
 
-from xconv.cancel import cancellable
+from xconv.cancel import Cancelled, cancellable
 
 
 class ModelThread(Executor):
@@ -129,8 +129,17 @@ class MicroBatcher:
         """On the worker thread: the call, stopped between its chunks (``xconv.stop_if_cancelled``) once
         every request it serves is cancelled (their clients left: the page moved on to another method)."""
         futures = [future for _, future in live]
-        with cancellable(lambda: all(future.cancelled() for future in futures)):
-            return self.run(key, [item for item, _ in live])
+
+        def abandoned():
+            return all(future.cancelled() for future in futures)
+
+        if abandoned():  # every client left while the call waited behind other work: it never starts
+            raise Cancelled
+        with cancellable(abandoned):
+            results = self.run(key, [item for item, _ in live])
+        if len(results) != len(live):  # zip would leave the requests past the end waiting forever
+            raise RuntimeError(f"the model call gave {len(results)} results for {len(live)} requests")
+        return results
 
     def close(self) -> None:
         """Drop the queued calls and return at once, without waiting for the call in progress. Called on the
