@@ -216,14 +216,26 @@ def test_access_token_is_required_when_set(catsdogs):
     assert len(access_token("0.0.0.0", None, False)) >= 24 and access_token("0.0.0.0", None, True) is None
     with pytest.raises(xconv.XconvError, match="--token and --no-token contradict"):  # was served open, token dropped
         access_token("0.0.0.0", "abc", True)
+    from urllib.parse import parse_qs, urlsplit
+
+    from xconv.web.server import served_url
+
+    url = served_url("::", 8000, "a+b &c#d")  # a token of the user's own, printed raw, read back as "a b "
+    assert url.startswith("http://[::]:8000/?") and parse_qs(urlsplit(url).query)["token"] == ["a+b &c#d"]
     live = LiveServer(create_app(ExplainService(catsdogs), token="s3cret")).start()
     try:
         assert httpx.get(f"{live.url}/api/models").status_code == 401
         assert httpx.get(f"{live.url}/api/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
         assert httpx.get(f"{live.url}/api/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
         with httpx.Client(base_url=live.url) as client:  # ?token= once, then the cookie carries it
-            assert client.get("/", params={"token": "s3cret"}).status_code == 200
+            answer = client.get("/", params={"token": "s3cret"})
+            assert answer.status_code == 200
+            # Named for the port: browsers send a cookie to every port of the host (another service there).
+            assert list(client.cookies) == [f"xconv_token_{live.port}"]
             assert client.get("/api/methods").status_code == 200
+            # A page on another port of this host is same-site: its fetch carries the cookie, and is refused.
+            other_port = client.get("/api/methods", headers={"Sec-Fetch-Site": "same-site"})
+            assert other_port.status_code == 403 and "another site's page" in other_port.json()["error"]
     finally:
         live.stop()
 

@@ -33,6 +33,13 @@ MAX_UPLOAD_PIXELS = 40_000_000
 
 TOKEN_COOKIE = "xconv_token"
 
+
+def token_cookie(request: Request) -> str:
+    """The token cookie's name for the port the browser talks to: browsers send a cookie to every port of
+    its host, so one name would hand this server's token to any other service there (and two xconv
+    servers on one host would overwrite each other's), as Jupyter's per-port cookie names avoid."""
+    return f"{TOKEN_COOKIE}_{request.url.port or (443 if request.url.scheme == 'https' else 80)}"
+
 #: Uploads decoded at full size at the same time (the others wait; see ``create_app``).
 DECODES_AT_ONCE = 4
 
@@ -149,12 +156,13 @@ def create_app(service: ExplainService, token: str | None = None, max_batch: int
         if token is None and request.method == "POST" and cross_site(request):
             # With a token, the SameSite cookie already keeps other sites' forms out (and a proxy may rewrite Host).
             return JSONResponse({"error": "uploads from another site's page are refused"}, status_code=403)
-        if token is None and request.url.path.startswith("/api/") and fetched_by_another_origin(request):
-            # An <img src> on any page could otherwise start minutes of filter-pattern ascent here.
+        if request.url.path.startswith("/api/") and fetched_by_another_origin(request):
+            # An <img src> on any page could otherwise start minutes of filter-pattern ascent here; with a
+            # token too: a page on another port of this host is "same-site", so the cookie goes with it.
             return JSONResponse({"error": "API calls from another site's page are refused"}, status_code=403)
         if token is not None:
             offered = (request.headers.get("x-xconv-token") or request.query_params.get("token")
-                       or request.cookies.get(TOKEN_COOKIE) or "")
+                       or request.cookies.get(token_cookie(request)) or "")
             bearer = request.headers.get("authorization", "")
             if bearer.lower().startswith("bearer "):
                 offered = bearer[7:]
@@ -170,7 +178,7 @@ def create_app(service: ExplainService, token: str | None = None, max_batch: int
                                 status_code=413)
         response = await call_next(request)
         if token is not None and request.query_params.get("token"):
-            response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
+            response.set_cookie(token_cookie(request), token, httponly=True, samesite="strict")
         return response
 
     async def read_upload(request: Request, file: Optional[UploadFile], sample: Optional[str]):

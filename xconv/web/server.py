@@ -38,6 +38,14 @@ def access_token(host: str, token: str | None, no_token: bool) -> str | None:
     return None if is_loopback(host) else secrets.token_urlsafe(24)
 
 
+def served_url(host: str, port: int, token: str | None) -> str:
+    """The URL to open, the token quoted: ``--token 'a+b'`` printed raw reads back as "a b" (401)."""
+    from urllib.parse import quote
+
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/" + (f"?token={quote(token, safe='')}" if token else "")
+
+
 def serve(model, host: str = "127.0.0.1", port: int = 8000, token: str | None = None, no_token: bool = False,
           max_batch: int = 16, echo=print) -> None:
     import uvicorn
@@ -49,8 +57,7 @@ def serve(model, host: str = "127.0.0.1", port: int = 8000, token: str | None = 
     app = create_app(ExplainService(model), token=token, max_batch=max_batch,
                      local_only=token is None and is_loopback(host))
     listening = listening_sockets(host, port)  # before the URL is printed: a busy port fails here, in one line
-    shown = f"[{host}]" if ":" in host else host
-    url = f"http://{shown}:{listening[0].getsockname()[1]}/" + (f"?token={token}" if token else "")
+    url = served_url(host, listening[0].getsockname()[1], token)
     echo(f"xconv serving {model.display_name} at {url}  (API docs: {url.split('?')[0]}docs; Ctrl-C stops)")
     if not token and not is_loopback(host):
         echo("warning: no access token and not on loopback: anyone who can reach this port can use it")
