@@ -187,6 +187,33 @@ def test_filter_patterns_are_computed_once_per_layer(server):
         httpx.get(f"{server.url}/api/filters", timeout=120).json()["layer"] == "block2_sepconv1"
 
 
+def test_patterns_computed_before_are_answered_while_the_model_is_busy(catsdogs):
+    """A cached layer waited in the model thread's queue behind any ascent or heatmap in progress."""
+    import threading
+
+    from xconv.web.app import create_app
+    from xconv.web.service import ExplainService
+
+    service, release = ExplainService(catsdogs), threading.Event()
+    service._filters["block1_pool"] = {"layer": "block1_pool", "png": b"", "filters": [0], "robustness": None}
+    # A long ascent for another layer.
+    service.filters = lambda layer: release.wait(30) and {"layer": layer, "png": b"", "filters": [], "robustness": None}
+    live = LiveServer(create_app(service)).start()
+    try:
+        busy = threading.Thread(target=lambda: httpx.get(f"{live.url}/api/filters", params={"layer": "block2_pool"},
+                                                         timeout=60))
+        busy.start()
+        time.sleep(0.5)
+        started = time.perf_counter()
+        answer = httpx.get(f"{live.url}/api/filters", params={"layer": "block1_pool"}, timeout=20)
+        assert answer.status_code == 200 and answer.json()["filters"] == [0]
+        assert time.perf_counter() - started < 5
+    finally:
+        release.set()
+        busy.join()
+        live.stop()
+
+
 def test_requests_without_a_layer_get_defaults_that_work(catsdogs):
     """The heatmap's default layer by its path, so a request naming it shares a model call with one that
     leaves it out; the filter patterns' default is a conv or pooling layer (the heatmaps' default, an

@@ -263,7 +263,8 @@ def create_app(service: ExplainService, token: str | None = None, max_batch: int
 
     @app.get("/api/filters", summary="Filter patterns of a layer (computed once per layer, then cached)")
     async def filters(request: Request, layer: Optional[str] = None):
-        result = await while_connected(request, batcher.call(service.filters, layer))
+        # A layer seen before is answered at once, not queued behind a heatmap or another layer's ascent.
+        result = service.cached_filters(layer) or await while_connected(request, batcher.call(service.filters, layer))
         return result if isinstance(result, Response) else with_data_urls(result)
 
     @app.get("/api/stats", summary="Model calls made and photos they carried (micro-batching at work)")

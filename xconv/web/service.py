@@ -178,6 +178,11 @@ class ExplainService:
                 grids[output.index] = {"layer": layer, "png": Path(output.path).read_bytes()}
         return grids
 
+    def cached_filters(self, layer: str | None) -> dict | None:
+        """The patterns already computed for the layer at path ``layer``, else None: no model work and no
+        lock (an ascent in progress holds it for minutes), so the event loop may ask."""
+        return self._filters.get(layer) if layer else None
+
     def filters(self, layer: str | None, count: int = 16) -> dict:
         """Filter patterns of ``layer``: computed once per layer, then served from memory."""
         info = self.pattern_layer(layer)

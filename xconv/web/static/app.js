@@ -31,7 +31,9 @@ async function start() {
   $("file").addEventListener("change", () => { if ($("file").files[0]) choose({file: $("file").files[0]}); });
   $("sample").addEventListener("change", () => { if ($("sample").value) choose({sample: $("sample").value}); });
   for (const id of ["method", "layer", "grid"]) $(id).addEventListener("change", () => current && explain());
-  $("layer").addEventListener("change", showFilters);
+  // With a photo, explain() asks for the patterns once its answer is in: sent together, the ascent (its
+  // request has no upload) reached the model first and the new layer's heatmaps waited for all of it.
+  $("layer").addEventListener("change", () => current || showFilters());
   const drop = $("drop");
   drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
@@ -50,7 +52,21 @@ function choose(input) {
   if (objectURL) URL.revokeObjectURL(objectURL);
   objectURL = input.file ? URL.createObjectURL(input.file) : null;
   $("photo").src = input.file ? objectURL : `/api/samples/${encodeURIComponent(input.sample)}`;
+  clearAnswer();  // the last photo's prediction and maps must not sit beside the new photo
   explain();
+}
+
+function clearAnswer() {
+  $("prediction").textContent = "";
+  $("probabilities").replaceChildren();
+  $("heatmaps").replaceChildren();
+  showActivations(null);
+}
+
+function showActivations(grid) {
+  $("activation-layer").textContent = grid ? grid.layer : "";
+  if (grid) $("activations").src = grid.png; else $("activations").removeAttribute("src");
+  $("activations").hidden = !grid;
 }
 
 function showError(message) {
@@ -85,6 +101,7 @@ async function explain() {
     $("result").hidden = true;
     showError(error.message);
     document.body.dataset.state = "error";
+    showFilters();  // the patterns do not depend on the photo that failed
   }
 }
 
@@ -115,10 +132,7 @@ function show(answer) {
     figure.append(image, caption);
     gallery.appendChild(figure);
   }
-  if (answer.activations) {
-    $("activation-layer").textContent = answer.activations.layer;
-    $("activations").src = answer.activations.png;
-  }
+  showActivations(answer.activations);  // none: the last answer's grid would pass for this one's
 }
 
 async function showFilters() {
@@ -143,6 +157,7 @@ async function showFilters() {
   } catch (error) {
     if (request !== patterns) return;  // aborted for another layer
     $("filters-layer").textContent = layer;
+    $("filters").removeAttribute("src");  // the previous layer's patterns under this layer's name
     showError(error.message);
     document.body.dataset.filters = "error";
   } finally {
