@@ -17,6 +17,8 @@ def test_explanation_displays_as_inline_pictures():
     assert shown.count('<img src="data:image/jpeg;base64,') == 2 and "Explanation(gradcam" in shown
     grid = xconv.explain(model, images[:1], "activations", layers=["conv1"])._repr_html_()
     assert grid.count("<img ") == 1 and not re.search(r'src="(?!data:)', grid)
+    many = xconv.explain(model, random_images(30, (32, 32), seed=1), "gradcam")._repr_html_()  # a folder's worth
+    assert many.count("<img ") == 24 and "6 more pictures not shown: <code>xconv.render(e, &#x27;overlay&#x27;" in many
 
 
 def test_example_notebook_executes_and_shows_pictures():

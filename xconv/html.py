@@ -56,8 +56,13 @@ def wide(url: str, alt: str) -> str:
     return f'<div class="xconv-wide"><img src="{url}" alt="{html.escape(alt)}"></div>'
 
 
+#: Pictures a notebook cell shows at most: an explanation of a 256-photo folder inlined 256 pictures.
+MAX_INLINE_PICTURES = 24
+
+
 def explanation_html(explanation, max_side: int = 256) -> str:
-    """An explanation as HTML: its default renderer's pictures, small, with one caption each."""
+    """An explanation as HTML: its default renderer's pictures, small, with one caption each (the first
+    ``MAX_INLINE_PICTURES``, and how many more there are)."""
     import xconv
     from xconv.errors import XconvError
     from xconv.registry import get_registry
@@ -71,9 +76,13 @@ def explanation_html(explanation, max_side: int = 256) -> str:
         outputs = xconv.render(explanation, renderer, scratch)
         many = len(outputs) > 1 and explanation.kind == "heatmap"
         side = max_side if many else max_side * 3
-        parts = [figure(jpeg_data_url(output.path, side), Path(output.path).stem) for output in outputs]
+        parts = [figure(jpeg_data_url(output.path, side), Path(output.path).stem)
+                 for output in outputs[:MAX_INLINE_PICTURES]]
+    more = len(outputs) - len(parts)
+    note = (f"<p>{more} more pictures not shown: <code>xconv.render(e, {html.escape(repr(renderer))}, "
+            "'folder')</code> writes them all.</p>" if more > 0 else "")
     return (f'<div class="xconv-explanation"><style>{GALLERY_STYLE}</style>{header}'
-            f'<div class="{"xconv-gallery" if many else "xconv-wide"}">{"".join(parts)}</div></div>')
+            f'<div class="{"xconv-gallery" if many else "xconv-wide"}">{"".join(parts)}</div>{note}</div>')
 
 
 def page(title: str, body: str) -> str:
