@@ -140,6 +140,9 @@ def test_train_writes_checkpoint_history_curves_and_skips_corrupt(dataset, train
     assert trained_past_corrupt(resumed), resumed.output
     assert "resuming" in resumed.output and "size 32x32" in resumed.output
     assert len(history_rows(tmp_path / "tiny.history.csv")) == 3
+    again = train_quick("--data", dataset, "--epochs", "3", "--batch-size", "8", "--out", out, "--resume", "--keep", "last")
+    assert "after 3 epochs (none run now: the checkpoint holds them; raise --epochs above 3" in again.output
+    assert "nan" not in again.output, again.output  # was "(nan s/epoch, nan images/s)"
 
 
 def test_resume_refuses_other_classes_or_another_size_before_touching_the_run(dataset, trained, tmp_path):
@@ -158,6 +161,11 @@ def test_resume_refuses_other_classes_or_another_size_before_touching_the_run(da
     assert "trained on classes ['cats', 'dogs']" in relabelled.output and "['dogs', 'zebras']" in relabelled.output
     resized = train_quick("--data", dataset, "--epochs", "5", "--image-size", "48", "--out", out, "--resume")
     assert resized.exit_code == 1 and "pass --image-size 32" in resized.output
+    # --model and --weights cannot change a resumed network (they were ignored without a word).
+    renamed = train("--data", dataset, "--epochs", "5", "--out", out, "--resume", "--model", "catsdogs")
+    assert renamed.exit_code == 1 and "was trained as quick, not catsdogs; drop --model" in renamed.output
+    reweighted = train_quick("--data", dataset, "--epochs", "5", "--out", out, "--resume", "--weights", "none")
+    assert reweighted.exit_code == 1 and "--resume continues the checkpoint's own" in reweighted.output
     assert read_metadata(out)["class_names"] == ["cats", "dogs"]
     assert (tmp_path / "tiny.history.csv").read_text() == history
 
@@ -220,6 +228,25 @@ def test_resume_continues_from_the_kept_epoch_and_never_replaces_a_better_checkp
     assert all(np.array_equal(a, b) for a, b in zip(before, after))  # no epoch beat the best logged one
     assert all(np.array_equal(a, b) for a, b in zip(after, left[0]))
     assert [r["epoch"] for r in history_rows(history)] == ["0", "1", "2"]  # epoch 1's row gone, then 1 and 2 again
+
+
+def test_resume_without_a_history_measures_the_checkpoint_before_it_may_replace_it(dataset, trained, tmp_path):
+    """With the history gone, no bar was set: the first resumed epoch replaced a better checkpoint."""
+    import re
+
+    out = copy_run(trained[0], tmp_path)
+    (tmp_path / "tiny.history.csv").unlink()
+    before = out.read_bytes()
+    resumed = train_quick("--data", dataset, "--batch-size", "8", "--out", out, "--epochs", "2", "--resume")
+    assert trained_past_corrupt(resumed), resumed.output
+    measured = float(re.search(r"no history beside tiny.keras: its val_accuracy, measured now, is ([\d.]+)",
+                               resumed.output)[1])
+    assert measured * 8 == round(measured * 8)  # a share of the 8 validation photos
+    rows = history_rows(tmp_path / "tiny.history.csv")
+    beaten = any(float(row["val_accuracy"]) > measured for row in rows)
+    assert (out.read_bytes() != before) == beaten, (measured, rows)
+    best = max([measured] + [float(row["val_accuracy"]) for row in rows])
+    assert f"best val_accuracy {best:.4f}" in resumed.output  # the kept checkpoint's, not the run's best epoch
 
 
 def test_a_continuing_optimizer_schedules_only_the_epochs_it_runs():
@@ -508,8 +535,12 @@ def test_a_run_stopped_in_its_first_epoch_claims_no_files_and_exits_130(dataset,
     for split in ("train", "validation"):
         (other / split / "cats").rename(other / split / "zebras")
     result = train_quick("--data", other, "--epochs", "2", "--image-size", "32", "--out", out)
-    assert result.exit_code == 130 and "wrote" not in result.output, result.output
+    assert result.exit_code == 1 and "exists: --resume continues it" in result.output, result.output
     assert out.read_bytes() == checkpoint and read_metadata(out)["class_names"] == ["cats", "dogs"]
+    # Over another run's history and curves only (its checkpoint gone), a stopped run claims none of them.
+    out.unlink()
+    result = train_quick("--data", other, "--epochs", "2", "--image-size", "32", "--out", out)
+    assert result.exit_code == 130 and "wrote" not in result.output, result.output
 
 
 @pytest.mark.parametrize("settings, message", [

@@ -414,7 +414,8 @@ def layers(model: str = MODEL_OPTION, weights: Optional[str] = WEIGHTS_OPTION, u
 @user_errors
 def train(
     data: Path = typer.Option(..., "--data", help="Folder with train/<class>/ and validation/<class>/ images."),
-    model: str = typer.Option("catsdogs", "--model", "-m", help="Trainable model: catsdogs or inceptionv3-transfer."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Trainable model: catsdogs (default) or "
+                                        "inceptionv3-transfer; with --resume, the checkpoint's."),
     epochs: int = typer.Option(60, "--epochs", min=1),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
     image_size: Optional[int] = typer.Option(None, "--image-size", min=16, max=MAX_IMAGE_SIDE,
@@ -458,6 +459,7 @@ def train(
         raise XconvError(f"--out must end in .keras, got {out}")
     if out.is_dir():
         raise XconvError(f"--out {out} is a folder; give the checkpoint's file name")
+    model = resumed_or_new(out, model, weights, resume)
     model_cls = get_registry().get("model", model)
     if not model_cls.trainable:
         trainable = [n for n in get_registry().names("model") if get_registry().get("model", n).trainable]
@@ -498,8 +500,10 @@ def train(
         if summary["interrupted"]:
             typer.echo("interrupted: the best checkpoint so far is kept" if kept == "best"
                        else "interrupted: the last finished epoch's checkpoint is kept")
+        seconds = summary["seconds_per_epoch"]
         typer.echo(f"{kept} val_accuracy {summary[kept + '_val_accuracy']:.4f} after {summary['epochs_run']} epochs "
-                   f"({summary['seconds_per_epoch']:.1f} s/epoch, {summary['train_images_per_second']:.1f} images/s)")
+                   + (f"({seconds:.1f} s/epoch, {summary['train_images_per_second']:.1f} images/s)" if seconds == seconds
+                      else f"(none run now: the checkpoint holds them; raise --epochs above {epochs} to continue)"))
     else:
         typer.echo("interrupted before the first epoch ended: no checkpoint was written")
     for path in summary["written"] + ([summary["explanations"]] if "explanations" in summary else []):
@@ -510,6 +514,25 @@ def train(
         typer.echo(f"xconv: {len(summary['skipped'])} files could not be read (skipped, listed above); the model "
                    "was trained and validated on the others", err=True)
         raise typer.Exit(1)
+
+
+def resumed_or_new(out: Path, model: Optional[str], weights: Optional[str], resume: bool) -> str:
+    """The model to train: a new one never replaces a checkpoint at --out (a trained model was lost that
+    way), and a resumed one is the checkpoint's own network, which --model and --weights cannot change."""
+    if not resume:
+        if out.exists():
+            raise XconvError(f"--out {out} exists: --resume continues it; to train a new model, choose another "
+                             "--out or remove that file")
+        return model or "catsdogs"
+    from xconv.modelfile import read_metadata
+
+    trained_as = read_metadata(out).get("trained_as") if out.is_file() else None
+    if model and trained_as and model != trained_as:
+        raise XconvError(f"--resume: {out} was trained as {trained_as}, not {model}; drop --model (a resumed run "
+                         "continues the checkpoint's network)")
+    if weights is not None:
+        raise XconvError("--weights picks a new model's starting weights; --resume continues the checkpoint's own")
+    return model or trained_as or "catsdogs"
 
 
 @app.command()

@@ -225,8 +225,10 @@ def artifact_paths(out: Path) -> dict[str, Path]:
 
 def fit(model, train: ImageFolder, validation: ImageFolder, out: str | os.PathLike, config: TrainConfig,
         initial_epoch: int = 0, progress=None, fresh_optimizer: bool = True, extra_callbacks=(),
-        distribution=None) -> dict:
+        distribution=None, resumed: bool = False, echo=None) -> dict:
     """Train ``model`` and keep the best checkpoint at ``out``; Ctrl-C stops cleanly with that checkpoint kept.
+    ``resumed``: ``model`` is the checkpoint at ``out``, so with no history to say how good it is, its
+    validation accuracy is measured first (``echo`` says it).
 
     Returns a summary: best validation accuracy, epochs run, seconds per epoch, images per second,
     whether training was interrupted, and the artifact paths.
@@ -255,6 +257,14 @@ def fit(model, train: ImageFolder, validation: ImageFolder, out: str | os.PathLi
     # One checkpoint callback for every phase, so "best" compares across them; a run that continues one
     # (--resume, fine-tuning) must beat the best epoch already on disk before it may replace that file.
     earlier = [row["val_accuracy"] for row in read_history(paths["history"])[:initial_epoch] if "val_accuracy" in row]
+    measured = []  # the resumed checkpoint's val_accuracy, when no history row has it
+    if resumed and keep_best and not earlier:
+        # The history is missing or unreadable: without a bar, the first epoch, however bad, replaced the
+        # checkpoint (a trained model was lost that way).
+        earlier = measured = [float(model.evaluate(val_data, verbose=0, return_dict=True)["accuracy"])]
+        if echo:
+            echo(f"no history beside {out.name}: its val_accuracy, measured now, is {earlier[0]:.4f}; only a "
+                 "better epoch replaces it")
     checkpoint = BestCheckpoint(paths["checkpoint"], keep_best, max(earlier) if earlier else None)
     interrupted = False
     phases = [phase for phase in config.phases() if phase[2] > initial_epoch]
@@ -290,7 +300,7 @@ def fit(model, train: ImageFolder, validation: ImageFolder, out: str | os.PathLi
     history = read_history(paths["history"])
     if not history and paths["history"].is_file() and paths["history"].stat().st_size == 0:
         paths["history"].unlink()  # Keras's logger opened it; no epoch ended to fill it
-    best = max((row["val_accuracy"] for row in history), default=float("nan"))
+    best = max([*measured, *(row["val_accuracy"] for row in history)], default=float("nan"))
     last = history[-1]["val_accuracy"] if history else float("nan")
     seconds = float(np.median(timer.durations)) if timer.durations else float("nan")
     return {
@@ -444,8 +454,8 @@ def train(data: str | os.PathLike, model_cls, out: str | os.PathLike, config: Tr
     before = file_stamps(paths)  # an earlier run's files this one may not replace (stopped in its first epoch)
     try:
         summary = fit(keras_model, train_split, validation_split, out, config, initial_epoch, progress,
-                      fresh_optimizer=not has_optimizer,
-                      extra_callbacks=extra, distribution=distribution)
+                      fresh_optimizer=not has_optimizer, extra_callbacks=extra, distribution=distribution,
+                      resumed=resume, echo=echo)
         if fine_tune and not summary["interrupted"]:
             unfrozen = unfreeze_top(keras_model, fine_tune)
             echo(f"fine-tuning the top {fine_tune} base layers ({unfrozen} trainable) at a low learning rate")
