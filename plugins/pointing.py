@@ -40,6 +40,8 @@ def names_the_image(named: str, source: str) -> bool:
 def read_boxes(path) -> list[dict]:
     """Box records from JSON (a list of objects) or CSV (a header row): image, class, x0, y0, x1, y1."""
     path = Path(path)
+    if path.is_dir():
+        raise xconv.XconvError(f"boxes file {path} is a folder; give the JSON or CSV file")
     if not path.is_file():
         raise xconv.XconvError(f"boxes file {path} does not exist")
     try:
@@ -78,7 +80,8 @@ class Pointing(xconv.Metric):
     averaged_over = "classes"
     options = (
         xconv.Option("boxes", str, None, "JSON or CSV file of boxes (image, class, x0, y0, x1, y1)"),
-        xconv.Option("tolerance", float, 15.0, "largest distance in pixels from the box, at the original resolution"),
+        xconv.Option("tolerance", float, 15.0, "largest distance in pixels from the box, at the original resolution",
+                     minimum=0),
     )
 
     def __init__(self, model, **options):
@@ -97,6 +100,7 @@ class Pointing(xconv.Metric):
         if foreign and not self.records:
             raise xconv.XconvError(f"boxes file {self.boxes}: no record names a class of the model: "
                                    f"{next(iter(foreign.values()))}")
+        self._warned_outside = False
         if foreign:
             warnings.warn(f"boxes file {self.boxes}: records of {', '.join(map(repr, foreign))} left out "
                           f"(not classes of {self.model.display_name})", xconv.XconvWarning, stacklevel=2)
@@ -118,7 +122,14 @@ class Pointing(xconv.Metric):
             boxes = self.boxes_for(sources[index], int(target))
             if not boxes:
                 continue
-            full = maps_at_input_size(heatmap[None], originals[index].shape[:2])[0]
+            height, width = originals[index].shape[:2]
+            outside = [box for box in boxes if box[0] >= width or box[1] >= height or box[2] < 0 or box[3] < 0]
+            if outside and not self._warned_outside:  # boxes drawn in another photo's pixels, or another size's
+                self._warned_outside = True
+                warnings.warn(f"boxes file {self.boxes}: a box of {Path(sources[index]).name} lies outside its "
+                              f"{width}x{height} pixels ({', '.join(f'{c:g}' for c in outside[0])}); boxes are in the "
+                              "original photo's pixels", xconv.XconvWarning, stacklevel=2)
+            full = maps_at_input_size(heatmap[None], (height, width))[0]
             if full.max() == full.min():  # no maximum to point with: argmax would say the top-left corner
                 values[index] = 0.0
                 continue

@@ -289,6 +289,12 @@ def test_pointing_against_hand_made_boxes(tmp_path, region_model):
     with pytest.warns(xconv.XconvWarning, match="records of 'person' left out"):  # boxes of other objects
         mixed = metric(region_model, "pointing", boxes=str(tmp_path / "mixed.csv"), tolerance=0)
     assert mixed.score(white(3), np.array([1, 1, 1]), explanation).values[0] == 1
+    with pytest.raises(xconv.XconvError, match="tolerance"):  # a negative one made every map miss
+        metric(region_model, "pointing", boxes=str(tmp_path / "boxes.json"), tolerance=-5)
+    (tmp_path / "far.csv").write_text("image,class,x0,y0,x1,y1\na.png,on,5000,5000,6000,6000\n")
+    far = metric(region_model, "pointing", boxes=str(tmp_path / "far.csv"))
+    with pytest.warns(xconv.XconvWarning, match=r"a box of a.png lies outside its 40x40 pixels \(5000, 5000"):
+        assert far.score(white(3), np.array([1, 1, 1]), explanation).values[0] == 0
     flat = explanation_of(np.zeros((3, 4, 4), np.float32), white(3))  # no maximum: argmax said (0, 0), a hit
     flat.sources, flat.originals = explanation.sources, originals
     assert pointing.score(white(3), np.array([1, 1, 1]), flat).values[0] == 0
@@ -474,6 +480,14 @@ def test_score_reports_references_and_writes_files(tmp_path):
     assert boxed.exit_code == 1 and "none of the 1 inputs is named by an annotation" in boxed.output
     boxed = score(tmp_path / "0.png", "--metric", "deletion", "--boxes", tmp_path / "boxes.csv", "-t", "predicted")
     assert boxed.exit_code == 0 and "warning: pointing gave no value for any image" in boxed.output
+    alone = CliRunner().invoke(build_app(), ["score", str(tmp_path / "0.png"), "--model", str(model_path), "--metric",
+                                             "pointing", "--boxes", str(tmp_path / "boxes.csv"), "-t", "predicted",
+                                             "--out", str(tmp_path / "out3")])
+    assert alone.exit_code == 1 and "no metric gave a value for any input" in alone.output  # a table of dashes
+    twice = score(tmp_path / "0.png", "--boxes", tmp_path / "boxes.csv", "-O", "pointing.boxes=other.csv")
+    assert twice.exit_code == 1 and "boxes given twice" in twice.output  # --boxes won without a word
+    folder = score(tmp_path / "0.png", "--boxes", tmp_path)
+    assert folder.exit_code == 1 and "is a folder; give the JSON or CSV file" in folder.output
     every = score(tmp_path / "0.png", "--metric", "all", "-O", f"pointing.boxes={tmp_path / 'boxes.csv'}",
                   "--target", "predicted")
     assert every.exit_code == 0 and "pointing" in every.output, every.output  # boxes by -O count too

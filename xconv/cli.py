@@ -321,7 +321,7 @@ def score(
     images: List[Path] = typer.Argument(..., help=IMAGES_HELP),
     method: str = typer.Option("gradcam", "--method", help="Heatmap methods to score: a,b,c or 'all'."),
     metric: str = typer.Option("deletion,insertion", "--metric", help="Metrics: a,b,c or 'all' (see `xconv list`)."),
-    boxes: Optional[Path] = typer.Option(None, "--boxes", help="JSON or CSV of boxes per image and class, for "
+    boxes: Optional[Path] = typer.Option(None, "--boxes", help="JSON or CSV of boxes per image and class: adds "
                                          "the pointing metric (same as -O pointing.boxes=FILE)."),
     target: Optional[str] = typer.Option(None, "--target", "-t", help="Class name or index; 'predicted'; or "
                                          "'annotated': each image once per class its boxes give, the pointing "
@@ -340,8 +340,11 @@ def score(
 
     registry = get_registry()
     methods = method_names(method)
-    given_boxes = boxes or any(name == "boxes" and scope in (None, "pointing", "metric")
-                               for scope, name, _ in parse_assignments(option))
+    boxes_options = [value for scope, name, value in parse_assignments(option)
+                     if name == "boxes" and scope in (None, "pointing", "metric")]
+    if boxes and boxes_options:
+        raise XconvError(f"boxes given twice: --boxes {boxes} and -O boxes={boxes_options[0]}; give one")
+    given_boxes = boxes or boxes_options
     if metric.strip().lower() == "all":  # pointing only with boxes to point at
         metrics = [name for name in registry.names("metric") if name != "pointing" or given_boxes]
     else:
@@ -373,7 +376,8 @@ def score(
     if table.unannotated:
         typer.echo(f"note: {len(table.unannotated)} of {len(paths)} inputs have no box and were not scored "
                    "(--target annotated; --target predicted scores every input)", err=True)
-    for name in table.unmeasured(methods):
+    unmeasured = table.unmeasured(methods)
+    for name in unmeasured:
         hint = f" (no image's name in {boxes} had a box for its target)" if name == "pointing" and boxes else ""
         typer.echo(f"warning: {name} gave no value for any image{hint}", err=True)
     written = write_files(table, out)
@@ -390,6 +394,9 @@ def score(
             typer.echo(f"wrote {path}")
     if failures:
         typer.echo(f"xconv: {failures} of {len(paths)} inputs failed", err=True)
+        raise typer.Exit(1)
+    if all(name in unmeasured for name in metrics):  # a table of dashes is no answer
+        typer.echo("xconv: no metric gave a value for any input", err=True)
         raise typer.Exit(1)
 
 
