@@ -182,3 +182,18 @@ def test_inceptionv3_random_weights_matches_independent_implementation():
                 None if target is None else model.class_names.index(target))
             assert explained.targets[index] == expected_target
             np.testing.assert_allclose(explained.heatmaps[index], expected, atol=2e-4)
+
+
+def test_a_layer_of_one_cell_is_said_not_drawn_as_everywhere():
+    """A model trained on 32 px photos has a 1x1 last layer: its map tinted the whole photo without a word."""
+    inputs = keras.Input((8, 8, 3))
+    features = keras.layers.Conv2D(4, 8, activation="relu", name="whole")(keras.layers.Rescaling(1 / 255)(inputs))
+    outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(features))
+    model = TinyModel(keras.Model(inputs, outputs), ["a", "b"])
+    with pytest.warns(xconv.XconvWarning, match="layer whole is 1x1 at this input size: gradcam's map is one value"):
+        xconv.explain(model, random_images(2, (8, 8)), "gradcam")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", xconv.XconvWarning)
+        xconv.explain(TinyModel(tiny_keras_convnet((32, 32), classes=2), ["a", "b"]), random_images(1), "gradcam")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xconv.errors import PluginError, XconvError
+from xconv.errors import PluginError, XconvError, XconvWarning
 from xconv.files import check_output_folder
 from xconv.images import ImageError, load_batch, load_image, resize
 from xconv.options import already_resolved, resolve_options
@@ -181,7 +181,20 @@ def explain(model: Model, images, method: str = "gradcam", target=None, layer=No
     explanation.sources = [str(s) for s in sources] if sources is not None else paths
     explanation.index_offset = index_offset
     explanation.options = dict(resolved)
+    warn_if_one_cell(explanation)
     return explanation
+
+
+def warn_if_one_cell(explanation: Explanation) -> None:
+    """A layer that is 1x1 at the input size (a model trained on small photos) gives one value per photo:
+    drawn, it tints the whole photo, which reads as "everywhere" rather than "cannot tell"."""
+    import warnings
+
+    heatmaps = explanation.arrays.get("heatmaps") if explanation.kind == "heatmap" else None
+    if heatmaps is not None and len(heatmaps) and np.shape(heatmaps)[1:3] == (1, 1):
+        warnings.warn(f"layer {explanation.layer} is 1x1 at this input size: {explanation.method}'s map is one value "
+                      "for the whole photo and cannot say where; pick an earlier layer (xconv layers lists them)",
+                      XconvWarning, stacklevel=3)
 
 
 def heatmap_method(name: str, use: str) -> type:
