@@ -226,6 +226,10 @@ def test_corrupt_model_file(tmp_path, photos):
     with zipfile.ZipFile(bad, "w") as archive:
         archive.writestr("notes.txt", "a zip archive, but not of a model")
     assert_one_line_error(invoke("predict", photos / "photo0.png", "--model", bad), "not a loadable Keras model")
+    # A photo given as the model: Keras's own sentence was cut at 200 characters, mid-word.
+    result = invoke("layers", "--model", photos / "photo0.png")
+    assert_one_line_error(result, "not a Keras model file (xconv loads .keras files, and legacy .h5 ones)")
+    assert "Keras 3 only supports" not in result.output
 
 
 def test_layers_marks_default(model_file):

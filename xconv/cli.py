@@ -41,7 +41,8 @@ app = typer.Typer(
 )
 
 MODEL_OPTION = typer.Option("catsdogs", "--model", "-m", help="Model name (see `xconv list`) or path to a .keras file.")
-WEIGHTS_OPTION = typer.Option(None, "--weights", "-w", help="'imagenet', a weights file path, or 'none' for random init.")
+WEIGHTS_OPTION = typer.Option(None, "--weights", "-w", help="'default' (the model's own: bundled, or 'imagenet' for InceptionV3), "
+                              "a weights file path, or 'none' for random init.")
 UNSAFE_OPTION = typer.Option(False, "--unsafe", help="Load .keras files that contain code (only files you trust).")
 JSON_OPTION = typer.Option(False, "--json", help="Print one JSON object per input instead of text.")
 OPTIONS_OPTION = typer.Option(None, "--option", "-O", help="A plugin option NAME=VALUE (repeatable); scope it as "

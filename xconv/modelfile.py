@@ -85,6 +85,8 @@ def load_keras_file(path: str | os.PathLike, safe_mode: bool = True, compile: bo
     path = Path(path)
     if not path.is_file():
         raise XconvError(f"{path}: no such model file")
+    if path.suffix.lower() not in (".keras", ".h5", ".hdf5"):  # Keras's own words stop mid-sentence at 200 characters
+        raise XconvError(f"{path}: not a Keras model file (xconv loads .keras files, and legacy .h5 ones)")
     if path.suffix == ".keras" and not zipfile.is_zipfile(path):  # Keras would say "File not found"
         raise XconvError(f"{path}: not a Keras model file (a .keras file is a zip archive; this one is "
                          "truncated, corrupt or in another format)")
