@@ -309,6 +309,11 @@ def test_folders_are_searched_recursively_in_sorted_order(model_file, tmp_path):
     found = [Path(json.loads(line)["path"]).relative_to(tmp_path / "data").as_posix()
              for line in result.output.splitlines()]
     assert found == ["train/cats/c.png", "validation/cats/a.png", "validation/dogs/b.png"]
+    (tmp_path / "data" / "train" / "cats" / "b_broken.png").write_bytes(b"not a photo")
+    result = invoke("predict", tmp_path / "data", "--model", model_file, "--json")
+    found = [Path(json.loads(line)["path"]).relative_to(tmp_path / "data").as_posix()
+             for line in result.output.splitlines() if line.startswith("{")]  # a failure where its input is
+    assert result.exit_code == 1 and found[:2] == ["train/cats/b_broken.png", "train/cats/c.png"], result.output
     result = invoke("explain", tmp_path / "data" / "validation", "--model", model_file, "--out", tmp_path / "out")
     assert result.exit_code == 0, result.output
     written = sorted(p.name for p in (tmp_path / "out").glob("*.png"))

@@ -150,7 +150,7 @@ def predict(
     unsafe: bool = UNSAFE_OPTION,
 ):
     """Classify images."""
-    from xconv.streaming import decoded_ahead
+    from xconv.streaming import decoded_ahead, good_positions
 
     routed = routed_options(parse_assignments(option), {"model": model_class(model)})
     paths = xconv.images.expand_inputs(images)
@@ -161,14 +161,19 @@ def predict(
     groups = chunks(paths, 32)
     # Decoding runs in threads ahead of the model, as in `xconv explain`.
     decoded = decoded_ahead(groups, lambda group: xconv.load_images(group, loaded))
-    for _, (batch, _, good, errors) in progress(decoded, "predicting", total=len(groups)):
+    for group, (batch, _, good, errors) in progress(decoded, "predicting", total=len(groups)):
         results = xconv.predict(loaded, batch, top=top) if len(batch) else []
-        for path, result in zip(good, results):
-            if as_json:
+        done = dict(zip(good_positions(list(enumerate(group)), good), zip(good, results)))
+        failed = iter(errors)  # the inputs that are not done, in their order
+        for position in range(len(group)):  # every line in input order, a failure where its input is
+            if position not in done:
+                failures += report_bad_inputs([next(failed)], as_json)
+            elif as_json:
+                path, result = done[position]
                 typer.echo(json.dumps({"path": str(path), "predictions": [{"label": l, "score": s} for l, s in result]}))
             else:
+                path, result = done[position]
                 typer.echo(f"{path}: " + ", ".join(f"{label} {score:.3f}" for label, score in result))
-        failures += report_bad_inputs(errors, as_json)
     finish(failures, len(paths))
 
 
