@@ -53,6 +53,20 @@ def test_help_does_not_import_tensorflow():
     assert "explain" in result.stdout and "predict" in result.stdout
 
 
+def test_a_wrong_option_or_a_missing_argument_is_one_line_too():
+    """Click drew a usage line, a hint and a framed box of four lines for these."""
+    code = ("import sys\nfrom xconv.cli import main\n"
+            "for args in (['predict', '--top', '0', 'x.jpg'], ['predict'], ['predict', '--bogus', 'x'], ['nope']):\n"
+            "    sys.argv = ['xconv', *args]\n"
+            "    try:\n        main()\n    except SystemExit as stop:\n        print('exit', stop.code, file=sys.stderr)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 8 and lines[1::2] == ["exit 2"] * 4, result.stderr  # one line each (Click's words vary)
+    for line, said, command in zip(lines[::2], ["'--top'", "'images'", "--bogus", "'nope'"],
+                                   ["xconv predict", "xconv predict", "xconv predict", "xconv"]):
+        assert line.startswith("xconv: error: ") and said in line and line.endswith(f"(see {command} --help)")
+
+
 def test_mistakes_that_need_no_model_are_said_before_tensorflow_starts(tmp_path):
     """Each of these waited about 5 s for TensorFlow (and the model) before its one line."""
     (tmp_path / "empty").mkdir()

@@ -709,12 +709,42 @@ def build_app() -> typer.Typer:
 
 def main() -> None:
     atexit.register(skip_final_garbage_collection)  # runs last, after the handlers registered later (Ray's)
+    click = click_exceptions()
     try:
         disable_plugins(disabled_on_command_line(sys.argv[1:]))  # before plugins load, so a disabled one never runs
-        build_app()(prog_name="xconv")
+        code = build_app()(prog_name="xconv", standalone_mode=False)
     except KeyboardInterrupt:
         typer.echo("xconv: error: interrupted", err=True)
         sys.exit(130)
+    except click.NoArgsIsHelpError as error:  # `xconv` alone: the help, as before
+        error.show()
+        sys.exit(error.exit_code)
+    except click.UsageError as error:
+        sys.exit(usage_error_line(error))
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except typer.Abort:
+        typer.echo("xconv: error: aborted", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def click_exceptions():
+    """The module of the Click exceptions typer raises: recent typer vendors its own Click."""
+    try:
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    return exceptions
+
+
+def usage_error_line(error) -> int:
+    """A wrong option value or a missing argument as one line, like every other mistake (Click drew a usage
+    line, a hint and a framed box); returns the exit status, 2 as Click's."""
+    command = error.ctx.command_path if error.ctx is not None else "xconv"
+    typer.echo(f"xconv: error: {error.format_message()} (see {command} --help)", err=True)
+    return error.exit_code
 
 
 def skip_final_garbage_collection() -> None:
