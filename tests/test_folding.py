@@ -221,6 +221,7 @@ def test_set_layer_weights_on_a_nested_model_refolds_the_layers_inside_it():
     np.testing.assert_allclose(np.asarray(network(images)), expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore:layer block4_out is 1x1")  # the catsdogs net at 32 px, small on purpose
 def test_training_the_keras_model_is_noticed_by_the_next_explanation():
     """A user fine-tunes ``model.keras_model`` with ``fit`` after explaining: the next prediction and map
     come from the new weights, not from the folded copies of the old ones."""
