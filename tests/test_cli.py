@@ -62,7 +62,7 @@ def test_a_wrong_option_or_a_missing_argument_is_one_line_too():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 8 and lines[1::2] == ["exit 2"] * 4, result.stderr  # one line each (Click's words vary)
-    for line, said, command in zip(lines[::2], ["'--top'", "'images'", "--bogus", "'nope'"],
+    for line, said, command in zip(lines[::2], ["'--top'", "'IMAGES'", "--bogus", "'nope'"],
                                    ["xconv predict", "xconv predict", "xconv predict", "xconv"]):
         assert line.startswith("xconv: error: ") and said in line and line.endswith(f"(see {command} --help)")
 

@@ -114,7 +114,7 @@ def chunks(items: list, size: int):
 @app.command("list")
 @user_errors
 def list_plugins(
-    name: Optional[str] = typer.Argument(None, help="Show one plugin in detail, with its options."),
+    name: Optional[str] = typer.Argument(None, help="Show one plugin in detail, with its options.", metavar="NAME"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ):
     """List every model, explainer, renderer and metric with the distribution that provides it (or one, in detail)."""
@@ -140,7 +140,7 @@ def list_plugins(
 @app.command()
 @user_errors
 def predict(
-    images: List[Path] = typer.Argument(..., help=IMAGES_HELP),
+    images: List[Path] = typer.Argument(..., help=IMAGES_HELP, metavar="IMAGES"),
     model: str = MODEL_OPTION,
     weights: Optional[str] = WEIGHTS_OPTION,
     top: int = typer.Option(1, "--top", "-k", min=1, help="How many classes to show per image."),
@@ -180,7 +180,7 @@ def predict(
 @app.command()
 @user_errors
 def explain(
-    images: List[Path] = typer.Argument(None, help=IMAGES_HELP + " Not needed for --method filters."),
+    images: List[Path] = typer.Argument(None, help=IMAGES_HELP + " Not needed for --method filters.", metavar="IMAGES"),
     method: str = typer.Option("gradcam", "--method", help="Explainer (see `xconv list`); several as a,b,c or 'all' "
                                "are compared side by side."),
     model: str = MODEL_OPTION,
@@ -324,7 +324,7 @@ def method_names(text: str) -> list[str]:
 @app.command()
 @user_errors
 def score(
-    images: List[Path] = typer.Argument(..., help=IMAGES_HELP),
+    images: List[Path] = typer.Argument(..., help=IMAGES_HELP, metavar="IMAGES"),
     method: str = typer.Option("gradcam", "--method", help="Heatmap methods to score: a,b,c or 'all'."),
     metric: str = typer.Option("deletion,insertion", "--metric", help="Metrics: a,b,c or 'all' (see `xconv list`)."),
     boxes: Optional[Path] = typer.Option(None, "--boxes", help="JSON or CSV of boxes per image and class: adds "
@@ -643,7 +643,7 @@ def serve(
 @app.command()
 @user_errors
 def report(
-    images: List[Path] = typer.Argument(..., help=IMAGES_HELP),
+    images: List[Path] = typer.Argument(..., help=IMAGES_HELP, metavar="IMAGES"),
     out: Path = typer.Option(Path("report.html"), "--out", "-o", help="The HTML file to write."),
     method: str = typer.Option("gradcam", "--method", help="Heatmap methods: a,b,c or 'all'."),
     model: str = MODEL_OPTION,
