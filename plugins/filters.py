@@ -321,6 +321,10 @@ class FilterPatterns(xconv.Explainer):
             value, moments, moving = ascend(value, moments, targets, tf.constant(step))
             if step in RESTART_STEPS and step < self.steps:
                 value, moments = self.restart_stuck(value, moments, filters, moving.numpy(), step)
+        dead = ~moving.numpy()
+        if dead.any():  # never switched on, even from the strongest restart: gray, not the noise it last started from
+            mask = tf.constant(dead.reshape((-1,) + (1,) * (len(value.shape) - 1)))
+            value = tf.where(mask, tf.constant(self.starting_values(filters, 0.0)), value)
         return np.uint8(np.clip(np.round(render(value).numpy()), 0, 255))
 
     def restart_stuck(self, value, moments, filters, moving, step):
@@ -381,6 +385,13 @@ class FilterPatterns(xconv.Explainer):
         scores = self.scores(patterns, pattern_filters)
         robustness = self.robustness(patterns, pattern_filters, scores)
         gray_scores = self.gray_scores()
+        if self.sign == "negative" and not (scores > 1e-6).any():
+            import warnings
+
+            warnings.warn(f"sign=negative on {self.layer}: no pattern drives a filter below 0 (a rectified layer, a "
+                          "ReLU or pooling after one, is never negative), so the patterns only switch filters off "
+                          "and have no robustness; to see what drives a filter negative, use the layer before its "
+                          "ReLU", xconv.XconvWarning, stacklevel=2)
         return xconv.Explanation(
             method=self.name, kind=self.kind, model_name=self.model.display_name,
             arrays={"patterns": patterns, "scores": scores.astype(np.float32), "robustness": robustness},

@@ -141,8 +141,10 @@ class GridRenderer(xconv.Renderer):
         title = f"{explanation.layer}: filters {format_filters(unique)}"
         if copies > 1:
             title += f", {copies} diverse patterns each"
-        if robustness is not None:
-            title += f"; faded: keeps < {FRAGILE:.0%} of its activation when moved"
+        if robustness is not None and np.isnan(robustness).all():  # "keeps < 50 %" would be wrong: nothing to keep
+            title += "; faded, '-': the pattern does not activate its filter"
+        elif robustness is not None:
+            title += f"; faded: keeps < {FRAGILE:.0%} of its activation when moved ('-': none to keep)"
         row_labels = [str(filters[row * columns]) for row in range(rows)]  # each row's own first filter
         picture = add_labels(grid, title, patterns.shape[1:3], columns, margin, rows, first_index=filters[0],
                              row_labels=row_labels)

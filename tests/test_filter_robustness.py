@@ -64,6 +64,7 @@ def test_neuron_objective_scores_the_centre_activation(tiny):
     np.testing.assert_allclose(explained.scores, np.diagonal(centre), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore:sign=negative on conv2")  # a ReLU layer: down to 0 is as low as it goes
 def test_negative_sign_drives_the_filter_below_gray(tiny):
     explained = xconv.explain(tiny, None, method="filters", layer="conv2", filters="0-7", steps=20, sign="negative",
                               robust=False)

@@ -172,15 +172,16 @@ def test_overlay_grid_leaves_pixel_level_maps_alone(tiny, tmp_path):
 
 
 def gated_model():
-    """Filter 0 is a ReLU that is off on gray and faint noise (no gradient there); filter 1 is on."""
+    """Filter 0 is a ReLU that is off on gray and faint noise (no gradient there); filter 1 is on; filter 2
+    is off on every input (its bias is below anything a pixel can add)."""
     keras.utils.set_random_seed(0)
     inputs = keras.Input((32, 32, 3))
     x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)
-    gate = keras.layers.Conv2D(2, 1, activation="relu", name="gate")
+    gate = keras.layers.Conv2D(3, 1, activation="relu", name="gate")
     x = gate(x)
     outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
     red = np.array([1.0, 0.0, 0.0], np.float32)
-    gate.set_weights([np.stack([red, red], axis=1)[None, None], np.array([-0.5, 0.1], np.float32)])
+    gate.set_weights([np.stack([red, red, red], axis=1)[None, None], np.array([-0.5, 0.1, -5.0], np.float32)])
     return TinyModel(keras.Model(inputs, outputs), ["a", "b"])
 
 
@@ -191,6 +192,12 @@ def test_filter_without_gradient_restarts_and_switches_on():
     assert explained.scores[0] > 0.1 and explained.scores[1] > explained.metadata["gray_scores"][1]
     alone = xconv.explain(model, None, method="filters", layer="gate", filters=[0], steps=10)
     np.testing.assert_allclose(alone.scores[0], explained.scores[0], rtol=1e-3)  # the restart is per filter
+    never = xconv.explain(model, None, method="filters", layer="gate", filters=[2], steps=10)
+    pattern = never.patterns[0].astype(int)  # it showed the 300-times noise of its last restart
+    assert never.scores[0] == 0 and pattern.min() >= 127 and pattern.max() <= 128
+    # A ReLU's output is never below 0: sign=negative can only switch it off, and every tile came out faded.
+    with pytest.warns(xconv.XconvWarning, match="sign=negative on gate: no pattern drives a filter below 0"):
+        xconv.explain(model, None, method="filters", layer="gate", filters=[0, 1], steps=3, sign="negative")
 
 
 def test_overlay_blends_rgb_colors_with_the_rounded_weighted_mean():
