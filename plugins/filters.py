@@ -7,7 +7,7 @@ moves, scales and rotates the image by a small random amount (transformation rob
 default), so the ascent finds patterns the filter responds to wherever they sit, not adversarial noise
 that works at one pixel alignment; every finished pattern's robustness (the activation it keeps under
 such moves) is measured and returned. Adam ascends the objective: a channel's mean activation
-(borders excluded) or its centre neuron, in the positive or negative direction, with an optional
+(its 2-cell border excluded in plain ascent) or its centre neuron (the mean of the middle cells on an even side), in the positive or negative direction, with an optional
 diversity term that makes several different patterns per filter. A filter with no gradient on its
 start restarts in place from stronger noise. The network runs with its batch norms folded into the
 convolutions (the same function, one less pass per feature map).
@@ -214,8 +214,9 @@ class FilterPatterns(xconv.Explainer):
             ordered = pixels if swapless else tf.gather(pixels, order, axis=-1)  # caffe's BGR
             activations = feature_model(ordered * scale + offset, training=False)
             height, width = activations.shape[1], activations.shape[2]
-            if neuron:
-                values = activations[:, height // 2, width // 2]
+            if neuron:  # on an even side the centre falls between two cells: their mean (a cell off was 8 px off)
+                values = tf.reduce_mean(activations[:, (height - 1) // 2:height // 2 + 1,
+                                                    (width - 1) // 2:width // 2 + 1], axis=(1, 2))
             else:
                 # Plain ascent leaves out a 2-cell border, whose padding effects would win; with random moves
                 # and reflected borders the whole map counts, so the pattern's edges are optimized too.
