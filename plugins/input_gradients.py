@@ -1,8 +1,8 @@
 """Pixel-level gradient attributions: saliency, SmoothGrad and integrated gradients.
 
 Maps are at the input's resolution: each pixel's largest absolute attribution over the color channels,
-scaled to [0, 1]. The signed attributions (N, H, W, 3), with respect to the preprocessed input, are kept in
-``arrays["attributions"]``. The gradient is of the class score (``-O score=``: the logit, or the log-odds
+scaled to [0, 1]. The signed attributions (N, H, W, 3), with respect to the preprocessed input (its channel
+order and scale: BGR for caffe-preprocessed models), are kept in ``arrays["attributions"]``. The gradient is of the class score (``-O score=``: the logit, or the log-odds
 for two classes), as for Grad-CAM.
 
 * ``saliency`` (Simonyan et al. 2014): |d score / d x|, the largest over the color channels.

@@ -4,7 +4,9 @@ Filter patterns use them twice: during the ascent, so a pattern cannot rely on o
 alignment (Lucid's transformation robustness, Olah et al. 2017), and afterwards, to measure how much
 of its activation a finished pattern keeps when it is moved a little. One projective-transform op
 warps the whole batch, each image with its own matrix, with reflected borders (no frame for the
-pattern to exploit) and bilinear sampling, which has a gradient.
+pattern to exploit) and bilinear sampling. TensorFlow's gradient of it warps the upstream gradient back
+by the inverse matrix: close to the sampling's adjoint for these small moves, not equal to it (no scale
+Jacobian, reflected borders not folded back), which Adam's normalized steps tolerate.
 """
 
 from __future__ import annotations
