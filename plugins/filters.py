@@ -208,6 +208,7 @@ class FilterPatterns(xconv.Explainer):
             return tf.sigmoid(image) * 255.0
 
         render = render_fourier if self.parameterization == "fourier" else render_pixels
+        project = (lambda value: value) if self.parameterization == "fourier" else render_pixels
 
         def activations_and_objectives(pixels):
             """Feature maps (N, h, w, C) and every channel's objective on each image (N, C)."""
@@ -280,7 +281,8 @@ class FilterPatterns(xconv.Explainer):
             count = tf.cast(step, tf.float32)
             update = (first / (1 - ADAM_BETA1 ** count)) / (tf.sqrt(second / (1 - 0.999 ** count)) + 1e-8)
             moving = tf.reduce_any(tf.not_equal(gradient, 0.0), axis=tf.range(1, tf.rank(gradient)))
-            return spectrum + step_size * update, (first, second), moving
+            # Pixels are kept in range: past it, clipping has no gradient and a pixel would stay there for good.
+            return project(spectrum + step_size * update), (first, second), moving
 
         return (
             tf.function(render, jit_compile=self.jit_compile),
@@ -299,10 +301,11 @@ class FilterPatterns(xconv.Explainer):
             shape, center, spread = (2, 3, self.size, self.size // 2 + 1), 0.0, noise
         else:  # pixels: gray 128 with noise of the same relative size
             shape, center, spread = (self.size, self.size, 3), 128.0, noise * 255
-        return np.stack([
+        values = np.stack([
             center + np.random.default_rng([self.seed, f, attempt, copy]).normal(0, spread, shape).astype(np.float32)
             for f in filters for copy in range(self.diversity)
         ])
+        return values if self.parameterization == "fourier" else np.clip(values, 0, 255)  # none starts frozen
 
     def optimize(self, filters: list[int]) -> np.ndarray:
         """Gradient ascent for one chunk of filters; returns uint8 patterns (F * diversity, H, W, 3).

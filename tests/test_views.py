@@ -112,14 +112,22 @@ def responsive_filters(model, layer, count):
     return maps[:, 2:-2, 2:-2, :count].max(axis=(0, 1, 2)) > 0  # the score ignores a 2-pixel border
 
 
-def test_ascent_raises_each_filters_activation_above_gray(tiny):
-    explained = xconv.explain(tiny, None, method="filters", layer="conv2", filters="0-7", steps=25)
+@pytest.mark.parametrize("parameterization", ["fourier", "pixels"])
+def test_ascent_raises_each_filters_activation_above_gray(tiny, parameterization):
+    explained = xconv.explain(tiny, None, method="filters", layer="conv2", filters="0-7", steps=25,
+                              parameterization=parameterization)
     assert explained.patterns.shape == (8, 32, 32, 3) and explained.patterns.dtype == np.uint8
     gray = np.array(explained.metadata["gray_scores"])
     responsive = responsive_filters(tiny, "conv2", 8)
     assert responsive.sum() >= 6
     assert (explained.scores[responsive] > gray[responsive]).all(), (explained.scores, gray)
     assert (explained.scores >= gray).all()
+    if parameterization == "pixels":  # a restart's strong noise past 0-255 left pixels with no gradient for good
+        from xconv.registry import get_registry
+
+        ascent = get_registry().get("explainer", "filters")(tiny, layer="conv2", parameterization="pixels")
+        restart = ascent.starting_values([0, 1], ascent.noise * 300, attempt=2)
+        assert restart.min() == 0 and restart.max() == 255
 
 
 def test_more_steps_reach_higher_activation(tiny):
