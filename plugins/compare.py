@@ -15,6 +15,9 @@ import xconv
 
 LABEL_HEIGHT = 26
 GAP = 6
+#: Widest tile, in tile heights: a 1 x 4000 strip at the tile height was 896,000 px wide, more than a PNG
+#: can hold, and its failed write stopped the whole batch.
+MAX_ASPECT = 4
 
 
 def labelled(tile: np.ndarray, text: str) -> np.ndarray:
@@ -45,8 +48,9 @@ class CompareRenderer(xconv.Renderer):
         maps = explanation.heatmaps
         written = []
         for index, photo in enumerate(photos):
-            width = max(1, round(photo.shape[1] * self.height / photo.shape[0]))
-            small = cv2.resize(photo, (width, self.height), interpolation=cv2.INTER_AREA)
+            scale = min(self.height / photo.shape[0], MAX_ASPECT * self.height / photo.shape[1])
+            size = (max(1, round(photo.shape[1] * scale)), max(1, round(photo.shape[0] * scale)))
+            small = cv2.resize(photo, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
             target = explanation.target_names[index]
             label, probability = target, explanation.metadata["target_scores"][index]
             tiles = [labelled(small, f"{label} p={probability:.3f}")]

@@ -447,6 +447,11 @@ def test_cli_compares_methods_side_by_side(model_file, tmp_path):
     assert figure.name == "photo_compare_dog.png"
     picture = xconv.load_image(figure)
     assert picture.shape[0] == 224 + 26 and picture.shape[1] > 4 * 224  # the photo and three maps in a row
+    strip = tmp_path / "strip.png"  # 1 x 4000: at the tile height, 896,000 px wide, more than a PNG holds
+    Image.fromarray(np.full((1, 4000, 3), 90, np.uint8)).save(strip)
+    result = run("explain", strip, photo, "--model", model_file, "--method", "gradcam,saliency", "--out", tmp_path / "c")
+    assert result.exit_code == 0 and len(list((tmp_path / "c").glob("*_compare_*.png"))) == 2, result.output
+    assert xconv.load_image(next((tmp_path / "c").glob("000_strip_*.png"))).shape[1] <= 3 * 4 * 224 + 2 * 6
     result = run("explain", photo, "--model", model_file, "--method", "gradcam,saliency", "--renderer", "overlay",
                  "--out", tmp_path / "b")
     assert result.exit_code == 0, result.output
