@@ -701,18 +701,36 @@ def test_report_refuses_no_methods_or_no_photos_before_any_work(catsdogs, photos
     assert not (tmp_path / "r.html").exists()
 
 
+def test_a_file_name_that_is_not_utf8_is_shown_not_fatal(catsdogs, photos, tmp_path):
+    """The report was 'internal error: UnicodeEncodeError' with no file: only explain and predict coped."""
+    import os
+    import shutil
+
+    from xconv.report import build_report
+
+    odd = tmp_path / os.fsdecode(b"bad\xff.png")
+    shutil.copy(photos / "crop.png", odd)
+    report = build_report(catsdogs, [odd], tmp_path / "odd.html", methods=["gradcam"], activation_layers=0)
+    assert report.photos == 1 and "bad?.png" in report.path.read_text(encoding="utf-8")
+
+
 def test_report_of_only_unreadable_files_keeps_the_earlier_report(photos, tmp_path):
     from typer.testing import CliRunner
 
     from xconv.cli import build_app
 
     earlier = tmp_path / "report.html"
-    earlier.write_text("<p>yesterday's report</p>")
+    earlier.write_text("<!doctype html><html><head><title>xconv report: catsdogs</title></head><p>yesterday's report</p>")
     runner, app = CliRunner(), build_app()
+    notes = tmp_path / "notes.html"  # the user's own page: it was replaced without a word
+    notes.write_text("<html>my own notes</html>")
+    result = runner.invoke(app, ["report", str(photos / "chelsea.jpg"), "--out", str(notes)])
+    assert result.exit_code == 1 and "exists and is not an xconv report" in result.output, result.output
+    assert notes.read_text() == "<html>my own notes</html>"
     result = runner.invoke(app, ["report", str(photos / "broken.jpg"), str(photos / "text.png"), "--out", str(earlier)])
     assert result.exit_code == 1 and f"{earlier} was not written" in result.output, result.output
     assert "broken.jpg" in result.output and "text.png" in result.output
-    assert earlier.read_text() == "<p>yesterday's report</p>"
+    assert earlier.read_text().endswith("<p>yesterday's report</p>")
     folder = tmp_path / "folder.html"
     folder.mkdir()
     result = runner.invoke(app, ["report", str(photos / "chelsea.jpg"), "--out", str(folder)])

@@ -656,12 +656,14 @@ def report(
 ):
     """One self-contained HTML file: predictions, heatmaps per class and method, activations, filter patterns."""
     from xconv.quiet import quiet_tensorflow
-    from xconv.report import build_report
+    from xconv.report import build_report, is_xconv_report
 
     if out.suffix.lower() not in (".html", ".htm"):
         raise XconvError(f"--out must end in .html, got {out}")
     if out.is_dir():
         raise XconvError(f"--out {out} is a folder; name the HTML file to write")
+    if out.exists() and not is_xconv_report(out):  # an earlier report is replaced; the user's own page never
+        raise XconvError(f"--out {out} exists and is not an xconv report; choose another name, or remove it")
     check_output_folder(out.parent)
     methods = method_names(method)
     method_classes = {name: get_registry().get("explainer", name) for name in methods}

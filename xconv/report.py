@@ -71,8 +71,22 @@ def build_report(model, images, out, methods=("gradcam",), activation_layers: in
     filters = service.filters(filter_layer)
     body = summary(model, report, methods) + "".join(sections) + filter_section(filters) + error_section(report)
     report.path.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes(report.path, page(f"xconv report: {model.display_name}", body).encode("utf-8"))  # whole or not at all
+    # Whole or not at all; a file name that is not UTF-8 (an undecodable byte) shows a "?" there.
+    write_bytes(report.path, page(f"{TITLE_START}{model.display_name}", body).encode("utf-8", "replace"))
     return report
+
+
+#: How every report's title starts: what tells a report xconv may replace from a file of the user's own.
+TITLE_START = "xconv report: "
+
+
+def is_xconv_report(path: Path) -> bool:
+    """Whether ``path`` is a report xconv wrote (its title, near the start), which a new one may replace."""
+    try:
+        with open(path, "rb") as handle:
+            return f"<title>{TITLE_START}".encode() in handle.read(4096)
+    except OSError:
+        return False
 
 
 def summary(model, report: Report, methods) -> str:
