@@ -124,6 +124,8 @@ def test_resume_redoes_inputs_of_another_job_and_repairs_a_cut_line(tmp_path):
     names = ["a", "b", "c"]
     first = stream(names, tmp_path, *fake_pipeline(tmp_path, []), batch_size=2, job="gradcam")
     assert first.explained == 3
+    with Manifest(tmp_path).path.open("ab") as handle:  # bytes that are not UTF-8 (a disk error, another tool)
+        handle.write(b'\xff\xfe{"input": "y"}\n')
     with Manifest(tmp_path).path.open("a") as handle:
         handle.write('{"input": "x", "sta')  # a crash in the middle of a line
     calls = []

@@ -39,7 +39,8 @@ class Manifest:
         order of those lines."""
         latest = {}
         if self.path.exists():
-            with self.path.open(encoding="utf-8") as handle:
+            # Undecodable bytes make their line unreadable JSON, skipped; they ended every later run here.
+            with self.path.open(encoding="utf-8", errors="replace") as handle:
                 for line in handle:
                     line = line.strip()
                     if line:
