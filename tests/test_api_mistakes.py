@@ -1,6 +1,8 @@
 """The Python API meets a user's mistakes with one XconvError naming the problem, never a deep traceback
 or a silently wrong result (each case here once did one or the other)."""
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -70,6 +72,7 @@ def test_per_image_arguments_must_match_the_images(tiny):
     (lambda m, x: xconv.score(m, x, metrics=["deletion"], metric_options={"insertion": {"steps": 4}}),
      "options given for metric 'insertion', which is not run"),
     (lambda m, x: xconv.render(None, "overlay"), "render takes an xconv.Explanation"),
+    (lambda m, x: xconv.load_model(os.path.dirname(xconv.__file__)), "is a folder, not a model"),  # "no such model file"
     (lambda m, x: xconv.explain(m, None, "filters", layer="conv3", filters="0-9999"),
      r"filters \[16, 17, 18, 19, 20, 21, 22, 23, ... \(9984 in all\)\] out of range"),
 ])
@@ -81,6 +84,8 @@ def test_mistakes_are_one_xconv_error(tiny, call, message):
 
 def test_what_the_api_takes_besides_lists_and_arrays(tiny, photos, tmp_path):
     paths, _ = photos
+    random = xconv.load_model("catsdogs", weights="none")  # as the CLI and its messages spell it: was refused
+    assert random.class_names == ["cat", "dog"]
     one = xconv.explain(tiny, paths[0])
     np.testing.assert_array_equal(xconv.explain(tiny, (p for p in paths[:1])).heatmaps, one.heatmaps)  # a generator
     for given in (str(paths[0]), paths[0]):  # one path: was a list of its characters, or "not iterable"

@@ -513,6 +513,16 @@ def test_python_score_lists_files_it_could_not_decode(tmp_path):
     rows = rows.to_dict("records") if hasattr(rows, "to_dict") else rows  # a DataFrame when pandas is there
     assert {row["image"] for row in rows} == {str(tmp_path / "good.png")}
     assert [error.path for error in table.skipped] == [str(tmp_path / "bad.png")]
+    # Without a table to read them from, the left-out files are said; none decoded is an error, not an empty table.
+    with pytest.warns(xconv.XconvWarning, match=r"1 of 2 inputs could not be decoded and are left out, e.g. .*bad.png"):
+        xconv.score(tiny_convnet(), [tmp_path / "good.png", tmp_path / "bad.png"], ["gradcam"], ["deletion"],
+                    metric_options={"deletion": {"steps": 2}})
+    with pytest.raises(xconv.XconvError, match="none of the 1 inputs could be decoded: .*nosuch.jpg: no such file"):
+        xconv.score(tiny_convnet(), [tmp_path / "nosuch.jpg"])
+    with pytest.raises(xconv.XconvError, match="score needs at least one method"):  # was a TypeError
+        xconv.score(tiny_convnet(), [tmp_path / "good.png"], methods=None)
+    with pytest.raises(xconv.XconvError, match="metric_options maps each metric to its options"):
+        xconv.score(tiny_convnet(), [tmp_path / "good.png"], metric_options={"steps": 0})
 
 
 def test_python_score_returns_rows_and_fills_the_table():

@@ -34,6 +34,10 @@ def load_model(name_or_path: str | os.PathLike = "catsdogs", weights="default", 
     """
     quiet_tensorflow()
     text = str(name_or_path)
+    if isinstance(weights, str) and weights.lower() == "none":  # as the CLI and every message spell it
+        weights = None
+    if Path(text).is_dir():
+        raise XconvError(f"{text} is a folder, not a model: give a .keras file or a model name (xconv list)")
     if text.endswith(MODEL_FILE_SUFFIXES) or os.sep in text or Path(text).is_file():
         from xconv.modelfile import KerasFileModel, load_model_file
 
@@ -253,12 +257,13 @@ def check_options_named(options, names, kind: str) -> None:
     unknown = [name for name in (options or {}) if name not in names]
     if unknown:
         raise XconvError(f"options given for {kind} {', '.join(map(repr, unknown))}, which is not run "
-                         f"(running: {', '.join(names)})")
+                         f"(running: {', '.join(names)}; {kind}_options maps each {kind} to its options, "
+                         f"e.g. {{{names[0]!r}: {{...}}}})")
 
 
 def name_list(names) -> list[str]:
     """Names given as a list or as one comma-separated string ("gradcam,layercam"): stripped, each once."""
-    parts = names.split(",") if isinstance(names, str) else names
+    parts = names.split(",") if isinstance(names, str) else (names or [])
     return list(dict.fromkeys(name.strip() for name in parts if name.strip()))
 
 
@@ -294,6 +299,7 @@ def score(model: Model, images, methods=("gradcam",), metrics=("deletion", "inse
         resolved = resolve_options(entry.cls, (metric_options or {}).get(name, {}))
         with entry.guarded("load"), already_resolved():
             metric_objects[name] = entry.cls(model, **resolved)
+    own_table = table is None  # else the caller reads table.skipped, as xconv score does
     table = table if table is not None else ScoreTable()
     if isinstance(target, str) and target == "annotated":
         if isinstance(images, np.ndarray):
@@ -330,6 +336,13 @@ def score(model: Model, images, methods=("gradcam",), metrics=("deletion", "inse
                 score_batch(model, batch, methods, metric_objects, table, target=kept, originals=originals,
                             sources=good, method_options=method_options, seed=index, position=start)
         start += len(chunk)
+    if own_table and table.skipped:  # an empty table, or one short of some files, was returned without a word
+        if not table.rows:
+            raise XconvError(f"none of the {start} inputs could be decoded: {table.skipped[0]}")
+        import warnings
+
+        warnings.warn(f"{len(table.skipped)} of {start} inputs could not be decoded and are left out, e.g. "
+                      f"{table.skipped[0]}", XconvWarning, stacklevel=2)
     try:
         import pandas
 
