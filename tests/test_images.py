@@ -148,6 +148,19 @@ def test_a_pipe_is_read_as_it_comes_and_an_endless_device_is_refused(tmp_path, m
         load_image("/dev/zero")
 
 
+def test_an_earlier_runs_output_folder_is_not_read_as_photos(tmp_path):
+    """``xconv explain photos`` after ``-o photos/out`` explained the overlays again (000_..._gradcam_...)."""
+    Image.new("RGB", (4, 4)).save(tmp_path / "cat.png")
+    (tmp_path / "out").mkdir()
+    Image.new("RGB", (4, 4)).save(tmp_path / "out" / "cat_gradcam_cat.png")
+    (tmp_path / "out" / "manifest.jsonl").write_text("")
+    (tmp_path / "sub").mkdir()
+    Image.new("RGB", (4, 4)).save(tmp_path / "sub" / "dog.png")
+    with pytest.warns(xconv.XconvWarning, match="left out 1 pictures in xconv output folders"):
+        assert expand_inputs([tmp_path]) == [tmp_path / "cat.png", tmp_path / "sub" / "dog.png"]
+    assert expand_inputs([tmp_path / "out"]) == [tmp_path / "out" / "cat_gradcam_cat.png"]  # named itself: taken
+
+
 def test_truncated_jpeg_is_refused(tmp_path):
     buffer = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buffer, "JPEG")

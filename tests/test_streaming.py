@@ -215,6 +215,7 @@ def test_a_rerun_into_an_output_folder_inside_the_inputs_does_not_explain_its_ow
 
     (tmp_path / "link").symlink_to(out)
     assert len(expand_inputs([photos], output_folder=tmp_path / "link")) == 2  # the same folder by a link
+    (out / "manifest.jsonl").rename(out / "records.jsonl")  # without it, out/ is not known as an output folder
     for folder in (photos, tmp_path, photos / "p0.png"):  # the input folder itself, a parent: nothing left out
         assert len(expand_inputs([photos], output_folder=folder)) == 4
     assert expand_inputs([out / "000_p0_gradcam_class_0.png"], output_folder=out) != []  # a file named: kept

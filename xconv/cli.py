@@ -303,7 +303,7 @@ def input_photos(images: list[Path], out: Path) -> list[Path]:
     inside = os.path.join(os.path.realpath(out), "")
     folders = [os.path.join(os.path.realpath(item), "") for item in images if os.path.isdir(item)]
     if any(inside != folder and inside.startswith(folder) for folder in folders):
-        own = len(xconv.images.expand_inputs(images)) - len(paths)  # counted only where there can be some
+        own = len(xconv.images.expand_inputs([out])) if out.is_dir() else 0  # counted only where there can be some
         if own:
             typer.echo(f"left out {own} files inside the output folder {out}", err=True)
     return paths

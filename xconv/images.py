@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xconv.errors import XconvError, first_line
+from xconv.errors import XconvError, XconvWarning, first_line
 
 #: Suffixes expanded when a directory is given; decoding itself sniffs content, not names.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".jfif")
@@ -58,14 +58,30 @@ def expand_inputs(inputs: list[str | os.PathLike], output_folder: str | os.PathL
         if is_folder(path):
             found = (p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
                      and (p.is_file() or (p.is_symlink() and not p.exists())))
-            visible = (p for p in found if not any(part.startswith(".") for part in p.relative_to(path).parts))
+            visible = [p for p in found if not any(part.startswith(".") for part in p.relative_to(path).parts)]
             folder = os.path.join(os.path.realpath(path), "")
             if own is not None and own != folder and own.startswith(folder):  # strictly inside
-                visible = (p for p in visible if not os.path.realpath(p).startswith(own))
+                visible = [p for p in visible if not os.path.realpath(p).startswith(own)]
+            visible = without_earlier_outputs(path, visible)
             paths.extend(sorted(visible, key=lambda p: p.relative_to(path).parts))
         else:
             paths.append(path)
     return paths
+
+
+def without_earlier_outputs(root: Path, found: list[Path]) -> list[Path]:
+    """``found`` less the pictures in xconv's output folders below ``root`` (a folder with a manifest.jsonl):
+    an earlier run's overlays were explained again as photos (``xconv explain photos/`` after ``-o
+    photos/out``). Said in a warning; an output folder given itself is taken as it is."""
+    folders = {parent for p in found for parent in p.relative_to(root).parents if parent.parts}
+    outputs = {folder for folder in folders if (root / folder / "manifest.jsonl").is_file()}
+    if not outputs:
+        return found
+    kept = [p for p in found if not outputs.intersection(p.relative_to(root).parents)]
+    names = ", ".join(sorted(str(root / folder) for folder in outputs)[:3])
+    warnings.warn(f"left out {len(found) - len(kept)} pictures in xconv output folders ({names}: they hold a "
+                  "manifest.jsonl); name such a folder itself to take its pictures", XconvWarning, stacklevel=3)
+    return kept
 
 
 def is_folder(path: Path) -> bool:
