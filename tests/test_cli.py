@@ -139,6 +139,7 @@ def test_explain_batch_keeps_good_files_lists_bad_and_fails(model_file, photos, 
     errors = [r for r in records if "error" in r]
     done = [r for r in records if "outputs" in r]
     assert [Path(r["path"]).name for r in errors] == ["broken.jpg"]
+    assert errors[0]["input"] == errors[0]["path"] and errors[0]["status"] == "error"  # as a record of the manifest
     assert sorted(Path(r["path"]).name for r in done) == ["photo0.png", "photo1.png"]
     written = sorted(p.name for p in out.glob("*.png"))
     assert len(written) == 4 and len(set(written)) == 4  # one per image and target, nothing overwritten
@@ -602,3 +603,13 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(model_file, tmp_path
     process.stdout.close()  # as head does after its lines
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=120) == 141 and "error" not in stderr, stderr
+
+
+def test_a_pattern_that_never_activates_its_filter_is_not_counted_as_weak(capsys):
+    """'median 0.98, 1 of 2 patterns below 0.5' where the second pattern had no robustness at all."""
+    from xconv.cli_output import describe_synthesized
+
+    explanation = xconv.Explanation("filters", "patterns", "m", arrays={"robustness": np.array([0.98, np.nan])},
+                                    layer="conv1")
+    describe_synthesized(explanation, [], False)
+    assert "median 0.98, 0 of 2 patterns below 0.5, 1 that do not activate their filter" in capsys.readouterr().out

@@ -559,7 +559,7 @@ def evaluate(
                               "for any model (catsdogs always does; -O flip=false turns that off)."),
     option: List[str] = OPTIONS_OPTION,
     preprocess: Optional[str] = PREPROCESS_OPTION,
-    as_json: bool = JSON_OPTION,
+    as_json: bool = typer.Option(False, "--json", help="Print the whole report as one JSON object."),
     unsafe: bool = UNSAFE_OPTION,
 ):
     """Accuracy, per-class precision and recall, confusion matrix and the most confidently wrong images."""
@@ -579,6 +579,8 @@ def evaluate(
     report = {**result.as_dict(), "model": loaded.display_name, "confusion_png": str(png)}
     if as_json:
         typer.echo(json.dumps(report, indent=1))
+        for line in result.skipped:  # stdout holds the one JSON object; the files it left out go to stderr
+            typer.echo(f"xconv: skipped {line}", err=True)
         if result.skipped:
             raise typer.Exit(1)
         return

@@ -110,8 +110,8 @@ def show_warning(message, category, filename, lineno, file=None, line=None):
 
 def report_bad_inputs(errors, as_json: bool) -> int:
     for error in errors:
-        if as_json:
-            typer.echo(json.dumps({"path": error.path, "error": error.reason}))
+        if as_json:  # the fields of explain's records too, so one parser reads every line
+            typer.echo(json.dumps({"path": error.path, "input": error.path, "status": "error", "error": error.reason}))
         else:
             typer.echo(f"xconv: error: {error}", err=True)
     return len(errors)

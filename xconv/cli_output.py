@@ -175,9 +175,11 @@ def describe_synthesized(explanation, written, as_json: bool) -> None:
         return
     typer.echo(f"{explanation.method}" + (f" at {layer_text(explanation.layer)}" if explanation.layer else ""))
     if robustness is not None and np.isfinite(robustness).any():
-        fragile = int(np.sum(~(np.nan_to_num(robustness, nan=0.0) >= 0.5)))
+        fragile = int(np.sum(robustness < 0.5))  # NaN (a pattern that never activates its filter) is not "below"
+        dead = int(np.isnan(robustness).sum())
         typer.echo(f"  robustness (activation kept when moved a little): median {np.nanmedian(robustness):.2f}, "
-                   f"{fragile} of {len(robustness)} patterns below 0.5")
+                   f"{fragile} of {len(robustness)} patterns below 0.5"
+                   + (f", {dead} that do not activate their filter" if dead else ""))
     for item in written:
         typer.echo(f"  wrote {item}")
 

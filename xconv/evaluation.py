@@ -115,7 +115,7 @@ def missing_classes_note(evaluation: Evaluation) -> str | None:
     missing = [name for name, row in evaluation.per_class().items() if row["support"] == 0]
     if not missing:
         return None
-    return (f"warning: no readable photo of {', '.join(map(repr, missing))} in {evaluation.folder}: the accuracy "
+    return (f"xconv: warning: no readable photo of {', '.join(map(repr, missing))} in {evaluation.folder}: the accuracy "
             "covers the other classes only")
 
 
