@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 import xconv
+from xconv_plugins.overlay import layer_part
 
 LABEL_HEIGHT = 26
 GAP = 6
@@ -57,7 +58,8 @@ class CompareRenderer(xconv.Renderer):
             tiles += [labelled(xconv.overlay_heatmap(small, maps[method][index], self.colormap, self.alpha), method)
                       for method in maps]
             figure = xconv.tile(np.stack(tiles), min(self.columns, len(tiles)), GAP)
-            name = f"{explanation.stem(index)}_compare_{xconv.safe_name(target)}.png"
+            # Another layer's comparison keeps its own file, as a single method's picture does.
+            name = f"{explanation.stem(index)}_compare{layer_part(explanation)}_{xconv.safe_name(target)}.png"
             written.append(explanation.output(xconv.save_image(Path(out_dir) / name, figure), index))
         return written
 

@@ -447,6 +447,11 @@ def test_cli_compares_methods_side_by_side(model_file, tmp_path):
     assert figure.name == "photo_compare_dog.png"
     picture = xconv.load_image(figure)
     assert picture.shape[0] == 224 + 26 and picture.shape[1] > 4 * 224  # the photo and three maps in a row
+    result = run("explain", photo, "--model", model_file, "--method", "gradcam,layercam", "--target", "dog",
+                 "--layer", "conv2", "--out", tmp_path / "a")  # another layer: it replaced the default's figure
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "a").glob("*.png")) == ["photo_compare_conv2_dog.png",
+                                                                      "photo_compare_dog.png"]
     strip = tmp_path / "strip.png"  # 1 x 4000: at the tile height, 896,000 px wide, more than a PNG holds
     Image.fromarray(np.full((1, 4000, 3), 90, np.uint8)).save(strip)
     result = run("explain", strip, photo, "--model", model_file, "--method", "gradcam,saliency", "--out", tmp_path / "c")

@@ -243,11 +243,12 @@ def compare(model: Model, images, methods: list[str] | str, target=None, layer=N
     return Explanation(
         method="compare", kind="comparison", model_name=model.display_name,
         arrays={"heatmaps": {name: e.heatmaps for name, e in explained.items()}},
-        layer=None, images=batch, originals=originals if originals is not None else decoded,
+        layer=layer, images=batch, originals=originals if originals is not None else decoded,
         sources=[str(s) for s in sources] if sources is not None else paths,
         targets=first.targets, target_names=first.target_names, predictions=first.predictions,
         metadata={"methods": list(explained), "layers": {name: e.layer for name, e in explained.items()},
-                  "target_scores": first.metadata.get("target_scores")},
+                  "target_scores": first.metadata.get("target_scores"),
+                  "layer_is_default": all(e.metadata.get("layer_is_default", True) for e in explained.values())},
         index_offset=index_offset,
     )
 
