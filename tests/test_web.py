@@ -694,6 +694,8 @@ def test_report_refuses_no_methods_or_no_photos_before_any_work(catsdogs, photos
         build_report(catsdogs, [photos / "chelsea.jpg"], tmp_path / "r.html", methods=[])
     with pytest.raises(xconv.XconvError, match="no input images"):
         build_report(catsdogs, [], tmp_path / "r.html")
+    with pytest.raises(xconv.XconvError, match="every report already has activation grids"):  # it named web API fields
+        build_report(catsdogs, [photos / "chelsea.jpg"], tmp_path / "r.html", methods=["activations"])
     with pytest.raises(xconv.XconvError, match="unknown layer 'block9_pool'"):
         build_report(catsdogs, [photos / "chelsea.jpg"], tmp_path / "r.html", filter_layer="block9_pool")
     with pytest.raises(xconv.XconvError, match="not a conv or pooling layer"):

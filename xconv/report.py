@@ -34,9 +34,9 @@ def build_report(model, images, out, methods=("gradcam",), activation_layers: in
     """Write the report for ``images`` (paths) to ``out``; files that cannot be decoded are listed in it
     (and in ``Report.errors``), the others are reported in full. When none can be, nothing is written: an
     earlier report at ``out`` is kept. ``method_options``: each method's options, by method name."""
-    from xconv.web.service import ExplainKey, ExplainService
-
+    from xconv.api import heatmap_method
     from xconv.errors import XconvError
+    from xconv.web.service import ExplainKey, ExplainService
 
     if not methods:
         raise XconvError("--method needs at least one heatmap method, e.g. gradcam")
@@ -44,6 +44,9 @@ def build_report(model, images, out, methods=("gradcam",), activation_layers: in
         raise XconvError("no input images (folders are searched recursively for .jpg, .png, .bmp, .webp, .tif and .gif files)")
     service = ExplainService(model, method_options=method_options)
     layers = service.layers[:activation_layers]
+    for method in methods:  # the web service's own words for this would name its API fields
+        heatmap_method(method, "a report's methods are heatmap methods; every report already has activation "
+                               "grids (--layers) and a filter-pattern panel (--filters-layer)")
     keys = [service.check(ExplainKey(method)) for method in methods]
     # Checked before any photo is explained: a typo must not cost the whole run.
     filter_layer = service.pattern_layer(filter_layer).path
