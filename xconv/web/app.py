@@ -40,6 +40,7 @@ def token_cookie(request: Request) -> str:
     servers on one host would overwrite each other's), as Jupyter's per-port cookie names avoid."""
     return f"{TOKEN_COOKIE}_{request.url.port or (443 if request.url.scheme == 'https' else 80)}"
 
+
 #: Uploads decoded at full size at the same time (the others wait; see ``create_app``).
 DECODES_AT_ONCE = 4
 
