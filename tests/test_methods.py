@@ -467,6 +467,7 @@ def test_cli_compares_methods_side_by_side(model_file, tmp_path):
         (["--method", "saliency", "--layer", "conv3"], "takes no layer"),
         (["--method", "gradcam,saliency", "-O", "occlusion.patch=8"], "the scope must be one of"),
         (["--method", "gradcam,saliency", "-O", "method.patch=8"], "no option 'patch'"),
+        (["-O", "score=logit", "-O", "score=contrast"], "-O score given twice, as 'logit' and 'contrast'; give it once"),
     ]:
         result = run("explain", photo, "--model", model_file, "--out", tmp_path / "c", *args)
         assert result.exit_code == 1 and needle in result.output, (args, result.output)

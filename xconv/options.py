@@ -185,6 +185,11 @@ def route_options(pairs: list[tuple[str | None, str, str]], components: dict[str
     declares is an error listing every valid name.
     """
     groups = groups or {}
+    given: dict[tuple, str] = {}
+    for scope, name, value in pairs:  # the same option twice: the last one won without a word
+        if given.setdefault((scope, name), value) != value:
+            raise XconvError(f"-O {scope + '.' if scope else ''}{name} given twice, as {given[(scope, name)]!r} and "
+                             f"{value!r}; give it once")
     routed: dict[str, dict] = {scope: {} for scope in components}
     for scope, name, value in pairs:
         if scope is None:
