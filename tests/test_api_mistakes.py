@@ -82,8 +82,10 @@ def test_mistakes_are_one_xconv_error(tiny, call, message):
     assert len(str(raised.value)) < 400 and "\n" not in str(raised.value)
 
 
-def test_what_the_api_takes_besides_lists_and_arrays(tiny, photos, tmp_path):
+def test_what_the_api_takes_besides_lists_and_arrays(tiny, photos, tmp_path, monkeypatch):
     paths, _ = photos
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "catsdogs").mkdir()  # a folder named like the model: the name still means the model
     random = xconv.load_model("catsdogs", weights="none")  # as the CLI and its messages spell it: was refused
     assert random.class_names == ["cat", "dog"]
     one = xconv.explain(tiny, paths[0])

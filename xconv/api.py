@@ -20,8 +20,7 @@ from xconv.options import already_resolved, resolve_options
 from xconv.quiet import no_retracing_notices, quiet_tensorflow
 from xconv.registry import get_registry
 from xconv.interfaces import Explanation, Model, Output
-
-MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
+from xconv.modelfile import MODEL_FILE_SUFFIXES  # where the CLI reads it too
 
 
 def load_model(name_or_path: str | os.PathLike = "catsdogs", weights="default", safe_mode: bool = True,
@@ -36,8 +35,6 @@ def load_model(name_or_path: str | os.PathLike = "catsdogs", weights="default", 
     text = str(name_or_path)
     if isinstance(weights, str) and weights.lower() == "none":  # as the CLI and every message spell it
         weights = None
-    if Path(text).is_dir():
-        raise XconvError(f"{text} is a folder, not a model: give a .keras file or a model name (xconv list)")
     if text.endswith(MODEL_FILE_SUFFIXES) or os.sep in text or Path(text).is_file():
         from xconv.modelfile import KerasFileModel, load_model_file
 

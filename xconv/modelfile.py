@@ -23,6 +23,8 @@ from xconv.options import Option
 from xconv.preprocessing import MODES, check_mode, preprocess
 
 METADATA_MEMBER = "xconv.json"
+#: The model files Keras 3 loads: its own archive, and legacy HDF5.
+MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 #: Layers that show a model rescales its own input when they come before its first conv or dense layer.
 INPUT_PREPROCESSING_LAYERS = ("Rescaling", "Normalization")
@@ -83,9 +85,11 @@ def load_keras_file(path: str | os.PathLike, safe_mode: bool = True, compile: bo
     import keras
 
     path = Path(path)
+    if path.is_dir():
+        raise XconvError(f"{path} is a folder, not a model file: give a .keras file or a model name (xconv list)")
     if not path.is_file():
         raise XconvError(f"{path}: no such model file")
-    if path.suffix.lower() not in (".keras", ".h5", ".hdf5"):  # Keras's own words stop mid-sentence at 200 characters
+    if path.suffix.lower() not in MODEL_FILE_SUFFIXES:  # Keras's own words stop mid-sentence at 200 characters
         raise XconvError(f"{path}: not a Keras model file (xconv loads .keras files, and legacy .h5 ones)")
     if path.suffix == ".keras" and not zipfile.is_zipfile(path):  # Keras would say "File not found"
         raise XconvError(f"{path}: not a Keras model file (a .keras file is a zip archive; this one is "
