@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import math
 import os
 import sys
 import warnings
@@ -23,7 +24,7 @@ import typer
 import xconv
 from xconv.cli_errors import fail, finish, report_bad_inputs, show_warning, user_errors
 from xconv.cli_output import (KIND_ORDER, describe_record, describe_synthesized, finish_stream, listing_row, progress,
-                              show_plugin, show_score_table, stream_with_progress)
+                              show_evaluation, show_plugin, show_score_table, stream_with_progress)
 from xconv.errors import XconvError
 from xconv.files import check_output_folder
 from xconv.images import MAX_IMAGE_SIDE
@@ -168,11 +169,11 @@ def predict(
         for position in range(len(group)):  # every line in input order, a failure where its input is
             if position not in done:
                 failures += report_bad_inputs([next(failed)], as_json)
-            elif as_json:
-                path, result = done[position]
+                continue
+            path, result = done[position]
+            if as_json:
                 typer.echo(json.dumps({"path": str(path), "predictions": [{"label": l, "score": s} for l, s in result]}))
             else:
-                path, result = done[position]
                 typer.echo(f"{path}: " + ", ".join(f"{label} {score:.3f}" for label, score in result))
     finish(failures, len(paths))
 
@@ -515,8 +516,8 @@ def train(
                        else "interrupted: the last finished epoch's checkpoint is kept")
         seconds = summary["seconds_per_epoch"]
         typer.echo(f"{kept} val_accuracy {summary[kept + '_val_accuracy']:.4f} after {summary['epochs_run']} epochs "
-                   + (f"({seconds:.1f} s/epoch, {summary['train_images_per_second']:.1f} images/s)" if seconds == seconds
-                      else f"(none run now: the checkpoint holds them; raise --epochs above {epochs} to continue)"))
+                   + (f"({seconds:.1f} s/epoch, {summary['train_images_per_second']:.1f} images/s)"
+                      if not math.isnan(seconds) else f"(none run now: the checkpoint holds them; raise --epochs above {epochs} to continue)"))
     else:
         typer.echo("interrupted before the first epoch ended: no checkpoint was written")
     for path in summary["written"] + ([summary["explanations"]] if "explanations" in summary else []):
@@ -563,8 +564,7 @@ def evaluate(
     unsafe: bool = UNSAFE_OPTION,
 ):
     """Accuracy, per-class precision and recall, confusion matrix and the most confidently wrong images."""
-    from xconv.evaluation import (evaluate as run_evaluation, evaluation_folder, missing_classes_note, plot_confusion,
-                                  share_text, validation_note)
+    from xconv.evaluation import evaluate as run_evaluation, evaluation_folder, plot_confusion
     from xconv.image_folders import image_folder_files
     from xconv.quiet import quiet_tensorflow
 
@@ -578,36 +578,15 @@ def evaluate(
     png = plot_confusion(result, out / "confusion_matrix.png")
     report = {**result.as_dict(), "model": loaded.display_name, "confusion_png": str(png)}
     if as_json:
-        typer.echo(json.dumps(report, indent=1))
-        for line in result.skipped:  # stdout holds the one JSON object; the files it left out go to stderr
-            typer.echo(f"xconv: skipped {line}", err=True)
-        if result.skipped:
-            raise typer.Exit(1)
-        return
-    low, high = result.accuracy_interval()
-    typer.echo(f"{loaded.display_name}: accuracy {result.accuracy:.4f} (95 % interval {low:.3f}-{high:.3f}) "
-               f"on {result.images} images")
-    for name, row in result.per_class().items():
-        typer.echo(f"  {name:<20} precision {share_text(row['precision'])}  recall {share_text(row['recall'])}  "
-                   f"({row['support']} images)")
-    width = max(len(n) for n in result.class_names) + 2
-    typer.echo("confusion matrix (rows: true, columns: predicted)")
-    typer.echo(" " * width + "".join(f"{n:>{width}}" for n in result.class_names))
-    for name, row in zip(result.class_names, result.confusion):
-        typer.echo(f"{name:<{width}}" + "".join(f"{c:>{width}}" for c in row))
-    if result.wrong:
-        typer.echo("most confidently wrong:")
-        for item in result.wrong:
-            typer.echo(f"  {item['path']}: {item['true']} predicted as {item['predicted']} ({item['confidence']:.3f})")
-    typer.echo(f"wrote {png}")
-    for note in (missing_classes_note(result), validation_note(result)):
-        if note:
-            typer.echo(note, err=True)
+        typer.echo(json.dumps(report, indent=1))  # stdout holds the one JSON object; the rest goes to stderr
+    else:
+        show_evaluation(result, loaded.display_name, png)
     for line in result.skipped:
         typer.echo(f"xconv: skipped {line}", err=True)
     if result.skipped:
-        typer.echo(f"xconv: {len(result.skipped)} files could not be read; the other {result.images} were evaluated",
-                   err=True)
+        if not as_json:
+            typer.echo(f"xconv: {len(result.skipped)} files could not be read; the other {result.images} were "
+                       "evaluated", err=True)
         raise typer.Exit(1)
 
 

@@ -141,6 +141,32 @@ def finish_stream(summary, out: Path, as_json: bool, resume_hint: str = "rerun w
     finish(summary.failed, summary.inputs)
 
 
+def show_evaluation(result, model_name: str, png) -> None:
+    """`xconv evaluate`'s text report: accuracy with its interval, per-class precision and recall, the
+    confusion matrix, the most confidently wrong photos, then its notes on stderr."""
+    from xconv.evaluation import missing_classes_note, share_text, validation_note
+
+    low, high = result.accuracy_interval()
+    typer.echo(f"{model_name}: accuracy {result.accuracy:.4f} (95 % interval {low:.3f}-{high:.3f}) "
+               f"on {result.images} images")
+    for name, row in result.per_class().items():
+        typer.echo(f"  {name:<20} precision {share_text(row['precision'])}  recall {share_text(row['recall'])}  "
+                   f"({row['support']} images)")
+    width = max(len(n) for n in result.class_names) + 2
+    typer.echo("confusion matrix (rows: true, columns: predicted)")
+    typer.echo(" " * width + "".join(f"{n:>{width}}" for n in result.class_names))
+    for name, row in zip(result.class_names, result.confusion):
+        typer.echo(f"{name:<{width}}" + "".join(f"{c:>{width}}" for c in row))
+    if result.wrong:
+        typer.echo("most confidently wrong:")
+        for item in result.wrong:
+            typer.echo(f"  {item['path']}: {item['true']} predicted as {item['predicted']} ({item['confidence']:.3f})")
+    typer.echo(f"wrote {png}")
+    for note in (missing_classes_note(result), validation_note(result)):
+        if note:
+            typer.echo(note, err=True)
+
+
 def show_score_table(summary, best, methods, metrics, higher_is_better) -> None:
     from rich.console import Console
     from rich.table import Table
